@@ -1,0 +1,30 @@
+# segflow: the nnU-Net method as a Snakemake workflow. See README.md for how to run it.
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: Path(workflow.basedir) / "config" / "config.yaml"
+
+
+validate(config, "config/schema.yaml", set_default=True)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/convert.smk"
+include: "workflow/rules/verify.smk"
+include: "workflow/rules/crop.smk"
+include: "workflow/rules/fingerprint.smk"
+include: "workflow/rules/plan.smk"
+include: "workflow/rules/splits.smk"
+include: "workflow/rules/preprocess.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        STATIC_TARGETS,
+        planned_targets,

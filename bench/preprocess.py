@@ -1,0 +1,243 @@
+"""Benchmark: segflow's convert -> verify -> crop -> fingerprint -> plan -> preprocess (2d + 3d_fullres) with
+``snakemake --cores 2`` against ``nnUNetv2_plan_and_preprocess -np 2 -npfp 2`` (nnunetv2 2.8.1 in its own
+virtual environment), on the same data in the same run:
+
+(a) MSD Task04 Hippocampus, 260 small cases: per-job start-up dominates;
+(b) a generated set of large anisotropic 2-channel volumes (about 320 x 320 x 60 at 0.6 x 0.6 x 3 mm): the
+    work itself dominates.
+
+Prints wall time and peak memory of both, their ratios, and whether the plans, the fingerprint and the
+preprocessed arrays agree. Peak memory is sampled every 50 ms over the whole process tree: "tree" is the
+largest sum over all processes at one moment, "largest process" the largest single process.
+
+Usage: python bench/preprocess.py [--nnunet-venv /opt/nnunet-venv] [--hippocampus PATH] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+COMPARE = r"""
+import glob, json, os, pickle, sys
+import blosc2, numpy as np
+ours, theirs = sys.argv[1], sys.argv[2]
+fo = json.load(open(f"{ours}/fingerprint.json")); ft = json.load(open(f"{theirs}/dataset_fingerprint.json"))
+report = {"fingerprint_shapes_equal": fo["shapes_after_crop"] == ft["shapes_after_crop"],
+          "fingerprint_spacings_equal": bool(np.allclose(fo["spacings"], ft["spacings"]))}
+worst = 0.0
+for c, b in ft["foreground_intensity_properties_per_channel"].items():
+    a = fo["foreground_intensity_properties_per_channel"][c]
+    worst = max(worst, max(abs(a[k] - b[k]) / max(1.0, abs(b[k])) for k in b))
+report["intensity_max_relative_difference"] = worst
+po = json.load(open(f"{ours}/plans.json")); pt = json.load(open(f"{theirs}/nnUNetPlans.json"))
+report["plans_configurations_identical"] = all(
+    json.dumps(po["configurations"].get(k), sort_keys=True) == json.dumps(v, sort_keys=True)
+    for k, v in pt["configurations"].items()) and set(po["configurations"]) == set(pt["configurations"])
+for cfg in ("2d", "3d_fullres"):
+    max_diff, seg_diff, loc_diff, n = 0.0, 0, 0, 0
+    for f in sorted(glob.glob(f"{theirs}/nnUNetPlans_{cfg}/*.pkl")):
+        case = os.path.basename(f)[:-4]
+        d = blosc2.open(f[:-4] + ".b2nd")[:]; s = blosc2.open(f[:-4] + "_seg.b2nd")[:]
+        props = pickle.load(open(f, "rb"))
+        od = np.load(f"{ours}/preprocessed/{cfg}/{case}.npy")
+        os_ = np.load(f"{ours}/preprocessed/{cfg}/{case}_seg.npy")
+        oj = json.load(open(f"{ours}/preprocessed/{cfg}/{case}.json"))
+        if od.shape != d.shape:
+            max_diff = float("inf"); n += 1; continue
+        max_diff = max(max_diff, float(np.abs(od - d).max())); seg_diff += int((os_ != s).sum())
+        for k, v in props["class_locations"].items():
+            ours_locs = np.array(oj["class_locations"][str(k)]).reshape(-1, 3)
+            loc_diff += not np.array_equal(ours_locs, np.asarray(v).reshape(-1, 4)[:, 1:])
+        n += 1
+    report[cfg] = {"cases": n, "max_abs_data_difference": max_diff, "seg_voxels_differing": seg_diff,
+                   "class_location_lists_differing": loc_diff}
+print(json.dumps(report))
+"""
+
+
+def measure(command, env=None, cwd=None, log=None) -> dict:
+    """Run a command; wall time and peak RSS (whole tree, and largest single process) sampled every 50 ms."""
+    started = time.perf_counter()
+    out = open(log, "w") if log else subprocess.DEVNULL
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    peak = {"tree": 0, "largest": 0}
+    root = psutil.Process(process.pid)
+
+    def sample():
+        while process.poll() is None:
+            try:
+                rss = [root.memory_info().rss] + [c.memory_info().rss for c in root.children(recursive=True)]
+            except psutil.Error:
+                rss = [0]
+            peak["tree"] = max(peak["tree"], sum(rss))
+            peak["largest"] = max(peak["largest"], max(rss))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    returncode = process.wait()
+    sampler.join()
+    wall = time.perf_counter() - started
+    if returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, command))} failed ({returncode}); see {log}")
+    return {"wall_s": wall, "peak_tree_gb": peak["tree"] / 1e9, "peak_largest_gb": peak["largest"] / 1e9}
+
+
+def run_segflow(dataset: Path, work: Path) -> dict:
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--cores",
+        "2",
+        "--config",
+        f"dataset={dataset}",
+        "-q",
+    ]
+    return measure(command, log=work.parent / f"{work.name}.log")
+
+
+def nnunet_env(venv: Path, base: Path) -> dict:
+    env = dict(
+        os.environ,
+        nnUNet_raw=str(base / "raw"),
+        nnUNet_preprocessed=str(base / "preprocessed"),
+        nnUNet_results=str(base / "results"),
+        nnUNet_compile="False",
+    )
+    env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
+    return env
+
+
+def run_nnunet(venv: Path, base: Path, dataset_id: int, name: str) -> dict:
+    shutil.rmtree(base / "preprocessed" / name, ignore_errors=True)
+    command = [
+        str(venv / "bin" / "nnUNetv2_plan_and_preprocess"),
+        "-d",
+        str(dataset_id),
+        "-np",
+        "2",
+        "-npfp",
+        "2",
+        "-c",
+        "2d",
+        "3d_fullres",
+    ]
+    return measure(command, env=nnunet_env(venv, base), log=base / f"plan_and_preprocess_{dataset_id}.log")
+
+
+def compare(venv: Path, ours: Path, theirs: Path) -> dict:
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", COMPARE, str(ours), str(theirs)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def report(title: str, nn: dict, sf: dict, target: float, parity: dict, extra: str = "") -> dict:
+    ratio = sf["wall_s"] / nn["wall_s"]
+    print(f"\n== {title}")
+    print(
+        f"   nnunetv2 2.8.1 plan_and_preprocess: {nn['wall_s']:7.1f} s   peak RSS tree {nn['peak_tree_gb']:.2f} GB, "
+        f"largest process {nn['peak_largest_gb']:.2f} GB{extra}"
+    )
+    print(
+        f"   segflow (snakemake --cores 2):      {sf['wall_s']:7.1f} s   peak RSS tree {sf['peak_tree_gb']:.2f} GB, "
+        f"largest process {sf['peak_largest_gb']:.2f} GB"
+    )
+    print(
+        f"   time ratio segflow / nnunetv2: {ratio:.2f} (target <= {target})   "
+        f"peak RSS ratio (tree): {sf['peak_tree_gb'] / nn['peak_tree_gb']:.2f} (target <= 1)"
+    )
+    print(f"   parity: {json.dumps(parity)}")
+    return {"nnunetv2": nn, "segflow": sf, "time_ratio": ratio, "parity": parity}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nnunet-venv", type=Path, default=Path(os.environ.get("NNUNET_VENV", "/opt/nnunet-venv")))
+    parser.add_argument(
+        "--hippocampus",
+        type=Path,
+        default=Path(os.environ.get("SEGFLOW_HIPPOCAMPUS", REPO.parent / "shared" / "data" / "Task04_Hippocampus")),
+    )
+    parser.add_argument("--work", type=Path, default=Path("/tmp/segflow-bench-preprocess"))
+    parser.add_argument("--large-cases", type=int, default=20)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    if not (args.nnunet_venv / "bin" / "nnUNetv2_plan_and_preprocess").exists():
+        raise SystemExit(f"no nnunetv2 in {args.nnunet_venv}; install it (../shared/reference/anchor-nnunetv2.md)")
+    work = args.work.resolve()
+    base = work / "nnunet"
+    (base / "raw").mkdir(parents=True, exist_ok=True)
+    env = nnunet_env(args.nnunet_venv, base)
+    results = {}
+
+    # (a) Hippocampus. nnunetv2 needs its own MSD conversion first (timed separately, not in the ratio).
+    hippo_raw = base / "raw" / "Dataset004_Hippocampus"
+    shutil.rmtree(hippo_raw, ignore_errors=True)
+    conversion = measure(
+        [str(args.nnunet_venv / "bin" / "nnUNetv2_convert_MSD_dataset"), "-i", str(args.hippocampus), "-np", "2"],
+        env=env,
+        log=base / "convert_msd.log",
+    )
+    nn = run_nnunet(args.nnunet_venv, base, 4, "Dataset004_Hippocampus")
+    sf = run_segflow(args.hippocampus, work / "segflow_hippocampus")
+    parity = compare(
+        args.nnunet_venv,
+        work / "segflow_hippocampus" / "results" / args.hippocampus.name,
+        base / "preprocessed" / "Dataset004_Hippocampus",
+    )
+    results["hippocampus"] = report(
+        "(a) MSD Task04 Hippocampus, 260 cases (segflow includes its MSD conversion)",
+        nn,
+        sf,
+        1.0,
+        parity,
+        extra=f"  (+ {conversion['wall_s']:.1f} s for nnUNetv2_convert_MSD_dataset)",
+    )
+
+    # (b) Large anisotropic 2-channel volumes, as an nnU-Net v2 raw folder both read in place.
+    large = work / "data" / "Dataset901_SegflowLarge"
+    if not (large / "dataset.json").is_file():
+        from segflow.demo import generate_raw
+
+        print(f"generating {args.large_cases} large volumes in {large} ...", flush=True)
+        generate_raw(large, args.large_cases, channels=2, size="large")
+    link = base / "raw" / large.name
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(large)
+    nn = run_nnunet(args.nnunet_venv, base, 901, large.name)
+    sf = run_segflow(large, work / "segflow_large")
+    parity = compare(
+        args.nnunet_venv, work / "segflow_large" / "results" / large.name, base / "preprocessed" / large.name
+    )
+    results["large"] = report(f"(b) {args.large_cases} large anisotropic 2-channel volumes", nn, sf, 0.7, parity)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""What a user's dataset folder holds, found at workflow parse time: its kind, cases and files.
+
+Two layouts are accepted (method reference §1):
+
+* an MSD ``TaskNN_Name`` folder (v1 ``dataset.json`` with ``modality`` and int->name ``labels``; one
+  file per case, 3D or 4D, no channel suffix; macOS ``._*`` junk ignored), which ``convert`` turns into
+  the v2 raw layout;
+* an nnU-Net v2 raw folder (``channel_names``, name->int ``labels``, ``file_ending``; channel files
+  ``CASE_XXXX{ending}``), used as it is.
+
+Everything that can be checked without reading pixels is checked here, so that a dataset with a missing
+file or an inconsistent ``dataset.json`` fails before any job starts: required keys, consecutive labels,
+``numTraining`` against the cases found, a label file and every channel file for each case.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from segflow.errors import InputError
+from segflow.io import load_json
+
+CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+REQUIRED_V2_KEYS = ("labels", "channel_names", "numTraining", "file_ending")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A training dataset as the workflow sees it before any job has run."""
+
+    root: Path
+    kind: str  # "msd" (needs conversion) or "raw" (nnU-Net v2 raw folder, used in place)
+    dataset_json: dict  # always the v2 form
+    cases: list[str]
+    sources: dict[str, list[Path]] = field(repr=False)  # case -> source image files (MSD: one file)
+    label_sources: dict[str, Path] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.dataset_json["channel_names"])
+
+    @property
+    def file_ending(self) -> str:
+        return self.dataset_json["file_ending"]
+
+
+def label_values(dataset_json: dict) -> dict[str, int]:
+    """Label name -> value for plain labels; region labels (lists) are kept out of the value check."""
+    return {k: v for k, v in dataset_json["labels"].items() if isinstance(v, int)}
+
+
+def check_labels(dataset_json: dict, file) -> None:
+    """Background must be 0 and the label values (ignore label included) consecutive from 0."""
+    labels = dataset_json["labels"]
+    if labels.get("background") != 0:
+        raise InputError(
+            f"labels must contain 'background': 0, got {labels}.",
+            file=file,
+            fix='add "background": 0 to the labels of dataset.json.',
+        )
+    values = sorted(set(label_values(dataset_json).values()))
+    if values != list(range(len(values))):
+        raise InputError(
+            f"label values must be consecutive integers 0, 1, 2, ...; got {values}.",
+            file=file,
+            fix="renumber the labels in dataset.json and in every label file so that no value is skipped.",
+        )
+
+
+def v1_to_v2_dataset_json(v1: dict) -> dict:
+    """The MSD (nnU-Net v1) dataset.json in v2 form: inverted labels, channel_names, file_ending."""
+    v2 = {k: v for k, v in v1.items() if k not in ("tensorImageSize", "numTest", "training", "test", "modality")}
+    v2["channel_names"] = {str(k): v for k, v in v1["modality"].items()}
+    v2["labels"] = {name: int(value) for value, name in v1["labels"].items()}
+    v2["file_ending"] = ".nii.gz"
+    return v2
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith((".", "_"))
+
+
+def _images(folder: Path, ending: str) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _visible(p) and p.name.endswith(ending))
+
+
+def _require_folder(folder: Path, what: str) -> None:
+    if not folder.is_dir():
+        raise InputError(
+            f"the folder {what} is missing.",
+            file=folder,
+            fix=f"put the {what} files into {folder}.",
+        )
+
+
+def _check_num_training(dataset_json: dict, cases: list[str], file) -> None:
+    if dataset_json.get("numTraining") != len(cases):
+        raise InputError(
+            f"numTraining is {dataset_json.get('numTraining')} but imagesTr holds {len(cases)} cases.",
+            file=file,
+            fix=f'set "numTraining": {len(cases)} in dataset.json, or add/remove the cases that differ.',
+        )
+
+
+def _missing_label_error(case: str, path: Path) -> InputError:
+    return InputError(
+        "has images but no label file.",
+        file=path,
+        case=case,
+        fix=f"add the label map {path.name} to labelsTr, or remove the case's images from imagesTr.",
+    )
+
+
+def discover_msd(root: Path, raw: dict) -> Dataset:
+    v2 = v1_to_v2_dataset_json(raw)
+    check_labels(v2, root / "dataset.json")
+    _require_folder(root / "imagesTr", "imagesTr")
+    _require_folder(root / "labelsTr", "labelsTr")
+    images = _images(root / "imagesTr", ".nii.gz")
+    cases = sorted(p.name[: -len(".nii.gz")] for p in images)
+    _check_num_training(v2, cases, root / "dataset.json")
+    sources, labels = {}, {}
+    for case in cases:
+        label = root / "labelsTr" / f"{case}.nii.gz"
+        if not label.is_file():
+            raise _missing_label_error(case, label)
+        sources[case] = [root / "imagesTr" / f"{case}.nii.gz"]
+        labels[case] = label
+    return Dataset(root, "msd", v2, cases, sources, labels)
+
+
+def discover_raw(root: Path, dataset_json: dict) -> Dataset:
+    file = root / "dataset.json"
+    missing = [k for k in REQUIRED_V2_KEYS if k not in dataset_json]
+    if missing:
+        raise InputError(
+            f"dataset.json lacks the required keys {missing}.",
+            file=file,
+            fix="add them (see nnU-Net's dataset format: labels, channel_names, numTraining, file_ending).",
+        )
+    check_labels(dataset_json, file)
+    ending = dataset_json["file_ending"]
+    _require_folder(root / "imagesTr", "imagesTr")
+    _require_folder(root / "labelsTr", "labelsTr")
+    channels_of: dict[str, dict[int, Path]] = {}
+    for path in _images(root / "imagesTr", ending):
+        match = CHANNEL_SUFFIX.match(path.name[: -len(ending)])
+        if match is None:
+            raise InputError(
+                "does not end in a 4-digit channel suffix (CASE_0000" + ending + ").",
+                file=path,
+                fix="rename the image files to CASE_XXXX" + ending + ", one file per channel.",
+            )
+        channels_of.setdefault(match["case"], {})[int(match["channel"])] = path
+    cases = sorted(channels_of)
+    _check_num_training(dataset_json, cases, file)
+    n_channels = len(dataset_json["channel_names"])
+    sources, labels = {}, {}
+    for case in cases:
+        found = channels_of[case]
+        for c in range(n_channels):
+            if c not in found:
+                raise InputError(
+                    f"channel {c} is missing: dataset.json declares {n_channels} channels "
+                    f"but only {sorted(found)} were found.",
+                    file=root / "imagesTr" / f"{case}_{c:04d}{ending}",
+                    case=case,
+                    fix=f"add {case}_{c:04d}{ending} to imagesTr.",
+                )
+        extra = sorted(set(found) - set(range(n_channels)))
+        if extra:
+            raise InputError(
+                f"has channel files {extra} beyond the {n_channels} channels of dataset.json.",
+                file=found[extra[0]],
+                case=case,
+                fix="remove the extra files or declare the channels in channel_names.",
+            )
+        label = root / "labelsTr" / f"{case}{ending}"
+        if not label.is_file():
+            raise _missing_label_error(case, label)
+        sources[case] = [found[c] for c in range(n_channels)]
+        labels[case] = label
+    return Dataset(root, "raw", dataset_json, cases, sources, labels)
+
+
+def discover(root) -> Dataset:
+    """Inspect a dataset folder and return its description, or raise an InputError saying what is wrong."""
+    root = Path(root)
+    file = root / "dataset.json"
+    if not file.is_file():
+        raise InputError(
+            "no dataset.json found.",
+            file=file,
+            fix="point `dataset` in the config at an MSD Task folder or an nnU-Net v2 raw folder.",
+        )
+    try:
+        raw = load_json(file)
+    except ValueError as err:
+        raise InputError(f"is not valid JSON ({err}).", file=file, fix="repair the JSON syntax.") from None
+    if "modality" in raw:
+        return discover_msd(root, raw)
+    return discover_raw(root, raw)
+
+
+__all__ = ["Dataset", "discover", "label_values", "v1_to_v2_dataset_json"]

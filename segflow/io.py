@@ -1,0 +1,229 @@
+"""Reading and writing what the stages exchange: medical images, JSON metadata and numpy arrays.
+
+Conventions used everywhere in segflow:
+
+* Image arrays are in SimpleITK's numpy order, (z, y, x) for 3D, with a leading channel axis when several
+  channels are stacked: C x Z x Y x X, float32. 2D images become 1 x H x W with a large first spacing, as in
+  nnU-Net, so that the rest of the method only ever sees 3D arrays.
+* ``spacing`` is given in the same axis order as the array (reversed from SimpleITK's x, y, z).
+* ``geometry`` keeps what SimpleITK reports (x, y, z order) so outputs can be written back in the
+  original physical space: ``{"spacing": [...], "origin": [...], "direction": [...]}``.
+* Every write is atomic: a temporary file in the destination folder, then a rename. A reader never sees a
+  half-written file, and a killed job leaves no file that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from segflow.errors import InputError
+
+#: File endings SimpleITK reads for us; the longest match wins (".nii.gz" before ".gz").
+IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_json(obj, path, indent: int | None = 2) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=indent, sort_keys=False)
+            f.write("\n")
+
+
+def save_npy(array: np.ndarray, path) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def load_npy(path, mmap: bool = False) -> np.ndarray:
+    return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+
+
+def copy_file(source, destination) -> None:
+    with atomic_path(destination) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def image_ending(name: str) -> str | None:
+    """The recognised image file ending of ``name`` (longest match), or None."""
+    for ending in sorted(IMAGE_ENDINGS, key=len, reverse=True):
+        if name.endswith(ending):
+            return ending
+    return None
+
+
+def _sitk():
+    import SimpleITK as sitk
+
+    return sitk
+
+
+def read_sitk(path, case: str | None = None):
+    """Read a file with SimpleITK; an unreadable or truncated file becomes an InputError naming it."""
+    sitk = _sitk()
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        first_line = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown reader error"
+        raise InputError(
+            f"cannot be read: {first_line}",
+            file=path,
+            case=case,
+            fix="the file is truncated or not a valid image; copy or export it again.",
+        ) from None
+
+
+def image_dimension(path, case: str | None = None) -> int:
+    """Number of dimensions of an image file, read from its header only."""
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        read_sitk(path, case)  # raises the uniform error
+    return reader.GetDimension()
+
+
+def geometry_of(image) -> dict:
+    return {
+        "spacing": [float(s) for s in image.GetSpacing()],
+        "origin": [float(o) for o in image.GetOrigin()],
+        "direction": [float(d) for d in image.GetDirection()],
+    }
+
+
+def array_and_spacing(image) -> tuple[np.ndarray, list[float]]:
+    """Numpy array (3D, z-y-x) and matching spacing of a 2D or 3D SimpleITK image."""
+    sitk = _sitk()
+    array = sitk.GetArrayFromImage(image)
+    spacing = [float(s) for s in image.GetSpacing()[::-1]]
+    if array.ndim == 2:
+        array = array[None]
+        spacing = [999.0 * max(spacing), *spacing]
+    elif array.ndim != 3:
+        raise ValueError(f"expected a 2D or 3D image, got {array.ndim} dimensions")
+    return array, spacing
+
+
+def read_image(path, case: str | None = None) -> tuple[np.ndarray, list[float], dict]:
+    """One single-channel image: (array z-y-x, spacing z-y-x, SimpleITK geometry)."""
+    image = read_sitk(path, case)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"has {image.GetNumberOfComponentsPerPixel()} components per pixel; segflow expects one channel per file.",
+            file=path,
+            case=case,
+            fix="split the channels into separate files CASE_0000, CASE_0001, ...",
+        )
+    if image.GetDimension() not in (2, 3):
+        raise InputError(
+            f"is {image.GetDimension()}D; each channel file must be a 2D or 3D image.",
+            file=path,
+            case=case,
+            fix="convert 4D images with segflow's MSD conversion (point `dataset` at the Task folder).",
+        )
+    array, spacing = array_and_spacing(image)
+    return array, spacing, geometry_of(image)
+
+
+class Case(NamedTuple):
+    """A case as read from disk: C x Z x Y x X float32 channels, its 1 x Z x Y x X label map (or None),
+    spacing (z, y, x), the first channel's geometry and every channel's geometry."""
+
+    data: np.ndarray
+    seg: np.ndarray | None
+    spacing: list[float]
+    geometry: dict
+    channel_geometries: list[dict]
+
+
+def read_case(image_files, label_file=None, case: str | None = None) -> Case:
+    """Read all channels of a case and its label map.
+
+    Channels must agree in shape and spacing (as nnU-Net's reader demands); the caller checks the rest.
+    """
+    arrays, geometries, spacing = [], [], None
+    for path in image_files:
+        array, sp, geo = read_image(path, case)
+        if arrays and array.shape != arrays[0].shape:
+            raise InputError(
+                f"has shape {list(array.shape)} but {image_files[0]} has {list(arrays[0].shape)}; "
+                "all channels of a case must have the same shape.",
+                file=path,
+                case=case,
+                fix="resample the channels onto one grid before using them.",
+            )
+        if spacing is not None and not np.allclose(sp, spacing):
+            raise InputError(
+                f"has spacing {sp} but {image_files[0]} has {spacing}; all channels of a case must share one spacing.",
+                file=path,
+                case=case,
+                fix="resample the channels onto one grid before using them.",
+            )
+        spacing = sp if spacing is None else spacing
+        geometries.append(geo)
+        arrays.append(array.astype(np.float32, copy=False))
+    seg = None
+    if label_file is not None:
+        seg = read_image(label_file, case)[0][None]
+    return Case(np.stack(arrays), seg, spacing, geometries[0], geometries)
+
+
+def nifti_contains_nan(path, case: str | None = None) -> bool:
+    """Read a NIfTI file's stored voxels with nibabel: whether it holds NaN, or an InputError if the file is
+    truncated. Both checks are needed because SimpleITK's NIfTI reader turns NaN into 0 and fills a
+    truncated .nii.gz up with zeros, without a word."""
+    import nibabel
+
+    try:
+        image = nibabel.load(str(path))
+        values = np.asanyarray(image.dataobj)
+    except Exception as err:  # nibabel raises EOFError, zlib.error, OSError, ImageFileError, ...
+        raise InputError(
+            f"cannot be read: {type(err).__name__}: {err}",
+            file=path,
+            case=case,
+            fix="the file is truncated or not a valid NIfTI image; copy or export it again.",
+        ) from None
+    return bool(np.issubdtype(values.dtype, np.floating) and np.isnan(values).any())
+
+
+def write_image(array: np.ndarray, geometry: dict, path) -> None:
+    """Write a z-y-x array with the given SimpleITK geometry (atomic)."""
+    sitk = _sitk()
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(geometry["spacing"])
+    image.SetOrigin(geometry["origin"])
+    image.SetDirection(geometry["direction"])
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)

@@ -1,0 +1,40 @@
+"""What every rule script shares: logging to the rule's log file and turning bad input into a clean exit.
+
+A script calls ``run_job(snakemake.log[0], function, ...)``. Python's logging goes to the log file; an
+InputError ends the job with its message (file, case, fix) on stderr and in the log, without a traceback,
+and Snakemake then removes the job's outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from segflow.errors import InputError
+
+
+def chunks(flat, sizes):
+    """Split a flat list into consecutive pieces of the given sizes (Snakemake flattens nested lists)."""
+    out, start = [], 0
+    for size in sizes:
+        out.append(list(flat[start : start + size]))
+        start += size
+    return out
+
+
+def run_job(log_path, function, *args, **kwargs):
+    logging.basicConfig(
+        filename=log_path, filemode="w", level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
+    )
+    log = logging.getLogger("segflow")
+    started = time.perf_counter()
+    log.info("start %s", function.__qualname__)
+    try:
+        result = function(*args, **kwargs)
+    except InputError as err:
+        log.error("%s", err)
+        print(f"segflow: bad input: {err}", file=sys.stderr)
+        sys.exit(1)
+    log.info("done in %.2f s", time.perf_counter() - started)
+    return result

@@ -1,0 +1,253 @@
+"""Preprocessing of one case for one configuration (method reference §4).
+
+Order of operations, as nnU-Net v2: transpose (coarse axis first) -> crop to the non-zero box (label -1
+outside the mask) -> normalise per channel -> resample to the configuration's spacing (2d keeps each case's
+own slice spacing) -> sample class locations for foreground oversampling.
+
+Output files per case, in ``preprocessed/{configuration}/``:
+
+* ``{case}.npy``: C x Z x Y x X float32, the normalised, resampled image (memory-mappable);
+* ``{case}_seg.npy``: 1 x Z x Y x X int8 (int16 when labels exceed 127), -1 outside the non-zero mask;
+* ``{case}.json``: properties, everything needed to map a prediction back to the original image:
+  ``spacing`` (original, reader order), ``geometry`` (SimpleITK spacing/origin/direction),
+  ``shape_before_cropping``, ``bbox_used_for_cropping`` and ``shape_after_cropping_and_before_resampling``
+  (transposed axis order), ``spacing_after_resampling`` and ``class_locations``: label (or region, as
+  "(1, 2)") -> list of [z, y, x] voxel coordinates of the preprocessed array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segflow.crop import crop_to_nonzero
+from segflow.io import load_json, read_case, save_json, save_npy
+from segflow.plan import compute_new_shape, resolved_configuration
+from segflow.resample import resample
+
+CLASS_LOCATION_SAMPLES = 10_000
+CLASS_LOCATION_MIN_FRACTION = 0.01
+CLASS_LOCATION_SEED = 1234
+MAX_FOREGROUND_COORDINATES = 10_000_000
+
+
+# --- normalisation --------------------------------------------------------------------------------------
+
+
+def _zscore(image, mask):
+    if mask is None:
+        mean, std = image.mean(), image.std()
+        image -= mean
+        image /= max(std, 1e-8)
+    else:
+        values = image[mask]
+        image[mask] = (values - values.mean()) / max(values.std(), 1e-8)
+    return image
+
+
+def normalize_channel(image: np.ndarray, scheme: str, mask: np.ndarray | None, properties: dict | None):
+    """Normalise one float32 channel in place by nnU-Net's scheme name (§4.2)."""
+    if scheme == "ZScoreNormalization":
+        return _zscore(image, mask)
+    if scheme == "CTNormalization":
+        np.clip(image, properties["percentile_00_5"], properties["percentile_99_5"], out=image)
+        image -= properties["mean"]
+        image /= max(properties["std"], 1e-8)
+        return image
+    if scheme == "NoNormalization":
+        return image
+    if scheme == "RescaleTo01Normalization":
+        image -= image.min()
+        image /= max(float(image.max()), 1e-8)
+        return image
+    if scheme == "RGBTo01Normalization":
+        if image.min() < 0 or image.max() > 255:
+            raise ValueError("RGB channels must lie in 0..255 for rgb_to_0_1 normalisation")
+        image /= 255.0
+        return image
+    raise ValueError(f"unknown normalisation scheme {scheme!r}")
+
+
+def normalize(data: np.ndarray, seg: np.ndarray, configuration: dict, intensity_properties: dict) -> np.ndarray:
+    mask = seg[0] >= 0
+    for c in range(data.shape[0]):
+        use_mask = configuration["use_mask_for_norm"][c]
+        normalize_channel(
+            data[c],
+            configuration["normalization_schemes"][c],
+            mask if use_mask else None,
+            intensity_properties.get(str(c)),
+        )
+    return data
+
+
+# --- class locations ------------------------------------------------------------------------------------
+
+
+def foreground_classes(labels: dict) -> list:
+    """What foreground oversampling samples: the foreground labels, or the regions when labels are regions;
+    with an ignore label also "any annotated voxel" as (-1, every label)."""
+    plain = {k: v for k, v in labels.items() if k != "ignore"}
+    if any(isinstance(v, (list, tuple)) for v in plain.values()):
+        classes = [tuple(v) if isinstance(v, (list, tuple)) else v for k, v in plain.items() if k != "background"]
+    else:
+        classes = sorted(v for k, v in plain.items() if k != "background")
+    if "ignore" in labels:
+        all_labels = sorted({x for v in plain.values() for x in (v if isinstance(v, (list, tuple)) else [v])})
+        classes.append(tuple([-1, *all_labels]))
+    return classes
+
+
+def class_key(cls) -> str:
+    return str(tuple(cls)) if isinstance(cls, tuple) else str(cls)
+
+
+def class_locations(seg: np.ndarray, classes, seed: int = CLASS_LOCATION_SEED) -> dict[str, list]:
+    """Per class, up to 10 000 voxel coordinates (at least 1 % of the class's voxels), drawn without
+    replacement by RandomState(seed); empty classes get an empty list."""
+    rng = np.random.RandomState(seed)
+    foreground = seg != 0
+    coordinates = np.argwhere(foreground)
+    values = seg[foreground]
+    if len(coordinates) > MAX_FOREGROUND_COORDINATES:
+        every = len(coordinates) // MAX_FOREGROUND_COORDINATES
+        coordinates, values = coordinates[::every], values[::every]
+    present = set(np.unique(values).tolist())
+    locations = {}
+    for cls in classes:
+        members = cls if isinstance(cls, tuple) else (cls,)
+        if not present.intersection(members):
+            locations[class_key(cls)] = []
+            continue
+        chosen = coordinates[np.isin(values, members)]
+        n = max(min(CLASS_LOCATION_SAMPLES, len(chosen)), int(np.ceil(len(chosen) * CLASS_LOCATION_MIN_FRACTION)))
+        picked = chosen[rng.choice(len(chosen), n, replace=False)]
+        locations[class_key(cls)] = picked[:, 1:].tolist()  # drop the channel column (always 0)
+    return locations
+
+
+# --- one case -------------------------------------------------------------------------------------------
+
+
+def target_spacing(configuration: dict, spacing_transposed) -> list[float]:
+    """The configuration's spacing; 2d keeps the case's own spacing along the (first) slice axis."""
+    spacing = [float(s) for s in configuration["spacing"]]
+    if len(spacing) == len(spacing_transposed) - 1:
+        spacing = [float(spacing_transposed[0]), *spacing]
+    return spacing
+
+
+def preprocess_arrays(
+    data: np.ndarray, seg: np.ndarray | None, spacing, plans: dict, configuration_name: str, labels: dict | None = None
+):
+    """Preprocess arrays already read from disk; returns (data, seg, properties without geometry)."""
+    configuration = resolved_configuration(plans, configuration_name)
+    forward = plans["transpose_forward"]
+    data = data.transpose([0, *[a + 1 for a in forward]]).astype(np.float32)
+    if seg is not None:
+        seg = seg.transpose([0, *[a + 1 for a in forward]]).astype(np.int16)
+    spacing_t = [spacing[a] for a in forward]
+    shape_before = list(data.shape[1:])
+    data, seg, box = crop_to_nonzero(data, seg)
+    data = np.ascontiguousarray(data)
+    shape_cropped = list(data.shape[1:])
+    new_spacing = target_spacing(configuration, spacing_t)
+    new_shape = compute_new_shape(shape_cropped, spacing_t, new_spacing)
+    data = normalize(data, seg, configuration, plans["foreground_intensity_properties_per_channel"])
+    data_kwargs = configuration["resampling_fn_data_kwargs"]
+    seg_kwargs = configuration["resampling_fn_seg_kwargs"]
+    data = resample(
+        data,
+        new_shape,
+        spacing_t,
+        new_spacing,
+        is_seg=False,
+        order=data_kwargs["order"],
+        order_z=data_kwargs["order_z"],
+        force_separate_z=data_kwargs["force_separate_z"],
+    )
+    seg = resample(
+        seg,
+        new_shape,
+        spacing_t,
+        new_spacing,
+        is_seg=True,
+        order=seg_kwargs["order"],
+        order_z=seg_kwargs["order_z"],
+        force_separate_z=seg_kwargs["force_separate_z"],
+    )
+    properties = {
+        "spacing": [float(s) for s in spacing],
+        "shape_before_cropping": shape_before,
+        "bbox_used_for_cropping": box,
+        "shape_after_cropping_and_before_resampling": shape_cropped,
+        "spacing_after_resampling": new_spacing,
+    }
+    if labels is not None:
+        properties["class_locations"] = class_locations(seg, foreground_classes(labels))
+    seg_dtype = np.int8 if seg.max() <= 127 else np.int16
+    return data.astype(np.float32, copy=False), seg.astype(seg_dtype), properties
+
+
+def preprocess_case(
+    case: str,
+    image_files,
+    label_file,
+    plans: dict,
+    configuration_name: str,
+    labels: dict,
+    out_data,
+    out_seg,
+    out_properties,
+) -> None:
+    images = read_case(image_files, label_file, case)
+    data, seg, properties = preprocess_arrays(
+        images.data, images.seg, images.spacing, plans, configuration_name, labels
+    )
+    save_npy(data, out_data)
+    save_npy(seg, out_seg)
+    save_json({"case": case, "geometry": images.geometry, **properties}, out_properties, indent=None)
+
+
+def preprocess_batch(
+    cases,
+    image_files,
+    label_files,
+    plans_path,
+    dataset_json_path,
+    configuration_name,
+    out_data,
+    out_seg,
+    out_properties,
+) -> None:
+    plans = load_json(plans_path)
+    labels = load_json(dataset_json_path)["labels"]
+    for i, case in enumerate(cases):
+        preprocess_case(
+            case,
+            image_files[i],
+            label_files[i],
+            plans,
+            configuration_name,
+            labels,
+            out_data[i],
+            out_seg[i],
+            out_properties[i],
+        )
+
+
+def preprocessing_signature(plans: dict, configuration_name: str) -> dict:
+    """The parts of the plans that determine a configuration's preprocessed data. The workflow reruns
+    preprocessing when, and only when, this changes (a new batch size, say, changes nothing here)."""
+    configuration = resolved_configuration(plans, configuration_name)
+    keys = (
+        "spacing",
+        "normalization_schemes",
+        "use_mask_for_norm",
+        "resampling_fn_data_kwargs",
+        "resampling_fn_seg_kwargs",
+    )
+    signature = {k: configuration[k] for k in keys}
+    signature["transpose_forward"] = plans["transpose_forward"]
+    ct_channels = [str(c) for c, s in enumerate(configuration["normalization_schemes"]) if s == "CTNormalization"]
+    signature["ct_intensities"] = {c: plans["foreground_intensity_properties_per_channel"][c] for c in ct_channels}
+    return signature

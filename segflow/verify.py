@@ -1,0 +1,109 @@
+"""Per-case integrity checks of the raw data (method reference §1.5).
+
+Errors stop the workflow with an InputError naming the file, the case and the fix: unreadable file, NaN
+in an image or the label map, image/label shape or spacing mismatch, channels that disagree in shape or
+spacing, a wrong number of channels, label values that dataset.json does not declare. Origin and
+direction mismatches are only warnings (nnU-Net also only warns); they are written to the case's
+verification record and gathered into ``verify_report.json``.
+
+Output format, ``verify/{case}.json``::
+
+    {"case": ..., "shape": [z, y, x], "spacing": [z, y, x], "labels_found": [0, 1, ...],
+     "warnings": ["...", ...]}
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segflow.dataset import label_values
+from segflow.errors import InputError
+from segflow.io import load_json, nifti_contains_nan, read_case, read_image, save_json
+
+
+def _check_nan(array, case, path, what) -> None:
+    nifti = str(path).endswith((".nii", ".nii.gz"))
+    if np.isnan(array).any() or (nifti and nifti_contains_nan(path, case)):
+        raise InputError(
+            f"contains NaN values in the {what}.",
+            file=path,
+            case=case,
+            fix="replace the NaN voxels (for example with the background value) or drop the case.",
+        )
+
+
+def _geometry_warnings(case, image_geo, label_geo, label_file) -> list[str]:
+    warnings = []
+    for key in ("origin", "direction"):
+        if not np.allclose(image_geo[key], label_geo[key], atol=1e-4):
+            warnings.append(
+                f"case {case!r}: the {key} of {label_file} ({label_geo[key]}) differs from the image's "
+                f"({image_geo[key]}); check the overlay of image and label."
+            )
+    return warnings
+
+
+def verify_case(case: str, image_files, label_file, dataset_json: dict) -> dict:
+    """Check one case; return its verification record (with warnings) or raise an InputError."""
+    expected_channels = len(dataset_json["channel_names"])
+    if len(image_files) != expected_channels:
+        raise InputError(
+            f"has {len(image_files)} channel file(s); dataset.json declares {expected_channels}.",
+            file=image_files[0],
+            case=case,
+            fix="provide one file per entry of channel_names.",
+        )
+    images = read_case(image_files, None, case)
+    data, spacing, image_geo = images.data, images.spacing, images.geometry
+    for path, channel in zip(image_files, data, strict=True):
+        _check_nan(channel, case, path, "image")
+    seg, label_spacing, label_geo = read_image(label_file, case)
+    _check_nan(seg, case, label_file, "label map")
+    if seg.shape != data.shape[1:]:
+        raise InputError(
+            f"has shape {list(seg.shape)} but the image {image_files[0]} has {list(data.shape[1:])}.",
+            file=label_file,
+            case=case,
+            fix="the label map must lie on the image's voxel grid; resample or re-export it.",
+        )
+    if not np.allclose(label_spacing, spacing):
+        raise InputError(
+            f"has spacing {label_spacing} but the image {image_files[0]} has {spacing}.",
+            file=label_file,
+            case=case,
+            fix="the label map must lie on the image's voxel grid; fix the header spacing or resample.",
+        )
+    found = sorted(int(v) for v in np.unique(seg))
+    allowed = set(label_values(dataset_json).values())
+    unexpected = [v for v in found if v not in allowed]
+    if unexpected:
+        raise InputError(
+            f"contains label values {unexpected} that dataset.json does not declare (declared: {sorted(allowed)}).",
+            file=label_file,
+            case=case,
+            fix="correct the label map, or add the labels to dataset.json.",
+        )
+    warnings = []
+    for path, geo in zip(image_files[1:], images.channel_geometries[1:], strict=True):
+        warnings += _geometry_warnings(case, image_geo, geo, path)
+    warnings += _geometry_warnings(case, image_geo, label_geo, label_file)
+    return {
+        "case": case,
+        "shape": list(data.shape[1:]),
+        "spacing": spacing,
+        "labels_found": found,
+        "warnings": warnings,
+    }
+
+
+def verify_batch(cases, image_files, label_files, dataset_json_path, outputs) -> None:
+    dataset_json = load_json(dataset_json_path)
+    for case, images, label, out in zip(cases, image_files, label_files, outputs, strict=True):
+        save_json(verify_case(case, images, label, dataset_json), out)
+
+
+def write_report(records, path) -> None:
+    """Gather the per-case records into one report: the number of cases and every warning."""
+    records = [load_json(r) for r in records]
+    warnings = [w for r in records for w in r["warnings"]]
+    save_json({"cases": len(records), "num_warnings": len(warnings), "warnings": warnings}, path)

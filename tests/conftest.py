@@ -1,0 +1,136 @@
+"""Shared fixtures: running the real workflow, and small datasets written to disk for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segflow.io import save_json, write_image
+
+REPO = Path(__file__).resolve().parents[1]
+HIPPOCAMPUS_VARIABLE = "SEGFLOW_HIPPOCAMPUS"
+
+
+def run_snakemake(workdir, *args, config: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow for real in ``workdir``; returns the completed process (stdout and stderr merged)."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    command += ["--cores", "2", *args]
+    if config:
+        command += ["--config", *[f"{k}={v}" for k, v in config.items()]]
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-6000:]}")
+    return result
+
+
+def scheduled_jobs(dry_run_output: str) -> dict[str, int]:
+    """Rule name -> count from the job table of a ``snakemake -n`` run."""
+    jobs, in_table = {}, False
+    for line in dry_run_output.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+            continue
+        if in_table:
+            if not parts or parts[0].startswith("-"):
+                continue
+            if parts[0] == "total":
+                break
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def write_case(
+    root: Path, case: str, image: np.ndarray, label: np.ndarray, spacing=(1.0, 1.0, 1.0), layout: str = "raw"
+) -> None:
+    """One case in an nnU-Net v2 raw folder (C x Z x Y x X image, one file per channel) or an MSD Task
+    folder (single-channel 3D file without suffix)."""
+    geometry = {"spacing": list(spacing)[::-1], "origin": [0.0, 0.0, 0.0], "direction": list(np.eye(3).ravel())}
+    if layout == "raw":
+        for c, channel in enumerate(image):
+            write_image(channel, geometry, root / "imagesTr" / f"{case}_{c:04d}.nii.gz")
+    else:
+        write_image(image[0], geometry, root / "imagesTr" / f"{case}.nii.gz")
+    write_image(label.astype(np.uint8), geometry, root / "labelsTr" / f"{case}.nii.gz")
+
+
+def blob_case(seed: int, channels: int = 1, shape=None):
+    """A small case: a non-zero body with two nested labelled blobs, as image (C x Z x Y x X) and label."""
+    rng = np.random.default_rng(seed)
+    shape = shape or tuple(int(s) for s in rng.integers(14, 20, 3))
+    grid = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    centre = [n / 2 for n in shape]
+    radius = sum(((g - c) / (n / 2.4)) ** 2 for g, c, n in zip(grid, centre, shape, strict=True))
+    label = np.zeros(shape, np.uint8)
+    label[radius < 0.5] = 1
+    label[radius < 0.15] = 2
+    body = radius < 1.0
+    image = np.stack([np.where(body, 50 + 40 * label + rng.normal(0, 5, shape), 0) for _ in range(channels)])
+    return image.astype(np.float32), label
+
+
+def write_raw_dataset(root: Path, n_cases: int = 6, channels: int = 1, labels=None) -> list[str]:
+    cases = [f"case_{i:03d}" for i in range(n_cases)]
+    for i, case in enumerate(cases):
+        image, label = blob_case(i, channels)
+        write_case(root, case, image, label)
+    save_json(
+        {
+            "channel_names": {str(c): f"MR{c}" for c in range(channels)},
+            "labels": labels or {"background": 0, "outer": 1, "inner": 2},
+            "numTraining": n_cases,
+            "file_ending": ".nii.gz",
+        },
+        root / "dataset.json",
+    )
+    return cases
+
+
+def write_msd_dataset_json(root: Path, cases) -> None:
+    save_json(
+        {
+            "name": "Blobs",
+            "tensorImageSize": "3D",
+            "modality": {"0": "MRI"},
+            "labels": {"0": "background", "1": "outer", "2": "inner"},
+            "numTraining": len(cases),
+            "numTest": 0,
+            "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in cases],
+            "test": [],
+        },
+        root / "dataset.json",
+    )
+
+
+@pytest.fixture(scope="session")
+def hippocampus() -> Path:
+    """The MSD Task04 Hippocampus folder. CI sets SEGFLOW_HIPPOCAMPUS; when it is set the data must be there."""
+    value = os.environ.get(HIPPOCAMPUS_VARIABLE)
+    if value is None:
+        fallback = REPO.parent / "shared" / "data" / "Task04_Hippocampus"
+        if (fallback / "dataset.json").is_file():
+            return fallback
+        pytest.skip(f"set {HIPPOCAMPUS_VARIABLE} to the MSD Task04_Hippocampus folder to run this test")
+    path = Path(value)
+    if not (path / "dataset.json").is_file():
+        pytest.fail(f"{HIPPOCAMPUS_VARIABLE}={value} does not hold the Hippocampus dataset (no dataset.json)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def hippocampus_run(hippocampus, tmp_path_factory) -> Path:
+    """The workflow run once on all 260 Hippocampus cases (plans, splits, preprocessed 2d + 3d_fullres)."""
+    workdir = tmp_path_factory.mktemp("hippocampus")
+    run_snakemake(workdir, config={"dataset": str(hippocampus)})
+    return workdir / "results" / "Task04_Hippocampus"
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)

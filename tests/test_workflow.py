@@ -1,0 +1,118 @@
+"""The workflow run for real with Snakemake: the demo, the Hippocampus acceptance values, incremental runs."""
+
+import json
+
+import numpy as np
+from conftest import blob_case, load, run_snakemake, scheduled_jobs, write_case, write_msd_dataset_json
+
+from segflow.batches import assign_batches
+
+
+def test_demo_runs_end_to_end_and_is_then_up_to_date(tmp_path):
+    run_snakemake(tmp_path)
+    out = tmp_path / "results" / "Task900_SegflowDemo"
+    plans = load(out / "plans.json")
+    assert set(plans["configurations"]) == {"2d", "3d_fullres"}
+    # The demo is anisotropic (about 3 x 0.8 x 0.8 mm): first-stage kernels 1 x 3 x 3, first stride (1, 2, 2).
+    full = plans["configurations"]["3d_fullres"]
+    assert full["architecture"]["arch_kwargs"]["kernel_sizes"][0] == [1, 3, 3]
+    for config in ("2d", "3d_fullres"):
+        for i in range(10):
+            data = np.load(out / "preprocessed" / config / f"demo_{i:03d}.npy")
+            seg = np.load(out / "preprocessed" / config / f"demo_{i:03d}_seg.npy")
+            props = load(out / "preprocessed" / config / f"demo_{i:03d}.json")
+            assert data.shape[0] == 2 and data.dtype == np.float32 and seg.shape[1:] == data.shape[1:]
+            assert props["spacing_after_resampling"][-2:] == full["spacing"][-2:]
+            assert set(np.unique(seg)) <= {-1, 0, 1, 2} and props["class_locations"]["1"]
+    assert len(load(out / "splits.json")) == 5
+    assert load(out / "verify_report.json")["cases"] == 10
+    dry = run_snakemake(tmp_path, "-n")
+    assert "Nothing to be done" in dry.stdout
+
+
+def test_hippocampus_plans_and_splits(hippocampus, hippocampus_run):
+    plans = load(hippocampus_run / "plans.json")
+    full, flat = plans["configurations"]["3d_fullres"], plans["configurations"]["2d"]
+    assert full["patch_size"] == [40, 56, 40] and full["batch_size"] == 9 and full["spacing"] == [1.0, 1.0, 1.0]
+    assert full["architecture"]["arch_kwargs"]["n_stages"] == 4
+    assert flat["patch_size"] == [56, 40] and flat["batch_size"] == 366
+    assert "3d_lowres" not in plans["configurations"]
+    splits = load(hippocampus_run / "splits.json")
+    assert len(splits[0]["val"]) == 52
+    ids = sorted(p.name[: -len(".nii.gz")] for p in (hippocampus / "labelsTr").glob("hippocampus_*.nii.gz"))
+    assert len(ids) == 260
+    vals = sorted(c for s in splits for c in s["val"])
+    assert vals == ids
+    for s in splits:
+        assert sorted(s["train"] + s["val"]) == ids and not set(s["train"]) & set(s["val"])
+
+
+def test_hippocampus_preprocessed_arrays(hippocampus_run):
+    # Spacing is 1 mm everywhere: no resampling, so the 3d_fullres array is the cropped, z-scored image.
+    data = np.load(hippocampus_run / "preprocessed" / "3d_fullres" / "hippocampus_001.npy")
+    props = load(hippocampus_run / "preprocessed" / "3d_fullres" / "hippocampus_001.json")
+    assert list(data.shape[1:]) == props["shape_after_cropping_and_before_resampling"]
+    assert data.mean() == np.float32(data.mean()) and abs(float(data.mean())) < 1e-5
+    assert abs(float(data.std()) - 1) < 1e-4
+
+
+def test_adding_a_case_reruns_only_its_batch(tmp_path):
+    source = tmp_path / "Task77_Blobs"
+    cases = [f"blob_{i:02d}" for i in range(8)]
+    for i, case in enumerate(cases):
+        image, label = blob_case(i, shape=(16, 18, 17))
+        write_case(source, case, image, label, layout="msd")
+    write_msd_dataset_json(source, cases)
+    config = {"dataset": str(source), "case_batches": 4}
+    run_snakemake(tmp_path, config=config)
+    out = tmp_path / "results" / "Task77_Blobs"
+    before = {p: p.stat().st_mtime_ns for p in (out / "preprocessed").rglob("*") if p.is_file()}
+    plans_before = load(out / "plans.json")
+
+    new = "blob_99"
+    image, label = blob_case(99, shape=(16, 18, 17))
+    write_case(source, new, image, label, layout="msd")
+    write_msd_dataset_json(source, [*cases, new])
+    batch = next(b for b, members in assign_batches([*cases, new], 4).items() if new in members)
+    batch_cases = assign_batches([*cases, new], 4)[batch]
+
+    dry = run_snakemake(tmp_path, "-n", config=config)
+    jobs = scheduled_jobs(dry.stdout)
+    # Before the plan (a checkpoint) has run, preprocessing is not yet scheduled; only the new case's batch
+    # is converted, verified and cropped, plus the aggregations over all cases.
+    assert jobs == {
+        "convert_dataset_json": 1,
+        f"convert_{batch}": 1,
+        f"verify_{batch}": 1,
+        f"crop_{batch}": 1,
+        "verify_report": 1,
+        "fingerprint": 1,
+        "plan": 1,
+        "splits": 1,
+        "all": 1,
+    }, jobs
+    run = run_snakemake(tmp_path, config=config)
+    # The plan keeps its preprocessing-relevant content, so only the new case's batch is preprocessed.
+    preprocess_rules = {line.split()[-1].rstrip(":") for line in run.stdout.splitlines() if "rule preprocess_" in line}
+    assert preprocess_rules == {f"preprocess_{batch}"}
+    plans_after = load(out / "plans.json")
+    for name in ("2d", "3d_fullres"):
+        assert plans_after["configurations"][name]["spacing"] == plans_before["configurations"][name]["spacing"]
+    for path, mtime in before.items():
+        case = path.name.split(".")[0].removesuffix("_seg")
+        if case not in batch_cases:
+            assert path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
+    assert (out / "preprocessed" / "3d_fullres" / f"{new}.npy").is_file()
+    assert "Nothing to be done" in run_snakemake(tmp_path, "-n", config=config).stdout
+
+
+def test_plans_json_is_a_target(tmp_path):
+    run_snakemake(tmp_path, "results/Task900_SegflowDemo/plans.json")
+    out = tmp_path / "results" / "Task900_SegflowDemo"
+    assert (out / "plans.json").is_file() and not (out / "preprocessed").exists()
+    assert json.loads((out / "fingerprint.json").read_text())["spacings"]
+
+
+def test_lint_is_clean(tmp_path):
+    result = run_snakemake(tmp_path, "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout

@@ -1,0 +1,22 @@
+# Five-fold cross-validation splits, as nnU-Net makes them (or the user's own splits file).
+USER_SPLITS = config["splits"] or (
+    str(DATASET.root / "splits_final.json")
+    if (DATASET.root / "splits_final.json").is_file()
+    else None
+)
+
+
+rule splits:
+    input:
+        [USER_SPLITS] if USER_SPLITS else [],
+    output:
+        f"{OUT}/splits.json",
+    log:
+        f"{LOGS}/splits.log",
+    conda:
+        ENV
+    params:
+        cases=DATASET.cases,
+        user_splits=USER_SPLITS,
+    script:
+        "../scripts/splits.py"

@@ -1,0 +1,37 @@
+# Per-case integrity checks (errors stop the run; warnings go to verify_report.json).
+for batch, cases in BATCHES.items():
+
+    rule:
+        name:
+            f"verify_{batch}"
+        input:
+            images=[f for c in cases for f in raw_images(c)],
+            labels=[raw_label(c) for c in cases],
+            dataset_json=ancient(DATASET_JSON),
+        output:
+            per_case(f"{OUT}/verify/{{case}}.json", cases),
+        log:
+            f"{LOGS}/verify/{batch}.log",
+        conda:
+            ENV
+        resources:
+            mem_mb=batch_mem_mb,
+        params:
+            cases=cases,
+            channels=DATASET.num_channels,
+            dataset=dataset_json_signature(),
+        script:
+            "../scripts/verify.py"
+
+
+rule verify_report:
+    input:
+        [f"{OUT}/verify/{c}.json" for c in DATASET.cases],
+    output:
+        f"{OUT}/verify_report.json",
+    log:
+        f"{LOGS}/verify/report.log",
+    conda:
+        ENV
+    script:
+        "../scripts/verify_report.py"
