@@ -23,6 +23,11 @@ def chunks(flat, sizes):
     return out
 
 
+def images_per_case(job) -> list[list[str]]:
+    """The channel files of each case of a batch job, from its flat ``input.images`` and ``params``."""
+    return chunks(job.input.images, [job.params.channels] * len(job.params.cases))
+
+
 def run_job(log_path, function, *args, **kwargs):
     logging.basicConfig(
         filename=log_path, filemode="w", level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True

@@ -153,28 +153,9 @@ def preprocess_arrays(
     new_spacing = target_spacing(configuration, spacing_t)
     new_shape = compute_new_shape(shape_cropped, spacing_t, new_spacing)
     data = normalize(data, seg, configuration, plans["foreground_intensity_properties_per_channel"])
-    data_kwargs = configuration["resampling_fn_data_kwargs"]
-    seg_kwargs = configuration["resampling_fn_seg_kwargs"]
-    data = resample(
-        data,
-        new_shape,
-        spacing_t,
-        new_spacing,
-        is_seg=False,
-        order=data_kwargs["order"],
-        order_z=data_kwargs["order_z"],
-        force_separate_z=data_kwargs["force_separate_z"],
-    )
-    seg = resample(
-        seg,
-        new_shape,
-        spacing_t,
-        new_spacing,
-        is_seg=True,
-        order=seg_kwargs["order"],
-        order_z=seg_kwargs["order_z"],
-        force_separate_z=seg_kwargs["force_separate_z"],
-    )
+    # The plans' resampling kwargs (is_seg, order, order_z, force_separate_z) are resample()'s keywords.
+    data = resample(data, new_shape, spacing_t, new_spacing, **configuration["resampling_fn_data_kwargs"])
+    seg = resample(seg, new_shape, spacing_t, new_spacing, **configuration["resampling_fn_seg_kwargs"])
     properties = {
         "spacing": [float(s) for s in spacing],
         "shape_before_cropping": shape_before,

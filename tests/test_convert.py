@@ -3,12 +3,15 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import blob_case, write_raw_dataset
 
 from segflow.convert import convert_case, convert_dataset_json
+from segflow.crop import crop_case
 from segflow.dataset import discover
 from segflow.demo import _write_msd_image, generate
 from segflow.errors import InputError
-from segflow.io import read_image, save_json
+from segflow.io import load_json, read_image, save_json, write_image
+from segflow.verify import verify_case, write_report
 
 
 def test_4d_msd_image_is_split_keeping_geometry(tmp_path):
@@ -51,8 +54,6 @@ def test_demo_is_deterministic(tmp_path):
 
 
 def test_discovery_errors_name_the_problem(tmp_path):
-    from conftest import write_raw_dataset
-
     write_raw_dataset(tmp_path, n_cases=5)
     meta = json.loads((tmp_path / "dataset.json").read_text())
     save_json({**meta, "numTraining": 7}, tmp_path / "dataset.json")
@@ -62,3 +63,31 @@ def test_discovery_errors_name_the_problem(tmp_path):
     (tmp_path / "labelsTr" / "case_002.nii.gz").unlink()
     with pytest.raises(InputError, match="case 'case_002'.*no label file"):
         discover(tmp_path)
+
+
+def test_raw_folder_in_mha_is_verified_and_cropped(tmp_path):
+    root = tmp_path / "Dataset010_Mha"
+    geometry = {"spacing": [1.0, 1.0, 2.0], "origin": [0.0, 0.0, 0.0], "direction": list(np.eye(3).ravel())}
+    for i in range(5):
+        image, label = blob_case(i)
+        write_image(image[0], geometry, root / "imagesTr" / f"c{i}_0000.mha")
+        label_geometry = dict(geometry, origin=[5.0, 0.0, 0.0]) if i == 2 else geometry
+        write_image(label, label_geometry, root / "labelsTr" / f"c{i}.mha")
+    labels = {"background": 0, "outer": 1, "inner": 2}
+    save_json(
+        {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 5, "file_ending": ".mha"}, root / "dataset.json"
+    )
+    dataset = discover(root)
+    assert dataset.kind == "raw" and dataset.cases == [f"c{i}" for i in range(5)]
+    records = []
+    for case in dataset.cases:
+        record = verify_case(case, dataset.sources[case], dataset.label_sources[case], dataset.dataset_json)
+        assert record["spacing"] == [2.0, 1.0, 1.0] and record["labels_found"] == [0, 1, 2]
+        save_json(record, tmp_path / f"{case}.json")
+        records.append(tmp_path / f"{case}.json")
+    # An origin mismatch between image and label is a warning, gathered in the report, not an error.
+    write_report(records, tmp_path / "report.json")
+    report = load_json(tmp_path / "report.json")
+    assert report["num_warnings"] == 1 and "'c2'" in report["warnings"][0] and "origin" in report["warnings"][0]
+    crop_case("c0", dataset.sources["c0"], dataset.label_sources["c0"], tmp_path / "crop.json", tmp_path / "fg.npy")
+    assert load_json(tmp_path / "crop.json")["spacing"] == [2.0, 1.0, 1.0]

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import blob_case, write_case
 
 from segflow.crop import bounding_box, crop_case, crop_to_nonzero
 from segflow.fingerprint import build_fingerprint, intensity_properties
@@ -44,8 +45,6 @@ def test_crop_to_nonzero_by_hand():
 
 
 def test_crop_case_and_fingerprint_files(tmp_path):
-    from conftest import blob_case, write_case
-
     records, foregrounds = [], []
     for i in range(3):
         image, label = blob_case(i, channels=2)

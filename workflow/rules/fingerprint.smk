@@ -7,6 +7,8 @@ rule fingerprint:
         f"{OUT}/fingerprint.json",
     log:
         f"{LOGS}/fingerprint.log",
+    benchmark:
+        f"{OUT}/benchmarks/fingerprint.tsv"
     conda:
         ENV
     resources:

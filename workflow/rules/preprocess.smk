@@ -30,6 +30,8 @@ for batch, cases in BATCHES.items():
             ),
         log:
             f"{LOGS}/preprocess/{{configuration}}/{batch}.log",
+        benchmark:
+            f"{OUT}/benchmarks/preprocess/{{configuration}}/{batch}.tsv"
         wildcard_constraints:
             configuration="2d|3d_fullres|3d_lowres",
         conda:

@@ -1,13 +1,12 @@
 from segflow.crop import crop_batch
-from segflow.jobs import chunks, run_job
+from segflow.jobs import images_per_case, run_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-cases = sm.params.cases
 run_job(
     sm.log[0],
     crop_batch,
-    cases,
-    chunks(sm.input.images, [sm.params.channels] * len(cases)),
+    sm.params.cases,
+    images_per_case(sm),
     list(sm.input.labels),
     list(sm.output.records),
     list(sm.output.foreground),
