@@ -21,6 +21,7 @@ include: "workflow/rules/fingerprint.smk"
 include: "workflow/rules/plan.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:

@@ -125,9 +125,10 @@ def hippocampus() -> Path:
 
 @pytest.fixture(scope="session")
 def hippocampus_run(hippocampus, tmp_path_factory) -> Path:
-    """The workflow run once on all 260 Hippocampus cases (plans, splits, preprocessed 2d + 3d_fullres)."""
+    """The workflow run once on all 260 Hippocampus cases (plans, splits, preprocessed 2d + 3d_fullres; no
+    training)."""
     workdir = tmp_path_factory.mktemp("hippocampus")
-    run_snakemake(workdir, config={"dataset": str(hippocampus)})
+    run_snakemake(workdir, config={"dataset": str(hippocampus), "folds": "[]"})
     return workdir / "results" / "Task04_Hippocampus"
 
 

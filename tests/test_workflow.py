@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 from conftest import blob_case, load, run_snakemake, scheduled_jobs, write_case, write_msd_dataset_json
 
 from segflow.batches import assign_batches
@@ -26,6 +27,17 @@ def test_demo_runs_end_to_end_and_is_then_up_to_date(tmp_path):
             assert set(np.unique(seg)) <= {-1, 0, 1, 2} and props["class_locations"]["1"]
     assert len(load(out / "splits.json")) == 5
     assert load(out / "verify_report.json")["cases"] == 10
+    # Two configurations x two folds trained with the demo's tiny budget (3 epochs x 10 iterations).
+    for config in ("2d", "3d_fullres"):
+        for fold in (0, 1):
+            folder = out / "train" / config / f"fold_{fold}"
+            final = torch.load(folder / "checkpoint_final.pt", weights_only=True)
+            assert final["current_epoch"] == 3 and final["fold"] == str(fold)
+            assert len(final["logging"]["ema_fg_dice"]) == 3
+            assert (folder / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert not (folder / "checkpoint_latest.pt").exists()
+            epochs = [json.loads(line) for line in (folder / "training_log.jsonl").read_text().splitlines()]
+            assert [e["epoch"] for e in epochs] == [0, 1, 2] and epochs[-1]["lr"] < epochs[0]["lr"]
     dry = run_snakemake(tmp_path, "-n")
     assert "Nothing to be done" in dry.stdout
 
@@ -63,7 +75,7 @@ def test_adding_a_case_reruns_only_its_batch(tmp_path):
         image, label = blob_case(i, shape=(16, 18, 17))
         write_case(source, case, image, label, layout="msd")
     write_msd_dataset_json(source, cases)
-    config = {"dataset": str(source), "case_batches": 4}
+    config = {"dataset": str(source), "case_batches": 4, "folds": "[]"}
     run_snakemake(tmp_path, config=config)
     out = tmp_path / "results" / "Task77_Blobs"
     before = {p: p.stat().st_mtime_ns for p in (out / "preprocessed").rglob("*") if p.is_file()}

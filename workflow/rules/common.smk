@@ -4,9 +4,10 @@ import json
 from segflow import demo
 from segflow.batches import assign_batches
 from segflow.dataset import discover
+from segflow.device import uses_gpu
 from segflow.errors import InputError
 from segflow.io import load_json
-from segflow.plan import preprocessed_configurations, data_configuration
+from segflow.plan import data_configuration, resolved_configuration
 from segflow.preprocess import preprocessing_signature
 
 
@@ -28,6 +29,8 @@ BATCHES = assign_batches(DATASET.cases, config["case_batches"])
 # An MSD task is converted into {OUT}/raw; an nnU-Net v2 raw folder is read where it is.
 RAW = f"{OUT}/raw" if DATASET.kind == "msd" else str(DATASET.root)
 DATASET_JSON = f"{RAW}/dataset.json"
+# Training asks for a GPU when one will be used: device cuda, or auto on a machine with an NVIDIA driver.
+USE_GPU = uses_gpu(config["device"])
 
 
 def raw_images(case):
@@ -98,6 +101,55 @@ STATIC_TARGETS = [
 ]
 
 
+def trained_configurations(plans):
+    # The cascade needs the lowres predictions of all folds, which inference provides (not yet built).
+    return [c for c in selected_configurations(plans) if c != "3d_cascade_fullres"]
+
+
+def training_targets(plans):
+    return [
+        f"{OUT}/train/{c}/fold_{f}/{name}"
+        for c in trained_configurations(plans)
+        for f in config["folds"]
+        for name in ("checkpoint_final.pt", "progress.png")
+    ]
+
+
 def planned_targets(wildcards):
     """Targets that exist only once the plan says which configurations there are."""
-    return preprocessed_targets(load_json(plans_json()))
+    plans = load_json(plans_json())
+    return preprocessed_targets(plans) + training_targets(plans)
+
+
+def preprocessing_params(wildcards, input):
+    signature = preprocessing_signature(load_json(input.plans), wildcards.configuration)
+    return json.dumps(
+        {**signature, "dataset": dataset_json_signature()}, sort_keys=True
+    )
+
+
+def training_inputs(wildcards):
+    plans = load_json(plans_json())
+    data = data_configuration(plans, wildcards.configuration)
+    cases = [f"{OUT}/preprocessed/{data}/{c}" for c in DATASET.cases]
+    return {
+        "plans": ancient(plans_json()),
+        "dataset_json": ancient(DATASET_JSON),
+        "splits": f"{OUT}/splits.json",
+        "data": [f"{c}.npy" for c in cases],
+        "seg": [f"{c}_seg.npy" for c in cases],
+        "properties": [f"{c}.json" for c in cases],
+    }
+
+
+def training_params(wildcards, input):
+    """Everything that decides the trained weights; a change reruns training (plans.json is ancient())."""
+    plans = load_json(input.plans)
+    return json.dumps(
+        {
+            "configuration": resolved_configuration(plans, wildcards.configuration),
+            "labels": DATASET.dataset_json["labels"],
+            "train": config["train"],
+        },
+        sort_keys=True,
+    )

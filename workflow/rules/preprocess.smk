@@ -1,13 +1,6 @@
 # Per configuration x batch of cases: transpose, crop, normalise, resample, class locations.
 # plans.json is an ancient() input: rewriting it with the same content reruns nothing. What matters for
 # the data (spacing, normalisation, resampling, ...) is a param, so a real change reruns every case.
-def preprocessing_params(wildcards, input):
-    signature = preprocessing_signature(load_json(input.plans), wildcards.configuration)
-    return json.dumps(
-        {**signature, "dataset": dataset_json_signature()}, sort_keys=True
-    )
-
-
 for batch, cases in BATCHES.items():
 
     rule:

@@ -1,0 +1,447 @@
+"""Training of one (configuration, fold): nnU-Net's trainer as a resumable job (method reference §5.2, §5.7).
+
+SGD (Nesterov, momentum 0.99, weight decay 3e-5), learning rate ``1e-2 * (1 - epoch / epochs) ** 0.9`` set at
+the start of each epoch, gradient norm clipped at 12, mixed precision (fp16 autocast + GradScaler) on CUDA
+and fp32 on CPU. Each epoch runs ``iterations_per_epoch`` training batches and ``val_iterations``
+validation batches; the pseudo Dice of the validation batches (global TP/FP/FN of the full-resolution
+output, background excluded) is smoothed by an exponential moving average (0.9), whose best value selects
+``checkpoint_best.pt``.
+
+Files in the fold folder:
+
+* ``checkpoint_latest.pt`` - everything needed to resume (weights, optimiser, scaler, logs, epoch), written
+  atomically after every epoch. It is not a declared output of the Snakemake rule, so a failed or killed
+  job keeps it and the next attempt continues after the last finished epoch. It is removed at the end.
+* ``checkpoint_best.pt``, ``checkpoint_final.pt`` - weights (+ the same metadata), ``final`` last of all.
+* ``progress.png`` - losses, pseudo Dice and its EMA; epoch duration; learning rate.
+* ``training_log.jsonl`` - one JSON object per epoch.
+
+Checkpoints hold only tensors and plain Python values and load with ``torch.load(weights_only=True)``.
+Randomness comes from seeds derived from (seed, fold, epoch, purpose), so two runs of the same config give
+the same weights on CPU, and an interrupted run continued from ``checkpoint_latest.pt`` ends with the
+weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from segflow.io import atomic_path, load_json
+from segflow.plan import data_configuration, resolved_configuration
+from segflow.preprocess import foreground_classes
+from segflow.train.data import AugmentationSettings, Case, PatchLoader, training_transforms, validation_transforms
+from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
+from segflow.train.network import build_network
+
+log = logging.getLogger("segflow.train")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations: int = 50
+    seed: int = 0
+    initial_lr: float = 1e-2
+    weight_decay: float = 3e-5
+    momentum: float = 0.99
+    grad_clip: float = 12.0
+
+
+def poly_lr(epoch: int, epochs: int, initial: float = 1e-2, exponent: float = 0.9) -> float:
+    return initial * (1 - epoch / epochs) ** exponent
+
+
+def derived_seed(*parts) -> int:
+    """A 32-bit seed from any mix of ints and strings (stable across runs and machines)."""
+    words = [p if isinstance(p, int) else zlib.crc32(str(p).encode()) for p in parts]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class LabelSetup:
+    """How labels become network outputs: softmax over labels, or sigmoid per region (§1.2, §5.4)."""
+
+    def __init__(self, labels: dict):
+        plain = {k: v for k, v in labels.items() if k != "ignore"}
+        self.ignore_label = labels.get("ignore")
+        self.regions = (
+            [tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in plain.items() if k != "background"]
+            if any(isinstance(v, (list, tuple)) for v in plain.values())
+            else None
+        )
+        self.num_outputs = len(self.regions) if self.regions else len(plain)
+        self.foreground = foreground_classes(labels)
+
+    def loss(self, batch_dice: bool) -> nn.Module:
+        if self.regions:
+            return DiceBCELoss(batch_dice, has_ignore=self.ignore_label is not None)
+        return DiceCELoss(batch_dice, ignore_label=self.ignore_label)
+
+    def target(self, seg: np.ndarray) -> np.ndarray:
+        if self.regions:
+            return region_targets(seg, self.regions, self.ignore_label)
+        return seg
+
+    def hard_counts(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """TP, FP, FN per foreground class/region (3 x K) of one batch, ignore label masked."""
+        axes = [0, *range(2, logits.ndim)]
+        if self.regions:
+            mask = None
+            if self.ignore_label is not None:
+                mask, target = 1 - target[:, -1:].float(), target[:, :-1]
+            pred = (torch.sigmoid(logits) > 0.5).float()
+            gt = target.float()
+        else:
+            mask = (target != self.ignore_label).float() if self.ignore_label is not None else None
+            pred = torch.zeros_like(logits).scatter_(1, logits.argmax(1, keepdim=True), 1)[:, 1:]
+            clean = torch.where(target == (self.ignore_label or -1), 0, target).long()
+            gt = torch.zeros_like(logits).scatter_(1, clean, 1)[:, 1:]
+        if mask is not None:
+            pred, gt = pred * mask, gt * mask
+        tp = (pred * gt).sum(axes)
+        return torch.stack([tp, (pred * (1 - gt)).sum(axes), ((1 - pred) * gt).sum(axes)])
+
+
+def deep_supervision_scales(strides) -> list[list[float]]:
+    return (1 / np.cumprod(np.array(strides, dtype=np.float64), axis=0)).tolist()[:-1]
+
+
+def target_pyramid(target: torch.Tensor, scales) -> list[torch.Tensor]:
+    """The label map at each deep-supervision resolution (nearest-exact), highest first."""
+    out = []
+    for scale in scales:
+        if all(s == 1 for s in scale):
+            out.append(target)
+        else:
+            size = [int(round(n * s)) for n, s in zip(target.shape[2:], scale, strict=True)]
+            out.append(nn.functional.interpolate(target.float(), size=size, mode="nearest-exact").to(target.dtype))
+    return out
+
+
+class Trainer:
+    def __init__(
+        self,
+        plans: dict,
+        dataset_json: dict,
+        configuration: str,
+        preprocessed: Path,
+        splits,
+        fold,
+        out_dir: Path,
+        settings: TrainSettings,
+        device: str = "auto",
+        workers: int = 0,
+    ):
+        self.plans, self.configuration_name = plans, configuration
+        self.configuration = resolved_configuration(plans, configuration)
+        self.settings = settings
+        self.fold = str(fold)
+        self.out = Path(out_dir)
+        self.device = resolve_device(device)
+        self.workers = workers
+        self.labels = LabelSetup(dataset_json["labels"])
+        train_ids, val_ids = fold_cases(splits, fold)
+        self.train_ids = train_ids
+        folder = Path(preprocessed) / data_configuration(plans, configuration)
+        self.train_cases = [Case(folder, c) for c in train_ids]
+        self.val_cases = [Case(folder, c) for c in val_ids]
+        self.patch_size = self.configuration["patch_size"]
+        self.is_2d = len(self.patch_size) == 2
+        self.augmentation = AugmentationSettings(self.patch_size)
+        self.masked_channels = [c for c, m in enumerate(self.configuration["use_mask_for_norm"]) if m]
+        strides = self.configuration["architecture"]["arch_kwargs"]["strides"]
+        self.ds_scales = deep_supervision_scales(strides)
+        in_channels = len(dataset_json["channel_names"])
+        torch.manual_seed(derived_seed(settings.seed, fold, "init"))
+        self.network = build_network(self.configuration, in_channels, self.labels.num_outputs).to(self.device)
+        self.loss = DeepSupervisionLoss(
+            self.labels.loss(self.configuration["batch_dice"]), deep_supervision_weights(len(self.ds_scales))
+        )
+        self.optimizer = torch.optim.SGD(
+            self.network.parameters(),
+            settings.initial_lr,
+            momentum=settings.momentum,
+            nesterov=True,
+            weight_decay=settings.weight_decay,
+        )
+        self.amp = self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.history: dict[str, list] = {
+            k: []
+            for k in ("train_loss", "val_loss", "pseudo_dice", "mean_fg_dice", "ema_fg_dice", "lr", "epoch_seconds")
+        }
+        self.best_ema: float | None = None
+        self.start_epoch = 0
+
+    # --- identity of a training run: a checkpoint of another run is never resumed -----------------------
+
+    def signature(self) -> str:
+        payload = {
+            "configuration": self.configuration,
+            "fold": str(self.fold),
+            "settings": asdict(self.settings),
+            "train": self.train_ids,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    # --- batches ---------------------------------------------------------------------------------------
+
+    def batches(self, epoch: int, validation: bool):
+        """An iterator over this epoch's (augmented) batches, seeded by (seed, fold, epoch, purpose)."""
+        from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
+        from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+
+        cases = self.val_cases if validation else self.train_cases
+        patch = self.patch_size if validation else self.augmentation.enlarged_patch
+        loader = PatchLoader(cases, self.configuration["batch_size"], patch, self.patch_size, self.is_2d)
+        transforms = (
+            validation_transforms() if validation else training_transforms(self.augmentation, self.masked_channels)
+        )
+        purpose = "val" if validation else "train"
+        if self.workers <= 0:
+            np.random.seed(derived_seed(self.settings.seed, self.fold, epoch, purpose, 0))
+            return SingleThreadedAugmenter(loader, transforms), None
+        seeds = [derived_seed(self.settings.seed, self.fold, epoch, purpose, w) for w in range(self.workers)]
+        augmenter = MultiThreadedAugmenter(
+            loader, transforms, self.workers, num_cached_per_queue=2, seeds=seeds, pin_memory=self.device.type == "cuda"
+        )
+        return augmenter, augmenter
+
+    def to_device(self, batch):
+        data = torch.from_numpy(np.ascontiguousarray(batch["data"])).float().to(self.device, non_blocking=True)
+        target = torch.from_numpy(np.ascontiguousarray(self.labels.target(batch["seg"]))).to(self.device)
+        return data, target_pyramid(target, self.ds_scales)
+
+    # --- one epoch ---------------------------------------------------------------------------------------
+
+    def train_step(self, data, targets) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            loss = self.loss(self.network(data), targets)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.network.parameters(), self.settings.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.network.parameters(), self.settings.grad_clip)
+            self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def validation_step(self, data, targets):
+        with torch.autocast(self.device.type, enabled=self.amp):
+            outputs = self.network(data)
+            loss = self.loss(outputs, targets)
+        return float(loss), self.labels.hard_counts(outputs[0].float(), targets[0])
+
+    def run_epoch(self, epoch: int) -> None:
+        started = time.perf_counter()
+        lr = poly_lr(epoch, self.settings.epochs, self.settings.initial_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.network.train()
+        generator, closer = self.batches(epoch, validation=False)
+        try:
+            losses = [
+                self.train_step(*self.to_device(next(generator))) for _ in range(self.settings.iterations_per_epoch)
+            ]
+        finally:
+            if closer is not None:
+                closer._finish()
+        self.network.eval()
+        generator, closer = self.batches(epoch, validation=True)
+        val_losses, counts = [], 0
+        try:
+            for _ in range(self.settings.val_iterations):
+                loss, batch_counts = self.validation_step(*self.to_device(next(generator)))
+                val_losses.append(loss)
+                counts = counts + batch_counts
+        finally:
+            if closer is not None:
+                closer._finish()
+        tp, fp, fn = counts.double().cpu().numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dice = 2 * tp / (2 * tp + fp + fn)
+        mean_fg = float(np.nanmean(dice)) if not np.all(np.isnan(dice)) else 0.0
+        previous = self.history["ema_fg_dice"]
+        ema = mean_fg if not previous else 0.9 * previous[-1] + 0.1 * mean_fg
+        for key, value in (
+            ("train_loss", float(np.mean(losses))),
+            ("val_loss", float(np.mean(val_losses))),
+            ("pseudo_dice", [None if np.isnan(d) else float(d) for d in dice]),
+            ("mean_fg_dice", mean_fg),
+            ("ema_fg_dice", ema),
+            ("lr", lr),
+            ("epoch_seconds", time.perf_counter() - started),
+        ):
+            self.history[key].append(value)
+
+    # --- checkpoints and progress ----------------------------------------------------------------------
+
+    def state(self, epoch_done: int) -> dict:
+        return {
+            "network_weights": self.network.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.scaler.state_dict() if self.scaler is not None else None,
+            "logging": self.history,
+            "best_ema": self.best_ema,
+            "current_epoch": epoch_done,
+            "signature": self.signature(),
+            "configuration": self.configuration_name,
+            "fold": str(self.fold),
+            "inference_allowed_mirroring_axes": list(self.augmentation.mirror_axes),
+        }
+
+    def save(self, name: str, epoch_done: int) -> None:
+        with atomic_path(self.out / name) as tmp:
+            torch.save(self.state(epoch_done), tmp)
+
+    def try_resume(self) -> None:
+        path = self.out / "checkpoint_latest.pt"
+        if not path.is_file():
+            return
+        checkpoint = torch.load(path, map_location=self.device, weights_only=True)
+        if checkpoint.get("signature") != self.signature():
+            log.warning("ignoring %s: it belongs to a run with other settings", path)
+            return
+        self.network.load_state_dict(checkpoint["network_weights"])
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if self.scaler is not None and checkpoint["grad_scaler_state"] is not None:
+            self.scaler.load_state_dict(checkpoint["grad_scaler_state"])
+        self.history = checkpoint["logging"]
+        self.best_ema = checkpoint["best_ema"]
+        self.start_epoch = checkpoint["current_epoch"]
+        log.info("resuming %s after epoch %d", path, self.start_epoch)
+
+    def write_log(self) -> None:
+        """training_log.jsonl: one line per finished epoch, rewritten from the history (so a resumed run never
+        shows an epoch twice)."""
+        epochs = len(self.history["train_loss"])
+        lines = [json.dumps({"epoch": e, **{k: v[e] for k, v in self.history.items()}}) for e in range(epochs)]
+        with atomic_path(self.out / "training_log.jsonl") as tmp:
+            tmp.write_text("".join(line + "\n" for line in lines))
+        if lines:
+            log.info("epoch %d: %s", epochs - 1, lines[-1])
+
+    def fit(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.try_resume()
+        for epoch in range(self.start_epoch, self.settings.epochs):
+            self.run_epoch(epoch)
+            ema = self.history["ema_fg_dice"][-1]
+            if self.best_ema is None or ema > self.best_ema:
+                self.best_ema = ema
+                self.save("checkpoint_best.pt", epoch + 1)
+            # The resumable state first: whatever is logged below belongs to a saved epoch.
+            self.save("checkpoint_latest.pt", epoch + 1)
+            self.write_log()
+            write_progress(self.history, self.out / "progress.png")
+        self.save("checkpoint_final.pt", self.settings.epochs)
+        (self.out / "checkpoint_latest.pt").unlink(missing_ok=True)
+
+
+def fold_cases(splits, fold) -> tuple[list[str], list[str]]:
+    """Training and validation case ids of a fold; ``all`` trains on every case and validates on them too."""
+    if str(fold) == "all":
+        cases = sorted({c for s in splits for c in s["train"] + s["val"]})
+        return cases, cases
+    split = splits[int(fold)]
+    return list(split["train"]), list(split["val"])
+
+
+def write_progress(history: dict, path: Path) -> None:
+    """nnU-Net's progress.png: losses and pseudo Dice (+ EMA); epoch duration; learning rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(len(history["train_loss"]))
+    fig, axes = plt.subplots(3, 1, figsize=(12, 15))
+    ax = axes[0]
+    ax.plot(epochs, history["train_loss"], color="b", label="train loss")
+    ax.plot(epochs, history["val_loss"], color="r", label="val loss")
+    dice_axis = ax.twinx()
+    dice_axis.plot(epochs, history["mean_fg_dice"], color="g", linestyle="dotted", label="pseudo dice")
+    dice_axis.plot(epochs, history["ema_fg_dice"], color="g", label="pseudo dice (EMA)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    dice_axis.set_ylabel("pseudo dice")
+    ax.legend(loc="upper left")
+    dice_axis.legend(loc="upper right")
+    axes[1].plot(epochs, history["epoch_seconds"], color="b")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("epoch time [s]")
+    axes[2].plot(epochs, history["lr"], color="b")
+    axes[2].set_xlabel("epoch")
+    axes[2].set_ylabel("learning rate")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def workers_for(threads: int, device: torch.device) -> int:
+    """Augmentation worker processes: on a GPU all threads but the main one feed it (nnU-Net uses 12); on a
+    CPU the network's arithmetic dominates, so one worker prepares batches while torch uses the threads."""
+    if device.type == "cuda":
+        return max(1, threads - 1)
+    return 1 if threads > 1 else 0
+
+
+def train(
+    plans_path,
+    dataset_json_path,
+    splits_path,
+    preprocessed,
+    configuration,
+    fold,
+    out_dir,
+    settings: TrainSettings,
+    device: str = "auto",
+    threads: int = 1,
+) -> None:
+    resolved = resolve_device(device)
+    torch.set_num_threads(max(1, threads))
+    trainer = Trainer(
+        load_json(plans_path),
+        load_json(dataset_json_path),
+        configuration,
+        Path(preprocessed),
+        load_json(splits_path),
+        fold,
+        Path(out_dir),
+        settings,
+        str(resolved),
+        workers_for(threads, resolved),
+    )
+    log.info(
+        "training %s fold %s on %s: %d train / %d val cases, patch %s, batch %d",
+        configuration,
+        fold,
+        trainer.device,
+        len(trainer.train_cases),
+        len(trainer.val_cases),
+        trainer.patch_size,
+        trainer.configuration["batch_size"],
+    )
+    trainer.fit()

@@ -1,0 +1,29 @@
+# One job per (configuration, fold): nnU-Net's trainer, resumable. The resumable checkpoint
+# (checkpoint_latest.pt) is not a declared output, so a failed, killed or requeued job continues from it.
+rule train:
+    input:
+        unpack(training_inputs),
+    output:
+        final=f"{OUT}/train/{{configuration}}/fold_{{fold}}/checkpoint_final.pt",
+        progress=f"{OUT}/train/{{configuration}}/fold_{{fold}}/progress.png",
+    log:
+        f"{LOGS}/train/{{configuration}}/fold_{{fold}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train/{{configuration}}/fold_{{fold}}.tsv"
+    wildcard_constraints:
+        configuration="2d|3d_fullres|3d_lowres",
+        fold="[0-9]+|all",
+    conda:
+        ENV
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1 if USE_GPU else 0,
+        mem_mb=config["train"]["mem_mb"],
+        runtime=config["train"]["runtime_minutes"],
+    params:
+        signature=training_params,
+        settings=config["train"],
+        device=config["device"],
+        preprocessed=f"{OUT}/preprocessed",
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,27 @@
+from pathlib import Path
+
+from segflow.jobs import run_job
+from segflow.train.loop import TrainSettings, train
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+s = sm.params.settings
+settings = TrainSettings(
+    epochs=s["epochs"],
+    iterations_per_epoch=s["iterations_per_epoch"],
+    val_iterations=s["val_iterations"],
+    seed=s["seed"],
+)
+run_job(
+    sm.log[0],
+    train,
+    sm.input.plans,
+    sm.input.dataset_json,
+    sm.input.splits,
+    sm.params.preprocessed,
+    sm.wildcards.configuration,
+    sm.wildcards.fold,
+    Path(sm.output.final).parent,
+    settings,
+    device=sm.params.device,
+    threads=sm.threads,
+)
