@@ -7,7 +7,9 @@ the allowed range, which reaches half the padding beyond the image. The loader c
 (large enough that rotation and scaling leave no empty corners); the spatial transform cuts the final
 patch from it. Outside the image the image is 0 and the label -1. 2D configurations cut one slice.
 
-Augmentation, per sample, with batchgenerators' transforms and nnU-Net's probabilities: rotation (p 0.2;
+Augmentation, per sample, with batchgenerators' transforms and nnU-Net's probabilities (those of nnU-Net
+v2.5+, which resamples the image linearly and the label map per label, linearly, by argmax; the spatial
+step resamples with torch, see ``spatial.py``): rotation (p 0.2;
 3D +-30 deg per axis; 2D and "dummy 2D" for anisotropic 3D patches +-180 deg in-plane, or +-15 deg for 2D
 patches with aspect > 1.5), scaling (p 0.2, 0.7-1.4), Gaussian noise (0.1), Gaussian blur (0.2), brightness
 (0.15), contrast (0.15), simulated low resolution (0.25), gamma on the inverted image (0.1), gamma (0.3),
@@ -37,10 +39,11 @@ from batchgenerators.transforms.color_transforms import (
 )
 from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
 from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
-from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
+from batchgenerators.transforms.spatial_transforms import MirrorTransform
 from batchgenerators.transforms.utility_transforms import RemoveLabelTransform
 
 from segflow.io import load_json, load_npy
+from segflow.train.spatial import TorchSpatialTransform
 
 OVERSAMPLE_FOREGROUND = 0.33
 ANISOTROPY_THRESHOLD = 3
@@ -140,13 +143,16 @@ class PatchLoader(SlimDataLoaderBase):
         in_slice = voxels[voxels[:, 0] == z][:, 1:]
         return int(z), in_slice[np.random.choice(len(in_slice))]
 
-    def crop(self, array: np.ndarray, lbs, ubs, fill) -> np.ndarray:
-        """Cut [lbs, ubs) from C x ... ``array``, padding with ``fill`` where the box leaves the image."""
+    @staticmethod
+    def crop(array: np.ndarray, lbs, ubs, fill) -> np.ndarray:
+        """Cut [lbs, ubs) from C x ... ``array``, ``fill`` where the box leaves the image (one copy)."""
         shape = array.shape[1:]
-        valid = tuple(slice(max(0, lo), min(s, hi)) for lo, hi, s in zip(lbs, ubs, shape, strict=True))
-        inner = np.asarray(array[(slice(None), *valid)])
-        pad = [(0, 0)] + [(max(0, -lo), max(0, hi - s)) for lo, hi, s in zip(lbs, ubs, shape, strict=True)]
-        return np.pad(inner, pad, mode="constant", constant_values=fill)
+        out = np.full((array.shape[0], *[hi - lo for lo, hi in zip(lbs, ubs, strict=True)]), fill, dtype=array.dtype)
+        source = tuple(slice(max(0, lo), min(s, hi)) for lo, hi, s in zip(lbs, ubs, shape, strict=True))
+        target = tuple(slice(src.start - lo, src.stop - lo) for src, lo in zip(source, lbs, strict=True))
+        if all(t.stop > t.start for t in target):
+            out[(slice(None), *target)] = array[(slice(None), *source)]
+        return out
 
     def sample(self, case: Case, force_fg: bool):
         data, seg = case.data, case.seg
@@ -164,8 +170,8 @@ class PatchLoader(SlimDataLoaderBase):
         picks = np.random.choice(len(self._data), self.batch_size, replace=True)
         samples = [self.sample(self._data[i], forced_foreground(j, self.batch_size)) for j, i in enumerate(picks)]
         return {
-            "data": np.stack([s[0] for s in samples]).astype(np.float32),
-            "seg": np.stack([s[1] for s in samples]).astype(np.int16),
+            "data": np.stack([s[0] for s in samples]).astype(np.float32, copy=False),
+            "seg": np.stack([s[1] for s in samples]).astype(np.int16, copy=False),
         }
 
 
@@ -202,6 +208,18 @@ class MaskOutsideTransform(AbstractTransform):
         return batch
 
 
+class ToTensorTransform(AbstractTransform):
+    """Batches leave the augmentation workers as torch tensors: torch passes them between processes in shared
+    memory, where numpy arrays would be pickled through a pipe (the bottleneck of a GPU fed 128^3 patches)."""
+
+    def __call__(self, **batch):
+        import torch
+
+        batch["data"] = torch.from_numpy(np.ascontiguousarray(batch["data"], dtype=np.float32))
+        batch["seg"] = torch.from_numpy(np.ascontiguousarray(batch["seg"]).astype(np.int16, copy=False))
+        return batch
+
+
 def training_transforms(settings: AugmentationSettings, masked_channels) -> Compose:
     spatial_patch = settings.patch_size[1:] if settings.dummy_2d else settings.patch_size
     ignore_axes = (0,) if settings.dummy_2d else None
@@ -210,31 +228,7 @@ def training_transforms(settings: AugmentationSettings, masked_channels) -> Comp
     if settings.dummy_2d:
         transforms.append(FoldChannelsTransform())
     transforms.append(
-        SpatialTransform(
-            spatial_patch,
-            patch_center_dist_from_border=None,
-            do_elastic_deform=False,
-            alpha=(0, 0),
-            sigma=(0, 0),
-            do_rotation=True,
-            angle_x=rotation,
-            angle_y=rotation,
-            angle_z=rotation,
-            p_rot_per_axis=1,
-            do_scale=True,
-            scale=SCALE_RANGE,
-            border_mode_data="constant",
-            border_cval_data=0,
-            order_data=3,
-            border_mode_seg="constant",
-            border_cval_seg=-1,
-            order_seg=1,
-            random_crop=False,
-            p_el_per_sample=0,
-            p_scale_per_sample=0.2,
-            p_rot_per_sample=0.2,
-            independent_scale_for_each_axis=False,
-        )
+        TorchSpatialTransform(spatial_patch, rotation, SCALE_RANGE, p_rot=0.2, p_scale=0.2, border_cval_seg=-1)
     )
     if settings.dummy_2d:
         transforms.append(FoldChannelsTransform(unfold=True))
@@ -248,7 +242,7 @@ def training_transforms(settings: AugmentationSettings, masked_channels) -> Comp
             per_channel=True,
             p_per_channel=0.5,
             order_downsample=0,
-            order_upsample=3,
+            order_upsample=1,
             p_per_sample=0.25,
             ignore_axes=ignore_axes,
         ),
@@ -258,9 +252,9 @@ def training_transforms(settings: AugmentationSettings, masked_channels) -> Comp
     ]
     if masked_channels:
         transforms.append(MaskOutsideTransform(masked_channels))
-    transforms.append(RemoveLabelTransform(-1, 0))
+    transforms += [RemoveLabelTransform(-1, 0), ToTensorTransform()]
     return Compose(transforms)
 
 
 def validation_transforms() -> Compose:
-    return Compose([RemoveLabelTransform(-1, 0)])
+    return Compose([RemoveLabelTransform(-1, 0), ToTensorTransform()])

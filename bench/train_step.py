@@ -1,0 +1,324 @@
+"""Benchmark: seconds per training iteration, segflow vs nnunetv2 2.8.1, same plan, batch, patch and threads.
+
+An iteration is what a training epoch repeats: wait for the next augmented batch (data loading and
+augmentation included, in background workers), move it to the device, forward, loss with deep
+supervision, backward, gradient clipping and the optimiser step. Reported: the median over
+``--iterations`` iterations after ``--warmup`` iterations.
+
+Plans, from segflow's planner (equal to nnunetv2's for these fingerprints):
+* ``hippocampus``: MSD Hippocampus 3d_fullres, 1 channel, patch 40 x 56 x 40, batch 9, 4 stages;
+* ``brats``: a BraTS-like 4-channel plan, patch 128 x 128 x 128, batch 2, 6 stages, masked z-score.
+Both frameworks train on the same synthetic preprocessed cases (segflow's .npy, nnunetv2's .b2nd), so no
+dataset is needed. torch.compile stays off for both (nnunetv2: nnUNet_compile=False).
+
+Usage (CPU here):  python bench/train_step.py --nnunet-python /opt/nnunet-venv/bin/python
+On a GPU machine:  python bench/train_step.py --device cuda --nnunet-python python3 --workers 12 --threads 13
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from segflow.plan import plan_experiment  # noqa: E402
+from segflow.preprocess import class_locations  # noqa: E402
+
+PLANS = {
+    "hippocampus": {
+        "channels": 1,
+        "labels": 3,
+        "cases": 260,
+        "shape": [36, 50, 35],
+        "relative_size": 1.0,
+        "channel_names": {"0": "MRI"},
+    },
+    "brats": {
+        "channels": 4,
+        "labels": 4,
+        "cases": 40,
+        "shape": [138, 169, 138],
+        "relative_size": 0.5,
+        "channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"},
+    },
+}
+
+
+def make_plans(name: str) -> tuple[dict, dict]:
+    spec = PLANS[name]
+    fingerprint = {
+        "spacings": [[1.0, 1.0, 1.0]] * spec["cases"],
+        "shapes_after_crop": [spec["shape"]] * spec["cases"],
+        "median_relative_size_after_cropping": spec["relative_size"],
+        "foreground_intensity_properties_per_channel": {
+            str(c): {
+                "max": 5.0,
+                "mean": 0.0,
+                "median": 0.0,
+                "min": -5.0,
+                "percentile_00_5": -3.0,
+                "percentile_99_5": 3.0,
+                "std": 1.0,
+            }
+            for c in range(spec["channels"])
+        },
+    }
+    labels = {"background": 0, **{f"label{i}": i for i in range(1, spec["labels"])}}
+    dataset_json = {
+        "channel_names": spec["channel_names"],
+        "labels": labels,
+        "numTraining": spec["cases"],
+        "file_ending": ".nii.gz",
+        "name": f"Bench{name}",
+    }
+    plans = plan_experiment(fingerprint, dataset_json, 8.0, f"Dataset99{list(PLANS).index(name)}_Bench{name}")
+    return plans, dataset_json
+
+
+def synthetic_case(seed: int, channels: int, labels: int, shape):
+    """A case at the plan's median shape: nested blobs as labels, -1 outside an ellipsoidal body."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    centre = rng.uniform(-0.2, 0.2, 3)
+    r2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
+    seg = np.zeros((1, *shape), np.int8)
+    for label in range(1, labels):
+        seg[0][r2 < 0.4 / label] = label
+    seg[0][sum(g**2 for g in grid) > 1.2] = -1
+    data = (seg.astype(np.float32) + rng.normal(0, 1, (channels, *shape))).astype(np.float32)
+    data[:, seg[0] < 0] = 0
+    return data, seg
+
+
+def cases_for(plans: dict, dataset_json: dict, n_cases: int):
+    configuration = plans["configurations"]["3d_fullres"]
+    shape = [int(round(s)) for s in configuration["median_image_size_in_voxels"]]
+    channels, labels = len(dataset_json["channel_names"]), len(dataset_json["labels"])
+    for i in range(n_cases):
+        data, seg = synthetic_case(i, channels, labels, shape)
+        yield f"case_{i:03d}", data, seg, class_locations(seg, list(range(1, labels)))
+
+
+def splits_for(n_cases: int) -> list[dict]:
+    ids = [f"case_{i:03d}" for i in range(n_cases)]
+    return [{"train": ids, "val": ids[:2]}]
+
+
+def timed_iterations(step, warmup: int, iterations: int, synchronize) -> list[float]:
+    times = []
+    for i in range(warmup + iterations):
+        started = time.perf_counter()
+        step()
+        synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def worker_segflow(args, work: Path) -> dict:
+    import torch
+
+    from segflow.io import save_json, save_npy
+    from segflow.train.loop import Trainer, TrainSettings
+
+    torch.set_num_threads(args.threads)
+    plans, dataset_json = make_plans(args.plan)
+    folder = work / "segflow" / "preprocessed" / "3d_fullres"
+    for case, data, seg, locations in cases_for(plans, dataset_json, args.cases):
+        save_npy(data, folder / f"{case}.npy")
+        save_npy(seg, folder / f"{case}_seg.npy")
+        save_json({"class_locations": locations}, folder / f"{case}.json")
+    trainer = Trainer(
+        plans,
+        dataset_json,
+        "3d_fullres",
+        folder.parent,
+        splits_for(args.cases),
+        0,
+        work / "segflow" / "out",
+        TrainSettings(epochs=1),
+        args.device,
+        args.workers,
+    )
+    generator, closer = trainer.batches(0, validation=False)
+    trainer.network.train()
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    try:
+        times = timed_iterations(
+            lambda: trainer.train_step(*trainer.to_device(next(generator))), args.warmup, args.iterations, sync
+        )
+    finally:
+        if closer is not None:
+            closer._finish()
+    configuration = trainer.configuration
+    return {
+        "times": times,
+        "patch": configuration["patch_size"],
+        "batch": configuration["batch_size"],
+        "device": torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+    }
+
+
+def worker_nnunet(args, work: Path) -> dict:
+    base = work / "nnunetv2"
+    os.environ.update(
+        nnUNet_raw=str(base / "raw"),
+        nnUNet_preprocessed=str(base / "preprocessed"),
+        nnUNet_results=str(base / "results"),
+        nnUNet_compile="False",
+        nnUNet_n_proc_DA=str(args.workers),
+    )
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import save_json
+    from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    torch.set_num_threads(args.threads)
+    plans, dataset_json = make_plans(args.plan)
+    folder_base = base / "preprocessed" / plans["dataset_name"]
+    folder = folder_base / plans["configurations"]["3d_fullres"]["data_identifier"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for case, data, seg, locations in cases_for(plans, dataset_json, args.cases):
+        properties = {
+            "class_locations": {
+                int(k): np.array([[0, *v] for v in vs], dtype=np.int64).reshape(-1, 4) for k, vs in locations.items()
+            }
+        }
+        patch = tuple(plans["configurations"]["3d_fullres"]["patch_size"])  # storage as nnunetv2 preprocesses it
+        seg = seg.astype(np.int16)
+        blocks, chunks = comp_blosc2_params(data.shape, patch, data.itemsize)
+        blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, patch, seg.itemsize)
+        nnUNetDatasetBlosc2.save_case(
+            data,
+            seg,
+            properties,
+            str(folder / case),
+            chunks=chunks,
+            blocks=blocks,
+            chunks_seg=chunks_seg,
+            blocks_seg=blocks_seg,
+        )
+    save_json(splits_for(args.cases), str(folder_base / "splits_final.json"))
+    save_json({"spacings": [], "shapes_after_crop": []}, str(folder_base / "dataset_fingerprint.json"))
+    plans["continue_training"] = False  # nnunetv2 2.8.1's run_training sets this before building a trainer
+    trainer = nnUNetTrainer(plans, "3d_fullres", 0, dataset_json, device=torch.device(args.device))
+    trainer.on_train_start()
+    trainer.network.train()
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    try:
+        times = timed_iterations(
+            lambda: trainer.train_step(next(trainer.dataloader_train)), args.warmup, args.iterations, sync
+        )
+    finally:
+        for loader in (trainer.dataloader_train, trainer.dataloader_val):
+            if hasattr(loader, "_finish"):
+                loader._finish()
+    return {
+        "times": times,
+        "patch": list(trainer.configuration_manager.patch_size),
+        "batch": trainer.configuration_manager.batch_size,
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "torch": torch.__version__,
+    }
+
+
+def run_worker(python: str, framework: str, args, work: Path) -> dict:
+    command = [
+        python,
+        str(Path(__file__).resolve()),
+        "--worker",
+        framework,
+        "--plan",
+        args.plan,
+        "--device",
+        args.device,
+        "--iterations",
+        str(args.iterations),
+        "--warmup",
+        str(args.warmup),
+        "--cases",
+        str(args.cases),
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(args.threads),
+        "--work",
+        str(work),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{framework} worker failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plans", nargs="+", default=list(PLANS), choices=list(PLANS))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--cases", type=int, default=12)
+    parser.add_argument("--workers", type=int, default=2, help="augmentation worker processes, both frameworks")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads, both frameworks")
+    parser.add_argument("--nnunet-python", default=os.environ.get("NNUNET_PYTHON", "/opt/nnunet-venv/bin/python"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/segflow-bench-train-step"))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--channels-last",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="segflow's memory format (auto: channels-last 3D on CUDA)",
+    )
+    parser.add_argument("--compare-layouts", action="store_true", help="also time segflow with the other layout")
+    parser.add_argument("--worker", choices=["segflow", "nnunetv2"], help=argparse.SUPPRESS)
+    parser.add_argument("--plan", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        work = args.work / args.plan
+        shutil.rmtree(work / args.worker, ignore_errors=True)  # blosc2 will not overwrite a stored case
+        result = worker_segflow(args, work) if args.worker == "segflow" else worker_nnunet(args, work)
+        print(json.dumps(result))
+        return
+    results = {}
+    for name in args.plans:
+        args.plan = name
+        work = args.work
+        nn = run_worker(args.nnunet_python, "nnunetv2", args, work)
+        sf = run_worker(sys.executable, "segflow", args, work)
+        nn_median, sf_median = statistics.median(nn["times"]), statistics.median(sf["times"])
+        results[name] = {"nnunetv2": nn, "segflow": sf, "ratio": sf_median / nn_median}
+        if args.compare_layouts:
+            chosen = args.channels_last
+            args.channels_last = "off" if chosen in ("auto", "on") and args.device == "cuda" else "on"
+            other = run_worker(sys.executable, "segflow", args, work)
+            results[name][f"segflow_channels_last_{args.channels_last}"] = other
+            print(f"   segflow with channels_last={args.channels_last}: {statistics.median(other['times']):.3f} s/it")
+            args.channels_last = chosen
+        print(
+            f"== {name}: patch {sf['patch']} batch {sf['batch']} on {sf['device']} "
+            f"({args.threads} threads, {args.workers} augmentation workers; torch {sf['torch']})"
+        )
+        print(
+            f"   nnunetv2 2.8.1: {nn_median:8.3f} s/iteration (median of {len(nn['times'])}; "
+            f"patch {nn['patch']} batch {nn['batch']})"
+        )
+        print(f"   segflow:        {sf_median:8.3f} s/iteration (median of {len(sf['times'])})")
+        print(f"   ratio segflow / nnunetv2: {sf_median / nn_median:.2f} (target <= 0.9)", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
