@@ -38,7 +38,6 @@ from torch import nn
 
 from segflow.io import atomic_path, load_json
 from segflow.plan import data_configuration, resolved_configuration
-from segflow.preprocess import foreground_classes
 from segflow.train.data import AugmentationSettings, Case, PatchLoader, training_transforms, validation_transforms
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
 from segflow.train.network import build_network
@@ -87,7 +86,6 @@ class LabelSetup:
             else None
         )
         self.num_outputs = len(self.regions) if self.regions else len(plain)
-        self.foreground = foreground_classes(labels)
 
     def loss(self, batch_dice: bool) -> nn.Module:
         if self.regions:
