@@ -20,14 +20,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import psutil
-
-REPO = Path(__file__).resolve().parents[1]
+from benchlib import REPO, nnunet_env, snakemake_command
 
 COMPARE = r"""
 import glob, json, os, pickle, sys
@@ -99,33 +97,8 @@ def run_segflow(dataset: Path, work: Path) -> dict:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(work),
-        "--cores",
-        "2",
-        "--config",
-        f"dataset={dataset}",
-        "-q",
-    ]
+    command = snakemake_command(work, f"dataset={dataset}")
     return measure(command, log=work.parent / f"{work.name}.log")
-
-
-def nnunet_env(venv: Path, base: Path) -> dict:
-    env = dict(
-        os.environ,
-        nnUNet_raw=str(base / "raw"),
-        nnUNet_preprocessed=str(base / "preprocessed"),
-        nnUNet_results=str(base / "results"),
-        nnUNet_compile="False",
-    )
-    env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
-    return env
 
 
 def run_nnunet(venv: Path, base: Path, dataset_id: int, name: str) -> dict:
@@ -142,7 +115,7 @@ def run_nnunet(venv: Path, base: Path, dataset_id: int, name: str) -> dict:
         "2d",
         "3d_fullres",
     ]
-    return measure(command, env=nnunet_env(venv, base), log=base / f"plan_and_preprocess_{dataset_id}.log")
+    return measure(command, env=nnunet_env(base, venv), log=base / f"plan_and_preprocess_{dataset_id}.log")
 
 
 def compare(venv: Path, ours: Path, theirs: Path) -> dict:
@@ -191,7 +164,7 @@ def main() -> None:
     work = args.work.resolve()
     base = work / "nnunet"
     (base / "raw").mkdir(parents=True, exist_ok=True)
-    env = nnunet_env(args.nnunet_venv, base)
+    env = nnunet_env(base, args.nnunet_venv)
     results = {}
 
     # (a) Hippocampus. nnunetv2 needs its own MSD conversion first (timed separately, not in the ratio).

@@ -16,11 +16,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchlib import REPO, nnunet_env, snakemake_command
 
 TRAINER_MODULE = """
 import torch
@@ -57,15 +56,7 @@ def nnunet_pseudo_dice(log_text: str) -> list[float]:
 
 
 def run_nnunet(args, base: Path) -> dict:
-    env = dict(
-        os.environ,
-        nnUNet_raw=str(base / "raw"),
-        nnUNet_preprocessed=str(base / "preprocessed"),
-        nnUNet_results=str(base / "results"),
-        nnUNet_compile="False",
-        nnUNet_n_proc_DA=str(args.workers),
-        nnUNet_extTrainer=str(base / "trainers"),
-    )
+    env = nnunet_env(base, nnUNet_n_proc_DA=str(args.workers), nnUNet_extTrainer=str(base / "trainers"))
     venv_bin = Path(args.nnunet_venv) / "bin"
     (base / "raw").mkdir(parents=True, exist_ok=True)
     (base / "trainers").mkdir(parents=True, exist_ok=True)
@@ -111,22 +102,7 @@ def run_nnunet(args, base: Path) -> dict:
 def run_segflow(args, work: Path) -> dict:
     workdir = work / "segflow"
     results = workdir / "results" / args.hippocampus.name
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        "--config",
-        f"dataset={args.hippocampus}",
-        "folds=[]",
-        "configurations=[3d_fullres]",
-        "-q",
-    ]
+    command = snakemake_command(workdir, f"dataset={args.hippocampus}", "folds=[]", "configurations=[3d_fullres]")
     subprocess.run(command, check=True, capture_output=True)
     from segflow.train.loop import TrainSettings, train
 

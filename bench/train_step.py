@@ -32,6 +32,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchlib import nnunet_env  # noqa: E402
+
 from segflow.plan import plan_experiment  # noqa: E402
 from segflow.preprocess import class_locations  # noqa: E402
 
@@ -173,13 +175,7 @@ def worker_segflow(args, work: Path) -> dict:
 
 def worker_nnunet(args, work: Path) -> dict:
     base = work / "nnunetv2"
-    os.environ.update(
-        nnUNet_raw=str(base / "raw"),
-        nnUNet_preprocessed=str(base / "preprocessed"),
-        nnUNet_results=str(base / "results"),
-        nnUNet_compile="False",
-        nnUNet_n_proc_DA=str(args.workers),
-    )
+    os.environ.update(nnunet_env(base, nnUNet_n_proc_DA=str(args.workers)))
     import torch
     from batchgenerators.utilities.file_and_folder_operations import save_json
     from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2

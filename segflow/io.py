@@ -26,9 +26,6 @@ import numpy as np
 
 from segflow.errors import InputError
 
-#: File endings SimpleITK reads for us; the longest match wins (".nii.gz" before ".gz").
-IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-
 
 @contextmanager
 def atomic_path(path):
@@ -71,14 +68,6 @@ def load_npy(path, mmap: bool = False) -> np.ndarray:
 def copy_file(source, destination) -> None:
     with atomic_path(destination) as tmp:
         shutil.copyfile(source, tmp)
-
-
-def image_ending(name: str) -> str | None:
-    """The recognised image file ending of ``name`` (longest match), or None."""
-    for ending in sorted(IMAGE_ENDINGS, key=len, reverse=True):
-        if name.endswith(ending):
-            return ending
-    return None
 
 
 def _sitk():
