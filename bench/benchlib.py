@@ -39,3 +39,29 @@ def nnunet_env(base: Path, venv: Path | None = None, **extra: str) -> dict:
     if venv is not None:
         env["PATH"] = f"{Path(venv) / 'bin'}:{env['PATH']}"
     return env
+
+
+def save_nnunet_case(folder: Path, case: str, data, seg, locations: dict, patch_size) -> None:
+    """One preprocessed case in nnunetv2 2.8.1's own storage (.b2nd arrays + properties), written by its own
+    code: ``locations`` maps a label to segflow's ``class_locations`` (z, y, x rows). Needs nnunetv2."""
+    import numpy as np
+    from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2
+
+    properties = {
+        "class_locations": {
+            int(k): np.array([[0, *v] for v in vs], dtype=np.int64).reshape(-1, 4) for k, vs in locations.items()
+        }
+    }
+    seg = seg.astype(np.int16)
+    blocks, chunks = comp_blosc2_params(data.shape, tuple(patch_size), data.itemsize)
+    blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, tuple(patch_size), seg.itemsize)
+    nnUNetDatasetBlosc2.save_case(
+        data,
+        seg,
+        properties,
+        str(Path(folder) / case),
+        chunks=chunks,
+        blocks=blocks,
+        chunks_seg=chunks_seg,
+        blocks_seg=blocks_seg,
+    )

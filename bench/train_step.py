@@ -32,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchlib import nnunet_env  # noqa: E402
+from benchlib import nnunet_env, save_nnunet_case  # noqa: E402
 
 from segflow.plan import plan_experiment  # noqa: E402
 from segflow.preprocess import class_locations  # noqa: E402
@@ -178,7 +178,6 @@ def worker_nnunet(args, work: Path) -> dict:
     os.environ.update(nnunet_env(base, nnUNet_n_proc_DA=str(args.workers)))
     import torch
     from batchgenerators.utilities.file_and_folder_operations import save_json
-    from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     torch.set_num_threads(args.threads)
@@ -186,26 +185,9 @@ def worker_nnunet(args, work: Path) -> dict:
     folder_base = base / "preprocessed" / plans["dataset_name"]
     folder = folder_base / plans["configurations"]["3d_fullres"]["data_identifier"]
     folder.mkdir(parents=True, exist_ok=True)
+    patch = plans["configurations"]["3d_fullres"]["patch_size"]  # storage as nnunetv2 preprocesses it
     for case, data, seg, locations in cases_for(plans, dataset_json, args.cases):
-        properties = {
-            "class_locations": {
-                int(k): np.array([[0, *v] for v in vs], dtype=np.int64).reshape(-1, 4) for k, vs in locations.items()
-            }
-        }
-        patch = tuple(plans["configurations"]["3d_fullres"]["patch_size"])  # storage as nnunetv2 preprocesses it
-        seg = seg.astype(np.int16)
-        blocks, chunks = comp_blosc2_params(data.shape, patch, data.itemsize)
-        blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, patch, seg.itemsize)
-        nnUNetDatasetBlosc2.save_case(
-            data,
-            seg,
-            properties,
-            str(folder / case),
-            chunks=chunks,
-            blocks=blocks,
-            chunks_seg=chunks_seg,
-            blocks_seg=blocks_seg,
-        )
+        save_nnunet_case(folder, case, data, seg, locations, patch)
     save_json(splits_for(args.cases), str(folder_base / "splits_final.json"))
     save_json({"spacings": [], "shapes_after_crop": []}, str(folder_base / "dataset_fingerprint.json"))
     plans["continue_training"] = False  # nnunetv2 2.8.1's run_training sets this before building a trainer
