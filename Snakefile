@@ -22,6 +22,10 @@ include: "workflow/rules/plan.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/validate.smk"
+include: "workflow/rules/crossval.smk"
+include: "workflow/rules/select.smk"
+include: "workflow/rules/predict.smk"
 
 
 rule all:

@@ -65,3 +65,10 @@ def save_nnunet_case(folder: Path, case: str, data, seg, locations: dict, patch_
         chunks_seg=chunks_seg,
         blocks_seg=blocks_seg,
     )
+
+
+def nnunet_plans(plans: dict, dataset_name: str) -> dict:
+    """segflow's plans.json as nnunetv2 reads it: the same content under nnunetv2's dataset name."""
+    plans = {k: v for k, v in plans.items() if k != "gpu_memory_target_gb"}
+    plans["dataset_name"] = dataset_name
+    return plans

@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import REPO, nnunet_env, save_nnunet_case, snakemake_command
+from benchlib import REPO, nnunet_env, nnunet_plans, save_nnunet_case, snakemake_command
 
 NNUNET_DATASET = "Dataset004_Hippocampus"
 CONFIGURATION = "3d_fullres"
@@ -93,9 +93,7 @@ def export_for_nnunet(results: Path, base: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)  # blosc2 does not overwrite a stored case
     folder = target / f"nnUNetPlans_{CONFIGURATION}"
     folder.mkdir(parents=True)
-    plans = json.loads((results / "plans.json").read_text())
-    plans["dataset_name"] = NNUNET_DATASET
-    plans.pop("gpu_memory_target_gb", None)
+    plans = nnunet_plans(json.loads((results / "plans.json").read_text()), NNUNET_DATASET)
     patch = plans["configurations"][CONFIGURATION]["patch_size"]
     source = results / "preprocessed" / CONFIGURATION
     for properties_file in sorted(source.glob("*.json")):

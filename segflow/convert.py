@@ -8,7 +8,7 @@ are copied unchanged: the MSD converter remaps no label values. ``dataset.json``
 
 from __future__ import annotations
 
-from segflow.dataset import v1_to_v2_dataset_json
+from segflow.dataset import check_labels, v1_to_v2_dataset_json, with_labels
 from segflow.errors import InputError
 from segflow.io import copy_file, image_dimension, load_json, read_sitk, save_json, write_image
 
@@ -38,8 +38,8 @@ def split_4d(case: str, source, destinations) -> None:
         write_image(channel, geometry, destination)
 
 
-def convert_case(case: str, source_image, source_label, image_destinations, label_destination) -> None:
-    """Write one case in the raw layout: one file per channel, plus its label map."""
+def convert_image(case: str, source_image, image_destinations) -> None:
+    """Write one image in the raw layout: one file per channel."""
     dimension = image_dimension(source_image, case)
     if dimension == 4:
         split_4d(case, source_image, image_destinations)
@@ -54,14 +54,28 @@ def convert_case(case: str, source_image, source_label, image_destinations, labe
             case=case,
             fix="re-export the image as a 3D (one channel) or 4D (channels) NIfTI file.",
         )
+
+
+def convert_case(case: str, source_image, source_label, image_destinations, label_destination) -> None:
+    """Write one case in the raw layout: one file per channel, plus its label map."""
+    convert_image(case, source_image, image_destinations)
     copy_file(source_label, label_destination)
 
 
-def convert_dataset_json(source, destination) -> None:
-    save_json(v1_to_v2_dataset_json(load_json(source)), destination)
+def convert_dataset_json(source, destination, labels: dict | None = None, regions_class_order=None) -> None:
+    """dataset.json in v2 form; ``labels`` (with ``regions_class_order``) from the config replace the task's."""
+    v2 = with_labels(v1_to_v2_dataset_json(load_json(source)), labels, regions_class_order)
+    check_labels(v2, destination)
+    save_json(v2, destination)
 
 
 def convert_batch(cases, source_images, source_labels, image_destinations, label_destinations) -> None:
     """Convert several cases; ``image_destinations[i]`` lists case i's channel files."""
     for i, case in enumerate(cases):
         convert_case(case, source_images[i], source_labels[i], image_destinations[i], label_destinations[i])
+
+
+def convert_test_batch(cases, source_images, image_destinations) -> None:
+    """Convert images to predict (no label maps); ``image_destinations[i]`` lists case i's channel files."""
+    for case, source, destinations in zip(cases, source_images, image_destinations, strict=True):
+        convert_image(case, source, destinations)

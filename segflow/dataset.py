@@ -36,6 +36,7 @@ class Dataset:
     cases: list[str]
     sources: dict[str, list[Path]] = field(repr=False)  # case -> source image files (MSD: one file)
     label_sources: dict[str, Path] = field(repr=False)
+    test_sources: dict[str, list[Path]] = field(default_factory=dict, repr=False)  # imagesTs, if any
 
     @property
     def name(self) -> str:
@@ -50,9 +51,12 @@ class Dataset:
         return self.dataset_json["file_ending"]
 
 
-def label_values(dataset_json: dict) -> dict[str, int]:
-    """Label name -> value for plain labels; region labels (lists) are kept out of the value check."""
-    return {k: v for k, v in dataset_json["labels"].items() if isinstance(v, int)}
+def label_values(dataset_json: dict) -> set[int]:
+    """Every label value a label map may hold: the plain labels, the members of regions, the ignore label."""
+    values = set()
+    for value in dataset_json["labels"].values():
+        values.update(value if isinstance(value, (list, tuple)) else [value])
+    return values
 
 
 def check_labels(dataset_json: dict, file) -> None:
@@ -64,13 +68,23 @@ def check_labels(dataset_json: dict, file) -> None:
             file=file,
             fix='add "background": 0 to the labels of dataset.json.',
         )
-    values = sorted(set(label_values(dataset_json).values()))
+    values = sorted(label_values(dataset_json))
     if values != list(range(len(values))):
         raise InputError(
             f"label values must be consecutive integers 0, 1, 2, ...; got {values}.",
             file=file,
             fix="renumber the labels in dataset.json and in every label file so that no value is skipped.",
         )
+
+
+def with_labels(dataset_json: dict, labels: dict | None, regions_class_order=None) -> dict:
+    """dataset.json with its labels replaced (the config's way to train regions on an MSD task)."""
+    if not labels:
+        return dataset_json
+    out = {**dataset_json, "labels": dict(labels)}
+    if regions_class_order:
+        out["regions_class_order"] = list(regions_class_order)
+    return out
 
 
 def v1_to_v2_dataset_json(v1: dict) -> dict:
@@ -134,7 +148,7 @@ def discover_msd(root: Path, raw: dict) -> Dataset:
             raise _missing_label_error(case, label)
         sources[case] = [root / "imagesTr" / f"{case}.nii.gz"]
         labels[case] = label
-    return Dataset(root, "msd", v2, cases, sources, labels)
+    return Dataset(root, "msd", v2, cases, sources, labels, images_to_predict(root / "imagesTs", "msd", v2))
 
 
 def discover_raw(root: Path, dataset_json: dict) -> Dataset:
@@ -188,7 +202,37 @@ def discover_raw(root: Path, dataset_json: dict) -> Dataset:
             raise _missing_label_error(case, label)
         sources[case] = [found[c] for c in range(n_channels)]
         labels[case] = label
-    return Dataset(root, "raw", dataset_json, cases, sources, labels)
+    return Dataset(
+        root, "raw", dataset_json, cases, sources, labels, images_to_predict(root / "imagesTs", "raw", dataset_json)
+    )
+
+
+def images_to_predict(folder, kind: str, dataset_json: dict) -> dict[str, list[Path]]:
+    """Images to predict in ``folder``, laid out like the dataset's training images: an MSD task's one file
+    per case (converted before prediction), or a raw folder's ``CASE_XXXX`` channel files. Case -> files."""
+    folder = Path(folder)
+    if kind == "msd":
+        return {p.name[: -len(".nii.gz")]: [p] for p in _images(folder, ".nii.gz")}
+    ending, n_channels = dataset_json["file_ending"], len(dataset_json["channel_names"])
+    channels_of: dict[str, dict[int, Path]] = {}
+    for path in _images(folder, ending):
+        match = CHANNEL_SUFFIX.match(path.name[: -len(ending)])
+        if match is None:
+            raise InputError(
+                "does not end in a 4-digit channel suffix (CASE_0000" + ending + ").",
+                file=path,
+                fix="rename the images to predict to CASE_XXXX" + ending + ", one file per channel.",
+            )
+        channels_of.setdefault(match["case"], {})[int(match["channel"])] = path
+    for case, found in channels_of.items():
+        if sorted(found) != list(range(n_channels)):
+            raise InputError(
+                f"has channel files {sorted(found)}; dataset.json declares {n_channels} channels.",
+                file=folder / f"{case}_0000{ending}",
+                case=case,
+                fix=f"provide exactly the channels {list(range(n_channels))} for every image to predict.",
+            )
+    return {case: [found[c] for c in range(n_channels)] for case, found in sorted(channels_of.items())}
 
 
 def discover(root) -> Dataset:
@@ -210,4 +254,4 @@ def discover(root) -> Dataset:
     return discover_raw(root, raw)
 
 
-__all__ = ["Dataset", "discover", "label_values", "v1_to_v2_dataset_json"]
+__all__ = ["Dataset", "discover", "label_values", "images_to_predict", "v1_to_v2_dataset_json", "with_labels"]

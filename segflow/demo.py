@@ -75,6 +75,7 @@ def describe(root, cases: int, test_cases: int, channels: int) -> Dataset:
         cases=ids,
         sources={c: [root / "imagesTr" / f"{c}.nii.gz"] for c in ids},
         label_sources={c: root / "labelsTr" / f"{c}.nii.gz" for c in ids},
+        test_sources={c: [root / "imagesTs" / f"{c}.nii.gz"] for c in test_ids(test_cases)},
     )
 
 

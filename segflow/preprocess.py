@@ -21,6 +21,7 @@ import numpy as np
 
 from segflow.crop import crop_to_nonzero
 from segflow.io import load_json, read_case, save_json, save_npy
+from segflow.labels import has_regions, plain_labels, regions
 from segflow.plan import compute_new_shape, resolved_configuration
 from segflow.resample import resample
 
@@ -86,9 +87,9 @@ def normalize(data: np.ndarray, seg: np.ndarray, configuration: dict, intensity_
 def foreground_classes(labels: dict) -> list:
     """What foreground oversampling samples: the foreground labels, or the regions when labels are regions;
     with an ignore label also "any annotated voxel" as (-1, every label)."""
-    plain = {k: v for k, v in labels.items() if k != "ignore"}
-    if any(isinstance(v, (list, tuple)) for v in plain.values()):
-        classes = [tuple(v) if isinstance(v, (list, tuple)) else v for k, v in plain.items() if k != "background"]
+    plain = plain_labels(labels)
+    if has_regions(labels):
+        classes = regions(labels)
     else:
         classes = sorted(v for k, v in plain.items() if k != "background")
     if "ignore" in labels:
@@ -136,12 +137,24 @@ def target_spacing(configuration: dict, spacing_transposed) -> list[float]:
     return spacing
 
 
+def properties_of(spacing, shape_before, box, shape_cropped, new_spacing) -> dict:
+    return {
+        "spacing": [float(s) for s in spacing],
+        "shape_before_cropping": shape_before,
+        "bbox_used_for_cropping": box,
+        "shape_after_cropping_and_before_resampling": shape_cropped,
+        "spacing_after_resampling": new_spacing,
+    }
+
+
 def preprocess_arrays(
     data: np.ndarray, seg: np.ndarray | None, spacing, plans: dict, configuration_name: str, labels: dict | None = None
 ):
-    """Preprocess arrays already read from disk; returns (data, seg, properties without geometry)."""
+    """Preprocess arrays already read from disk; returns (data, seg, properties without geometry). Without a
+    label map (an image to predict) the returned seg is None."""
     configuration = resolved_configuration(plans, configuration_name)
     forward = plans["transpose_forward"]
+    has_labels = seg is not None
     data = data.transpose([0, *[a + 1 for a in forward]]).astype(np.float32)
     if seg is not None:
         seg = seg.transpose([0, *[a + 1 for a in forward]]).astype(np.int16)
@@ -155,14 +168,14 @@ def preprocess_arrays(
     data = normalize(data, seg, configuration, plans["foreground_intensity_properties_per_channel"])
     # The plans' resampling kwargs (is_seg, order, order_z, force_separate_z) are resample()'s keywords.
     data = resample(data, new_shape, spacing_t, new_spacing, **configuration["resampling_fn_data_kwargs"])
+    if not has_labels:  # an image to predict: its mask served normalisation and is not needed any more
+        return (
+            data.astype(np.float32, copy=False),
+            None,
+            properties_of(spacing, shape_before, box, shape_cropped, new_spacing),
+        )
     seg = resample(seg, new_shape, spacing_t, new_spacing, **configuration["resampling_fn_seg_kwargs"])
-    properties = {
-        "spacing": [float(s) for s in spacing],
-        "shape_before_cropping": shape_before,
-        "bbox_used_for_cropping": box,
-        "shape_after_cropping_and_before_resampling": shape_cropped,
-        "spacing_after_resampling": new_spacing,
-    }
+    properties = properties_of(spacing, shape_before, box, shape_cropped, new_spacing)
     if labels is not None:
         properties["class_locations"] = class_locations(seg, foreground_classes(labels))
     seg_dtype = np.int8 if seg.max() <= 127 else np.int16

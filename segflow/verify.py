@@ -74,7 +74,7 @@ def verify_case(case: str, image_files, label_file, dataset_json: dict) -> dict:
             fix="the label map must lie on the image's voxel grid; fix the header spacing or resample.",
         )
     found = sorted(int(v) for v in np.unique(seg))
-    allowed = set(label_values(dataset_json).values())
+    allowed = label_values(dataset_json)
     unexpected = [v for v in found if v not in allowed]
     if unexpected:
         raise InputError(

@@ -1,12 +1,15 @@
 """The workflow run for real with Snakemake: the demo, the Hippocampus acceptance values, incremental runs."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from conftest import blob_case, load, run_snakemake, scheduled_jobs, write_case, write_msd_dataset_json
 
 from segflow.batches import assign_batches
+from segflow.cli import main
 
 
 def test_demo_runs_end_to_end_and_is_then_up_to_date(tmp_path):
@@ -38,8 +41,55 @@ def test_demo_runs_end_to_end_and_is_then_up_to_date(tmp_path):
             assert not (folder / "checkpoint_latest.pt").exists()
             epochs = [json.loads(line) for line in (folder / "training_log.jsonl").read_text().splitlines()]
             assert [e["epoch"] for e in epochs] == [0, 1, 2] and epochs[-1]["lr"] < epochs[0]["lr"]
+    check_demo_evaluation(out)
     dry = run_snakemake(tmp_path, "-n")
     assert "Nothing to be done" in dry.stdout
+
+
+def check_demo_evaluation(out):
+    """Validation of every (configuration, fold), cross-validation, the ensemble, the selection and the test
+    predictions, all read from the files the workflow wrote."""
+    splits = load(out / "splits.json")
+    for config in ("2d", "3d_fullres"):
+        for fold in (0, 1):
+            folder = out / "train" / config / f"fold_{fold}" / "validation"
+            summary = load(folder / "summary.json")
+            cases = sorted(Path(c["prediction_file"]).name for c in summary["metric_per_case"])
+            assert cases == [f"{c}.nii.gz" for c in splits[fold]["val"]]
+            for case in splits[fold]["val"]:
+                prediction = sitk.ReadImage(str(folder / f"{case}.nii.gz"))
+                reference = sitk.ReadImage(str(out / "raw" / "labelsTr" / f"{case}.nii.gz"))
+                assert prediction.GetSize() == reference.GetSize()
+                assert np.allclose(prediction.GetOrigin(), reference.GetOrigin())
+                with np.load(folder / f"{case}.npz", allow_pickle=False) as npz:  # kept for the ensemble
+                    assert npz["probabilities"].shape == (3, *sitk.GetArrayFromImage(reference).shape)
+        crossval = load(out / "crossval" / config / "summary.json")
+        assert len(crossval["metric_per_case"]) == len(splits[0]["val"]) + len(splits[1]["val"])
+        assert set(crossval["mean"]) == {"1", "2"} and 0 <= crossval["foreground_mean"]["Dice"] <= 1
+    ensemble = load(out / "crossval" / "ensemble__2d__3d_fullres" / "summary.json")
+    selection = load(out / "selection.json")
+    assert set(selection["scores"]) == {"2d", "3d_fullres", "ensemble__2d__3d_fullres"}
+    assert selection["scores"]["ensemble__2d__3d_fullres"] == ensemble["foreground_mean"]["Dice"]
+    assert selection["scores"][selection["best"]] == max(selection["scores"].values())
+    assert selection["folds"] == [0, 1]
+    # The demo is easy: even three epochs of ten iterations segment it well.
+    assert max(selection["scores"].values()) > 0.8
+    for case in ("demo_500", "demo_501", "demo_502"):
+        prediction = sitk.ReadImage(str(out / "predictions" / f"{case}.nii.gz"))
+        image = sitk.ReadImage(str(out / "raw" / "imagesTs" / f"{case}_0000.nii.gz"))
+        assert prediction.GetSize() == image.GetSize()
+        assert np.allclose(prediction.GetSpacing(), image.GetSpacing())
+        assert np.allclose(prediction.GetOrigin(), image.GetOrigin())
+        assert np.allclose(prediction.GetDirection(), image.GetDirection())
+        assert set(np.unique(sitk.GetArrayFromImage(prediction))) == {0, 1, 2}
+    # The same model through the command line, from the demo's own MSD test images, gives the same maps.
+    cli_out = out.parent.parent / "cli_predictions"
+    demo_images = out.parent.parent / "resources" / "Task900_SegflowDemo" / "imagesTs"
+    main(["predict", "-i", str(demo_images), "-o", str(cli_out), "-m", str(out)])
+    for case in ("demo_500", "demo_501", "demo_502"):
+        cli = sitk.GetArrayFromImage(sitk.ReadImage(str(cli_out / f"{case}.nii.gz")))
+        workflow = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "predictions" / f"{case}.nii.gz")))
+        np.testing.assert_array_equal(cli, workflow)
 
 
 def test_hippocampus_plans_and_splits(hippocampus, hippocampus_run):
@@ -128,3 +178,28 @@ def test_plans_json_is_a_target(tmp_path):
 def test_lint_is_clean(tmp_path):
     result = run_snakemake(tmp_path, "--lint")
     assert "Congratulations, your workflow is in a good condition!" in result.stdout
+
+
+def test_region_based_training_on_the_demo(tmp_path):
+    """The demo's labels as nested regions (organ = organ + lesion, lesion): sigmoid outputs per region,
+    evaluation per region, and label maps painted in regions_class_order."""
+    settings = {
+        "configurations": ["3d_fullres"],
+        "labels": {"background": 0, "organ": [1, 2], "lesion": 2},
+        "regions_class_order": [1, 2],
+    }
+    (tmp_path / "regions.yaml").write_text(json.dumps(settings))
+    run_snakemake(tmp_path, "--configfile", str(tmp_path / "regions.yaml"))
+    out = tmp_path / "results" / "Task900_SegflowDemo"
+    dataset_json = load(out / "raw" / "dataset.json")
+    assert dataset_json["labels"]["organ"] == [1, 2] and dataset_json["regions_class_order"] == [1, 2]
+    weights = torch.load(out / "train" / "3d_fullres" / "fold_0" / "checkpoint_final.pt", weights_only=True)
+    heads = [v for k, v in weights["network_weights"].items() if k.startswith("heads.") and k.endswith("weight")]
+    assert all(h.shape[0] == 2 for h in heads), "one sigmoid output per region"
+    crossval = load(out / "crossval" / "3d_fullres" / "summary.json")
+    assert set(crossval["mean"]) == {"(1, 2)", "2"}
+    selection = load(out / "selection.json")
+    assert selection["configurations"] == ["3d_fullres"] and selection["scores"]["3d_fullres"] > 0.5
+    for case in ("demo_500", "demo_501", "demo_502"):
+        values = set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "predictions" / f"{case}.nii.gz")))))
+        assert values == {0, 1, 2}

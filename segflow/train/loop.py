@@ -37,6 +37,8 @@ import torch
 from torch import nn
 
 from segflow.io import atomic_path, load_json
+from segflow.labels import has_regions, output_channels
+from segflow.labels import regions as label_regions
 from segflow.plan import data_configuration, resolved_configuration
 from segflow.train.data import AugmentationSettings, Case, PatchLoader, training_transforms, validation_transforms
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
@@ -78,14 +80,9 @@ class LabelSetup:
     """How labels become network outputs: softmax over labels, or sigmoid per region (§1.2, §5.4)."""
 
     def __init__(self, labels: dict):
-        plain = {k: v for k, v in labels.items() if k != "ignore"}
         self.ignore_label = labels.get("ignore")
-        self.regions = (
-            [tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in plain.items() if k != "background"]
-            if any(isinstance(v, (list, tuple)) for v in plain.values())
-            else None
-        )
-        self.num_outputs = len(self.regions) if self.regions else len(plain)
+        self.regions = label_regions(labels) if has_regions(labels) else None
+        self.num_outputs = len(output_channels(labels))
 
     def loss(self, batch_dice: bool) -> nn.Module:
         if self.regions:

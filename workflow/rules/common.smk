@@ -1,9 +1,11 @@
 # Shared state of the workflow, computed once at parse time from the config and the dataset folder.
+import dataclasses
 import json
+from pathlib import Path
 
 from segflow import demo
 from segflow.batches import assign_batches
-from segflow.dataset import discover
+from segflow.dataset import check_labels, discover, images_to_predict, with_labels
 from segflow.device import uses_gpu
 from segflow.errors import InputError
 from segflow.io import load_json
@@ -14,11 +16,27 @@ from segflow.preprocess import preprocessing_signature
 def load_dataset(config):
     if config["dataset"] == "demo":
         d = config["demo"]
-        return demo.describe(d["path"], d["cases"], d["test_cases"], d["channels"])
+        dataset = demo.describe(d["path"], d["cases"], d["test_cases"], d["channels"])
+    else:
+        try:
+            dataset = discover(config["dataset"])
+        except InputError as err:
+            raise WorkflowError(f"segflow: bad input: {err}") from None
+    if not config["labels"]:
+        return dataset
+    if dataset.kind != "msd":
+        raise WorkflowError(
+            "segflow: the config's `labels` apply to MSD tasks only; for an nnU-Net v2 raw folder "
+            f"write the labels (and regions_class_order) into {dataset.root / 'dataset.json'}."
+        )
+    labels = with_labels(
+        dataset.dataset_json, config["labels"], config["regions_class_order"]
+    )
     try:
-        return discover(config["dataset"])
+        check_labels(labels, "the config's labels")
     except InputError as err:
         raise WorkflowError(f"segflow: bad input: {err}") from None
+    return dataclasses.replace(dataset, dataset_json=labels)
 
 
 DATASET = load_dataset(config)
@@ -31,6 +49,26 @@ RAW = f"{OUT}/raw" if DATASET.kind == "msd" else str(DATASET.root)
 DATASET_JSON = f"{RAW}/dataset.json"
 # Training asks for a GPU when one will be used: device cuda, or auto on a machine with an NVIDIA driver.
 USE_GPU = uses_gpu(config["device"])
+# Cross-validation, selection and prediction need validation folds ("all" validates nothing).
+CV_FOLDS = [f for f in config["folds"] if f != "all"]
+
+
+def load_test_images(config, dataset):
+    """Case -> source files of the images to predict (none without cross-validation to select a model)."""
+    if not CV_FOLDS or not config["test_images"]:
+        return {}
+    if config["test_images"] == "auto":
+        return dataset.test_sources
+    try:
+        return images_to_predict(
+            config["test_images"], dataset.kind, dataset.dataset_json
+        )
+    except InputError as err:
+        raise WorkflowError(f"segflow: bad input: {err}") from None
+
+
+TEST = load_test_images(config, DATASET)
+TEST_BATCHES = assign_batches(sorted(TEST), config["case_batches"])
 
 
 def raw_images(case):
@@ -40,8 +78,23 @@ def raw_images(case):
     ]
 
 
+def test_images(case):
+    """The channel files of an image to predict (MSD images are converted into the raw layout first)."""
+    if DATASET.kind == "msd":
+        ending = DATASET.file_ending
+        return [
+            f"{RAW}/imagesTs/{case}_{c:04d}{ending}"
+            for c in range(DATASET.num_channels)
+        ]
+    return [str(f) for f in TEST[case]]
+
+
 def raw_label(case):
     return f"{RAW}/labelsTr/{case}{DATASET.file_ending}"
+
+
+def folder_of(path):
+    return str(Path(path).parent)
 
 
 def per_case(pattern, cases):
@@ -115,10 +168,38 @@ def training_targets(plans):
     ]
 
 
+def validation_dirs(configuration):
+    return [f"{OUT}/train/{configuration}/fold_{f}/validation" for f in CV_FOLDS]
+
+
+def ensemble_pairs(plans):
+    configurations = trained_configurations(plans)
+    return [
+        (a, b) for i, a in enumerate(configurations) for b in configurations[i + 1 :]
+    ]
+
+
+def evaluation_targets(plans):
+    """Cross-validation of each trained configuration and ensemble, the selection, test predictions."""
+    if not CV_FOLDS:
+        return []
+    targets = [
+        f"{OUT}/crossval/{c}/summary.json" for c in trained_configurations(plans)
+    ]
+    targets += [f"{OUT}/crossval/ensemble__{a}__{b}" for a, b in ensemble_pairs(plans)]
+    targets.append(f"{OUT}/selection.json")
+    ending = DATASET.file_ending
+    return targets + [f"{OUT}/predictions/{case}{ending}" for case in TEST]
+
+
 def planned_targets(wildcards):
     """Targets that exist only once the plan says which configurations there are."""
     plans = load_json(plans_json())
-    return preprocessed_targets(plans) + training_targets(plans)
+    return (
+        preprocessed_targets(plans)
+        + training_targets(plans)
+        + evaluation_targets(plans)
+    )
 
 
 def preprocessing_params(wildcards, input):
@@ -153,3 +234,47 @@ def training_params(wildcards, input):
         },
         sort_keys=True,
     )
+
+
+def validation_inputs(wildcards):
+    return {
+        **training_inputs(wildcards),
+        "checkpoint": f"{OUT}/train/{wildcards.configuration}/fold_{wildcards.fold}/checkpoint_final.pt",
+        "labels": [raw_label(c) for c in DATASET.cases],
+    }
+
+
+def keeps_probabilities(wildcards):
+    """Validation keeps probabilities only where ensembles will need them."""
+    return len(trained_configurations(load_json(plans_json()))) > 1
+
+
+def selection_inputs(wildcards):
+    plans = load_json(plans_json())
+    configurations = trained_configurations(plans)
+    return {
+        "summaries": [f"{OUT}/crossval/{c}/summary.json" for c in configurations],
+        "ensembles": [
+            f"{OUT}/crossval/ensemble__{a}__{b}" for a, b in ensemble_pairs(plans)
+        ],
+        "validation": [d for c in configurations for d in validation_dirs(c)],
+        "dataset_json": DATASET_JSON,
+        "labels": [raw_label(c) for c in DATASET.cases],
+    }
+
+
+def selection_params(wildcards):
+    plans = load_json(plans_json())
+    return {
+        "configurations": trained_configurations(plans),
+        "pairs": ensemble_pairs(plans),
+    }
+
+
+def prediction_checkpoints(wildcards):
+    """Every trained fold model: which of them the selection uses is decided by selection.json."""
+    return [
+        f"{OUT}/train/{c}/fold_{f}/checkpoint_final.pt"
+        for c in trained_configurations(load_json(plans_json()))
+        for f in CV_FOLDS
+    ]

@@ -10,6 +10,9 @@ if DATASET.kind == "msd":
             f"{LOGS}/convert/dataset_json.log",
         conda:
             ENV
+        params:
+            labels=config["labels"],
+            regions_class_order=config["regions_class_order"],
         script:
             "../scripts/convert_dataset_json.py"
 

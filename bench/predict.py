@@ -1,0 +1,210 @@
+"""Benchmark: seconds per predicted MSD Hippocampus case, segflow vs nnunetv2 2.8.1, with test-time mirroring,
+the same plan (3d_fullres), the same fold count and the same weights.
+
+Both predict the same test images (imagesTs) from raw files to written segmentations with their own
+command: ``segflow predict`` and ``nnUNetv2_predict_from_modelfolder`` (``-npp 1 -nps 1``; its default
+worker pools cost more than they bring on 2 cores). The weights are segflow's, trained briefly or freshly
+initialised (time does not depend on them), and copied into nnunetv2's checkpoint format by nnunetv2's own
+network class; so the two frameworks' segmentations should agree, and the benchmark prints how well (Dice
+between them per label).
+
+Usage: python bench/predict.py [--cases 10] [--folds 5] [--nnunet-python /opt/nnunet-venv/bin/python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchlib import REPO, nnunet_env, nnunet_plans, snakemake_command
+
+CONFIGURATION = "3d_fullres"
+
+
+def segflow_results(args) -> Path:
+    workdir = args.work / "segflow"
+    command = snakemake_command(workdir, f"dataset={args.hippocampus}", "folds=[]", f"configurations=[{CONFIGURATION}]")
+    subprocess.run(command, check=True, capture_output=True)
+    return workdir / "results" / args.hippocampus.name
+
+
+def make_segflow_model(results: Path, model: Path, folds: int) -> None:
+    """A segflow model folder with ``folds`` freshly initialised 3d_fullres folds (seeded)."""
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from segflow.io import load_json, save_json
+    from segflow.plan import resolved_configuration
+    from segflow.train.network import build_network
+
+    shutil.rmtree(model, ignore_errors=True)
+    model.mkdir(parents=True)
+    plans = load_json(results / "plans.json")
+    dataset_json = load_json(results / "raw" / "dataset.json")
+    save_json(plans, model / "plans.json")
+    save_json(dataset_json, model / "dataset.json")
+    configuration = resolved_configuration(plans, CONFIGURATION)
+    for fold in range(folds):
+        torch.manual_seed(fold)
+        network = build_network(configuration, len(dataset_json["channel_names"]), len(dataset_json["labels"]))
+        folder = model / "train" / CONFIGURATION / f"fold_{fold}"
+        folder.mkdir(parents=True)
+        state = {"network_weights": network.state_dict(), "inference_allowed_mirroring_axes": [0, 1, 2]}
+        torch.save(state, folder / "checkpoint_final.pt")
+    selection = {"configurations": [CONFIGURATION], "folds": list(range(folds)), "postprocessing": []}
+    save_json(selection, model / "selection.json")
+
+
+def worker_nnunet_model(segflow_model: Path, model: Path) -> None:
+    """nnunetv2's model folder with segflow's weights (runs in nnunetv2's Python)."""
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    shutil.rmtree(model, ignore_errors=True)
+    model.mkdir(parents=True)
+    plans = nnunet_plans(json.loads((segflow_model / "plans.json").read_text()), "Dataset004_Hippocampus")
+    dataset_json = json.loads((segflow_model / "dataset.json").read_text())
+    (model / "plans.json").write_text(json.dumps(plans, indent=1))
+    (model / "dataset.json").write_text(json.dumps(dataset_json, indent=1))
+    manager = PlansManager(plans)
+    folds = sorted((segflow_model / "train" / CONFIGURATION).glob("fold_*"))
+    for folder in folds:
+        network = nnUNetTrainer.build_network_architecture(
+            manager, manager.get_configuration(CONFIGURATION), 1, len(dataset_json["labels"]), False
+        )
+        weights = torch.load(folder / "checkpoint_final.pt", weights_only=True)["network_weights"]
+        copy_segflow_weights(weights, network)
+        (model / folder.name).mkdir()
+        checkpoint = {
+            "network_weights": network.state_dict(),
+            "init_args": {"configuration": CONFIGURATION},
+            "trainer_name": "nnUNetTrainer",
+            "inference_allowed_mirroring_axes": (0, 1, 2),
+        }
+        torch.save(checkpoint, model / folder.name / "checkpoint_final.pth")
+
+
+def copy_segflow_weights(weights: dict, network) -> None:
+    """segflow's parameters (encoder, decoder, upsample, heads) into nnunetv2's PlainConvUNet (encoder,
+    decoder.stages, decoder.transpconvs, decoder.seg_layers); both list them in the same order."""
+    import torch
+
+    groups = [("encoder.", network.encoder), ("decoder.", network.decoder.stages)]
+    groups += [("upsample.", network.decoder.transpconvs), ("heads.", network.decoder.seg_layers)]
+    with torch.no_grad():
+        for prefix, module in groups:
+            source = [v for k, v in weights.items() if k.startswith(prefix)]
+            target = list(module.parameters())
+            assert len(source) == len(target), prefix
+            for s, t in zip(source, target, strict=True):
+                t.copy_(s)
+
+
+def test_images(args, folder: Path) -> list[str]:
+    """The first ``--cases`` Hippocampus test images as CASE_0000.nii.gz files (both frameworks read them)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    images = sorted(p for p in (args.hippocampus / "imagesTs").glob("*.nii.gz") if not p.name.startswith("."))
+    cases = []
+    for image in images[: args.cases]:
+        case = image.name[: -len(".nii.gz")]
+        shutil.copy(image, folder / f"{case}_0000.nii.gz")
+        cases.append(case)
+    return cases
+
+
+def timed(command, env=None) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{command[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def agreement(cases, first: Path, second: Path) -> dict:
+    import numpy as np
+    import SimpleITK as sitk
+
+    dice = {}
+    for label in (1, 2):
+        tp = total = 0
+        for case in cases:
+            a = sitk.GetArrayFromImage(sitk.ReadImage(str(first / f"{case}.nii.gz"))) == label
+            b = sitk.GetArrayFromImage(sitk.ReadImage(str(second / f"{case}.nii.gz"))) == label
+            tp += int((a & b).sum())
+            total += int(a.sum() + b.sum())
+        dice[label] = 2 * tp / total if total else float("nan")
+    identical = all(
+        np.array_equal(
+            sitk.GetArrayFromImage(sitk.ReadImage(str(first / f"{c}.nii.gz"))),
+            sitk.GetArrayFromImage(sitk.ReadImage(str(second / f"{c}.nii.gz"))),
+        )
+        for c in cases
+    )
+    return {"dice_between": dice, "identical_cases": identical}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--hippocampus",
+        type=Path,
+        default=Path(os.environ.get("SEGFLOW_HIPPOCAMPUS", REPO.parent / "shared" / "data" / "Task04_Hippocampus")),
+    )
+    parser.add_argument("--nnunet-python", default=os.environ.get("NNUNET_PYTHON", "/opt/nnunet-venv/bin/python"))
+    parser.add_argument("--cases", type=int, default=10)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/segflow-bench-predict"))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--worker-nnunet-model", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker_nnunet_model:
+        return worker_nnunet_model(args.worker_nnunet_model, args.work / "nnunet_model")
+    args.hippocampus = args.hippocampus.resolve()
+    results = segflow_results(args)
+    segflow_model = args.work / "segflow_model"
+    make_segflow_model(results, segflow_model, args.folds)
+    script = [str(Path(__file__).resolve()), "--work", str(args.work)]
+    subprocess.run([args.nnunet_python, *script, "--worker-nnunet-model", str(segflow_model)], check=True)
+    images = args.work / "images"
+    cases = test_images(args, images)
+    outputs = {name: args.work / f"out_{name}" for name in ("nnunetv2", "segflow")}
+    for out in outputs.values():
+        shutil.rmtree(out, ignore_errors=True)
+    nnunet_bin = Path(args.nnunet_python).parent
+    nnunet_command = [str(nnunet_bin / "nnUNetv2_predict_from_modelfolder"), "-i", str(images)]
+    nnunet_command += ["-o", str(outputs["nnunetv2"]), "-m", str(args.work / "nnunet_model")]
+    nnunet_command += ["-f", *[str(f) for f in range(args.folds)], "-npp", "1", "-nps", "1", "-device", args.device]
+    nnunet_command += ["--disable_progress_bar"]
+    segflow_command = [sys.executable, "-m", "segflow.cli", "predict", "-i", str(images)]
+    segflow_command += ["-o", str(outputs["segflow"]), "-m", str(segflow_model), "--device", args.device]
+    nn = timed(nnunet_command, nnunet_env(args.work / "nnunet_env"))
+    sf = timed(segflow_command)
+    figures = {
+        "cases": len(cases),
+        "folds": args.folds,
+        "nnunetv2_s_per_case": nn / len(cases),
+        "segflow_s_per_case": sf / len(cases),
+        "ratio": sf / nn,
+        **agreement(cases, outputs["nnunetv2"], outputs["segflow"]),
+    }
+    print(f"== Hippocampus test images, {CONFIGURATION}, {args.folds} folds, mirroring on, {args.device}")
+    print(f"   nnunetv2 2.8.1: {figures['nnunetv2_s_per_case']:.2f} s per case ({len(cases)} cases, whole command)")
+    print(f"   segflow:        {figures['segflow_s_per_case']:.2f} s per case")
+    print(f"   ratio segflow / nnunetv2: {figures['ratio']:.2f} (target <= 0.8)")
+    between = ", ".join(f"label {k} {v:.4f}" for k, v in figures["dice_between"].items())
+    print(f"   agreement of the two: Dice {between}; identical maps: {figures['identical_cases']}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

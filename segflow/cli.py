@@ -1,0 +1,156 @@
+"""The commands users run outside the workflow: ``segflow predict`` and ``segflow evaluate``.
+
+``segflow predict -i IMAGES -o OUTPUT -m MODEL`` segments a folder of images with a trained model folder
+(``{results}/{dataset}`` of a workflow run: plans.json, dataset.json, selection.json, train/): by default
+the selected configuration or ensemble, its folds and its postprocessing, exactly as the workflow's
+``predict`` rule; ``-c`` / ``-f`` choose configurations and folds instead. Images are ``CASE_XXXX`` channel
+files or, for single-file cases (MSD style, 3D or 4D), ``CASE{ending}``.
+
+``segflow evaluate -ref REFERENCES -pred PREDICTIONS`` evaluates every prediction against the reference
+of the same name and writes nnU-Net's summary.json (plus Dice, IoU, HD95, NSD per case in a CSV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from segflow.errors import InputError
+
+
+def model_selection(model: Path, configurations, folds, postprocessing: bool) -> dict:
+    """selection.json of the model folder, or the configurations and folds asked for on the command line."""
+    from segflow.io import load_json
+
+    selection_file = model / "selection.json"
+    selection = load_json(selection_file) if selection_file.is_file() else None
+    if configurations:
+        if folds is None:
+            folds = sorted(
+                {int(p.parent.name[5:]) for c in configurations for p in (model / "train" / c).glob("fold_*/*final.pt")}
+            )
+        chosen = {"configurations": configurations, "folds": folds, "postprocessing": []}
+        if selection and selection["configurations"] == configurations:
+            chosen["postprocessing"] = selection["postprocessing"]
+    elif selection is None:
+        raise InputError(
+            "has no selection.json, so segflow does not know which configuration to use.",
+            file=selection_file,
+            fix="run the workflow up to its selection, or name configurations with -c (and folds with -f).",
+        )
+    else:
+        chosen = dict(selection)
+        if folds is not None:
+            chosen["folds"] = folds
+    if not postprocessing:
+        chosen["postprocessing"] = []
+    if not chosen["folds"]:
+        raise InputError("holds no trained folds for the chosen configurations.", file=model / "train")
+    return chosen
+
+
+def input_images(folder: Path, dataset_json: dict, scratch: Path) -> dict[str, list[Path]]:
+    """Case -> channel files; single-file cases (MSD style) are split into channel files in ``scratch``."""
+    from segflow.convert import convert_image
+    from segflow.dataset import CHANNEL_SUFFIX, images_to_predict
+
+    ending = dataset_json["file_ending"]
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(ending) and not p.name.startswith("."))
+    if not files:
+        raise InputError(f"holds no {ending} images.", file=folder, fix="point -i at a folder of images.")
+    if all(CHANNEL_SUFFIX.match(p.name[: -len(ending)]) for p in files):
+        return images_to_predict(folder, "raw", dataset_json)
+    n_channels = len(dataset_json["channel_names"])
+    cases = {}
+    for path in files:
+        case = path.name[: -len(ending)]
+        destinations = [scratch / f"{case}_{c:04d}{ending}" for c in range(n_channels)]
+        convert_image(case, path, destinations)
+        cases[case] = destinations
+    return cases
+
+
+def predict_command(args) -> None:
+    from segflow.infer import predict_cases
+    from segflow.io import load_json
+
+    model = Path(args.model)
+    for required in ("plans.json", "dataset.json"):
+        if not (model / required).is_file():
+            raise InputError(
+                "is missing from the model folder.",
+                file=model / required,
+                fix="pass the results folder of a workflow run ({results}/{dataset}) as -m.",
+            )
+    selection = model_selection(model, args.configurations, args.folds, not args.no_postprocessing)
+    dataset_json = load_json(model / "dataset.json")
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        cases = input_images(Path(args.input), dataset_json, Path(scratch))
+        out_files = [output / f"{case}{dataset_json['file_ending']}" for case in cases]
+        predict_cases(list(cases.values()), out_files, model, selection, args.device, mirror=not args.disable_tta)
+    print(f"segflow: {len(cases)} segmentations in {output}")
+
+
+def evaluate_command(args) -> None:
+    from segflow.evaluate import evaluate_folder, evaluated_labels, write_summary
+    from segflow.io import load_json
+
+    if args.dataset_json:
+        labels_json = load_json(args.dataset_json)["labels"]
+        labels, ignore = evaluated_labels(labels_json), labels_json.get("ignore")
+        ending = load_json(args.dataset_json).get("file_ending", args.file_ending)
+    elif args.labels:
+        labels, ignore, ending = args.labels, args.ignore_label, args.file_ending
+    else:
+        raise SystemExit("segflow evaluate: give the labels with -l or a dataset.json with -dj")
+    summary = evaluate_folder(args.reference, args.prediction, labels, ending, ignore, args.tolerance)
+    out = Path(args.output or Path(args.prediction) / "summary.json")
+    write_summary(summary, out, out.with_name("per_case.csv"))
+    for key, metrics in summary["mean"].items():
+        print(f"label {key}: Dice {metrics['Dice']:.4f}  HD95 {metrics['HD95']:.2f} mm  NSD {metrics['NSD']:.4f}")
+    print(f"foreground mean Dice {summary['foreground_mean']['Dice']:.4f}; summary in {out}")
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="segflow", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    commands = main.add_subparsers(dest="command", required=True)
+    predict = commands.add_parser("predict", help="segment a folder of images with a trained model folder")
+    predict.add_argument("-i", "--input", required=True, help="folder of images")
+    predict.add_argument("-o", "--output", required=True, help="folder for the segmentations")
+    predict.add_argument("-m", "--model", required=True, help="{results}/{dataset} folder of a workflow run")
+    predict.add_argument("-c", "--configurations", nargs="+", help="configurations instead of the selection")
+    predict.add_argument("-f", "--folds", nargs="+", type=int, help="folds instead of the selection's")
+    predict.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    predict.add_argument("--disable-tta", action="store_true", help="no mirroring at test time")
+    predict.add_argument("--no-postprocessing", action="store_true")
+    predict.set_defaults(run=predict_command)
+    evaluate = commands.add_parser("evaluate", help="evaluate segmentations against references")
+    evaluate.add_argument("-ref", "--reference", required=True, help="folder of reference label maps")
+    evaluate.add_argument("-pred", "--prediction", required=True, help="folder of predicted label maps")
+    evaluate.add_argument("-dj", "--dataset-json", help="dataset.json giving labels, regions and ignore label")
+    evaluate.add_argument("-l", "--labels", nargs="+", type=int, help="labels to evaluate (without -dj)")
+    evaluate.add_argument("--ignore-label", type=int)
+    evaluate.add_argument("--file-ending", default=".nii.gz")
+    evaluate.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm")
+    evaluate.add_argument("-o", "--output", help="summary.json path (default: in the prediction folder)")
+    evaluate.set_defaults(run=evaluate_command)
+    return main
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        args.run(args)
+    except InputError as err:
+        print(f"segflow: bad input: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

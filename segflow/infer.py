@@ -1,0 +1,362 @@
+"""Inference (method reference §6): sliding-window prediction of a preprocessed case and its export back
+to the geometry of the original image.
+
+Sliding window: the image is padded with zeros up to the patch size where it is smaller; tiles start at
+``round(i * (size - patch) / (n - 1))`` with ``n = ceil((size - patch) / (patch * 0.5)) + 1`` per axis
+(2D configurations tile every slice of a volume). Each tile's full-resolution logits, averaged over the
+mirrored copies of the tile (every non-empty subset of the mirror axes used in training, flipped back), are
+weighted by a Gaussian importance map (sigma = patch / 8, maximum 10, no zeros) and accumulated; the sum
+is divided by the summed weights. Folds: logits averaged over the fold models. Accumulation is float32
+(nnU-Net accumulates in float16); on CUDA the network runs under fp16 autocast and the accumulators fall
+back to CPU memory when the GPU's run short.
+
+Export: logits are resampled (order 1, separate z as in the plans) to the cropped shape, turned into
+probabilities (softmax; sigmoid for regions) and a label map (argmax; regions painted in
+``regions_class_order``), pasted into the bounding box of the crop, transposed back and written with the
+input's spacing, origin and direction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segflow.io import load_json, write_image
+from segflow.labels import has_regions, output_channels
+from segflow.plan import resolved_configuration
+from segflow.resample import resample
+from segflow.train.network import build_network
+
+log = logging.getLogger("segflow.infer")
+
+STEP_SIZE = 0.5
+GAUSSIAN_SIGMA_SCALE = 1 / 8
+GAUSSIAN_MAX = 10.0
+
+
+# --- tiles --------------------------------------------------------------------------------------------
+
+
+def tile_starts(size: int, patch: int, step: float = STEP_SIZE) -> list[int]:
+    """Start indices of the tiles along one axis (``size >= patch``)."""
+    n = int(np.ceil((size - patch) / (patch * step))) + 1
+    if n == 1:
+        return [0]
+    actual = (size - patch) / (n - 1)
+    return [int(np.round(actual * i)) for i in range(n)]
+
+
+def tile_slicers(shape, patch, step: float = STEP_SIZE) -> list[tuple[slice, ...]]:
+    """Spatial slicers of all tiles of an image of ``shape``; a 2D patch on a 3D image tiles every slice,
+    and its slicers start with the slice index."""
+    if len(patch) == len(shape):
+        starts = [tile_starts(s, p, step) for s, p in zip(shape, patch, strict=True)]
+        corners = itertools.product(*starts)
+        return [tuple(slice(b, b + p) for b, p in zip(corner, patch, strict=True)) for corner in corners]
+    in_plane = tile_slicers(shape[1:], patch, step)
+    return [(z, *tile) for z in range(shape[0]) for tile in in_plane]
+
+
+def padding_for(shape, patch) -> list[tuple[int, int]]:
+    """(below, above) zero padding per spatial axis that makes the image at least as large as the patch."""
+    pads = [(0, 0)] * (len(shape) - len(patch))
+    for size, p in zip(shape[len(shape) - len(patch) :], patch, strict=True):
+        missing = max(p - size, 0)
+        pads.append((missing // 2, missing - missing // 2))
+    return pads
+
+
+def gaussian_importance(patch, device=None) -> torch.Tensor:
+    """nnU-Net's tile weights: a Gaussian (sigma = patch / 8) centred at ``patch // 2``, maximum 10,
+    zeros replaced by the smallest positive value."""
+    from scipy.ndimage import gaussian_filter
+
+    delta = np.zeros(patch, dtype=np.float64)
+    delta[tuple(p // 2 for p in patch)] = 1
+    weights = gaussian_filter(delta, [p * GAUSSIAN_SIGMA_SCALE for p in patch], 0, mode="constant", cval=0)
+    weights = weights / weights.max() * GAUSSIAN_MAX
+    weights[weights == 0] = weights[weights > 0].min()
+    return torch.as_tensor(weights.astype(np.float32), device=device)
+
+
+def mirror_combinations(axes) -> list[tuple[int, ...]]:
+    """The identity and every non-empty subset of the mirror axes, as tensor dims of a B x C x ... tile."""
+    dims = [a + 2 for a in axes]
+    return [()] + [c for r in range(1, len(dims) + 1) for c in itertools.combinations(dims, r)]
+
+
+# --- models -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Model:
+    """One configuration of a trained dataset: the plan, its fold weights and how to run them."""
+
+    plans: dict
+    dataset_json: dict
+    configuration_name: str
+    fold_weights: list[dict]
+    mirror_axes: tuple[int, ...]
+
+    @property
+    def configuration(self) -> dict:
+        return resolved_configuration(self.plans, self.configuration_name)
+
+    @property
+    def patch_size(self) -> list[int]:
+        return [int(p) for p in self.configuration["patch_size"]]
+
+
+def load_model(plans_path, dataset_json_path, configuration: str, checkpoints) -> Model:
+    """A configuration with the weights of the given fold checkpoints (``torch.load(weights_only=True)``)."""
+    weights, mirror_axes = [], None
+    for path in checkpoints:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        weights.append(checkpoint["network_weights"])
+        axes = tuple(checkpoint.get("inference_allowed_mirroring_axes") or ())
+        mirror_axes = axes if mirror_axes is None else mirror_axes
+    if not weights:
+        raise ValueError(f"no checkpoints given for {configuration}")
+    return Model(load_json(plans_path), load_json(dataset_json_path), configuration, weights, mirror_axes or ())
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Predictor:
+    """Sliding-window logits of preprocessed cases for one model (all its folds). ``network`` replaces the
+    plans' U-Net (tests use an oracle)."""
+
+    def __init__(self, model: Model, device: str = "auto", mirror: bool = True, step: float = STEP_SIZE, network=None):
+        self.model = model
+        self.device = resolve_device(device)
+        self.step = step
+        num_outputs = len(output_channels(model.dataset_json["labels"]))
+        if network is None:
+            in_channels = len(model.dataset_json["channel_names"])
+            network = build_network(model.configuration, in_channels, num_outputs, deep_supervision=False)
+        self.network = network.to(self.device).eval()
+        self.num_outputs = num_outputs
+        self.patch = model.patch_size
+        self.gaussian = gaussian_importance(self.patch, self.device)
+        self.combinations = mirror_combinations(model.mirror_axes if mirror else ())
+
+    def tile_logits(self, tile: torch.Tensor) -> torch.Tensor:
+        """Logits of a 1 x C x patch tile, averaged over its mirrored copies (one batch)."""
+        batch = torch.cat([torch.flip(tile, dims) if dims else tile for dims in self.combinations])
+        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            out = self.network(batch).float()
+        total = torch.zeros_like(out[0])
+        for i, dims in enumerate(self.combinations):
+            total += torch.flip(out[i], [d - 1 for d in dims]) if dims else out[i]
+        return total / len(self.combinations)
+
+    def accumulators(self, shape) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            logits = torch.zeros((self.num_outputs, *shape), dtype=torch.float32, device=self.device)
+            weights = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        except torch.OutOfMemoryError:
+            log.warning("GPU memory short: accumulating %s on the CPU", list(shape))
+            logits = torch.zeros((self.num_outputs, *shape), dtype=torch.float32)
+            weights = torch.zeros(shape, dtype=torch.float32)
+        return logits, weights
+
+    @torch.inference_mode()
+    def sliding_window(self, data: np.ndarray) -> torch.Tensor:
+        """K x Z x Y x X logits (float32, CPU) of one C x Z x Y x X preprocessed case with the current weights."""
+        pads = padding_for(data.shape[1:], self.patch)
+        padded = np.pad(data, [(0, 0), *pads], constant_values=0) if any(sum(p) for p in pads) else data
+        image = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32)).to(self.device)
+        logits, weights = self.accumulators(image.shape[1:])
+        for slicer in tile_slicers(image.shape[1:], self.patch, self.step):
+            tile = image[(slice(None), *slicer)][None]
+            prediction = self.tile_logits(tile).to(logits.device)
+            gaussian = self.gaussian.to(logits.device)
+            logits[(slice(None), *slicer)] += prediction * gaussian
+            weights[slicer] += gaussian
+        logits /= weights
+        unpad = tuple(slice(below, size - above) for (below, above), size in zip(pads, image.shape[1:], strict=True))
+        return logits[(slice(None), *unpad)].cpu()
+
+    def predict(self, data: np.ndarray) -> np.ndarray:
+        """Logits of a preprocessed case averaged over the model's folds."""
+        total = None
+        for weights in self.model.fold_weights:
+            self.network.load_state_dict(weights)
+            logits = self.sliding_window(data)
+            total = logits if total is None else total + logits
+        return (total / len(self.model.fold_weights)).numpy()
+
+
+# --- labels -------------------------------------------------------------------------------------------
+
+
+def probabilities_from_logits(logits: np.ndarray, regions: bool) -> np.ndarray:
+    tensor = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+    return (torch.sigmoid(tensor) if regions else torch.softmax(tensor, 0)).numpy()
+
+
+def segmentation_from_probabilities(probabilities: np.ndarray, dataset_json: dict) -> np.ndarray:
+    """Label map of C x ... probabilities: argmax, or regions painted in ``regions_class_order``."""
+    labels = dataset_json["labels"]
+    if not has_regions(labels):
+        values = np.asarray(output_channels(labels))
+        return values[probabilities.argmax(0)]
+    order = dataset_json.get("regions_class_order")
+    if order is None:
+        raise ValueError("dataset.json declares regions but no regions_class_order")
+    segmentation = np.zeros(probabilities.shape[1:], dtype=np.int16)
+    for channel, value in enumerate(order):
+        segmentation[probabilities[channel] > 0.5] = value
+    return segmentation
+
+
+def segmentation_dtype(dataset_json: dict):
+    values = [v for v in dataset_json["labels"].values() if isinstance(v, int)]
+    values += list(dataset_json.get("regions_class_order") or [])
+    return np.uint8 if max(values, default=0) < 255 else np.uint16
+
+
+# --- export -------------------------------------------------------------------------------------------
+
+
+def revert_preprocessing(array: np.ndarray, properties: dict, plans: dict, fill: float) -> np.ndarray:
+    """C x cropped-shape array (transposed axes) -> C x original shape (reader axes): pasted into the crop's
+    bounding box of an array filled with ``fill``, then transposed back."""
+    full = np.full((array.shape[0], *properties["shape_before_cropping"]), fill, dtype=array.dtype)
+    box = tuple(slice(a, b) for a, b in properties["bbox_used_for_cropping"])
+    full[(slice(None), *box)] = array
+    return full.transpose([0, *[a + 1 for a in plans["transpose_backward"]]])
+
+
+def export_logits(logits: np.ndarray, properties: dict, plans: dict, configuration_name: str, dataset_json: dict):
+    """Logits on the preprocessed grid -> (probabilities C x original shape, label map of the original shape)."""
+    configuration = resolved_configuration(plans, configuration_name)
+    forward = plans["transpose_forward"]
+    spacing_transposed = [properties["spacing"][a] for a in forward]
+    current = [float(s) for s in configuration["spacing"]]
+    if len(current) < len(spacing_transposed):
+        current = [spacing_transposed[0], *current]
+    logits = resample(
+        logits,
+        properties["shape_after_cropping_and_before_resampling"],
+        current,
+        spacing_transposed,
+        **configuration["resampling_fn_probabilities_kwargs"],
+    )
+    regions = has_regions(dataset_json["labels"])
+    probabilities = probabilities_from_logits(logits, regions)
+    # Outside the crop there is only background: probability 1 for the background channel of label models.
+    full = revert_preprocessing(probabilities, properties, plans, 0.0)
+    if not regions:
+        outside = np.ones(properties["shape_before_cropping"], dtype=bool)
+        outside[tuple(slice(a, b) for a, b in properties["bbox_used_for_cropping"])] = False
+        full[0][outside.transpose(plans["transpose_backward"])] = 1.0
+    return full.astype(np.float32), segmentation_from_probabilities(full, dataset_json)
+
+
+def write_segmentation(segmentation: np.ndarray, geometry: dict, dataset_json: dict, path) -> None:
+    """Write a z-y-x label map (a 1 x Y x X one for 2D inputs) with the input image's geometry."""
+    array = segmentation.astype(segmentation_dtype(dataset_json))
+    if len(geometry["spacing"]) == 2:
+        array = array[0]
+    write_image(array, geometry, path)
+
+
+def save_probabilities(probabilities: np.ndarray, path) -> None:
+    from segflow.io import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, probabilities=probabilities.astype(np.float32))
+
+
+def load_probabilities(path) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as archive:
+        return archive["probabilities"]
+
+
+# --- jobs -----------------------------------------------------------------------------------------------
+
+
+def validate_fold(
+    plans_path,
+    dataset_json_path,
+    splits_path,
+    preprocessed,
+    configuration: str,
+    fold,
+    checkpoint,
+    labels_dir,
+    out_dir,
+    device: str = "auto",
+    with_probabilities: bool = False,
+    tolerance: float = 1.0,
+) -> None:
+    """Predict a fold's validation cases from their preprocessed arrays (final weights), write them in the
+    original geometry (+ probabilities ``.npz`` for ensembling) and evaluate them: ``summary.json``,
+    ``per_case.csv``."""
+    from segflow.evaluate import evaluate_pairs, evaluated_labels, write_summary
+    from segflow.io import load_npy
+    from segflow.plan import data_configuration
+    from segflow.train.loop import fold_cases
+
+    plans, dataset_json = load_json(plans_path), load_json(dataset_json_path)
+    _, cases = fold_cases(load_json(splits_path), fold)
+    model = load_model(plans_path, dataset_json_path, configuration, [checkpoint])
+    predictor = Predictor(model, device)
+    folder = Path(preprocessed) / data_configuration(plans, configuration)
+    out, ending = Path(out_dir), dataset_json["file_ending"]
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for case in cases:
+        properties = load_json(folder / f"{case}.json")
+        logits = predictor.predict(load_npy(folder / f"{case}.npy", mmap=True))
+        probabilities, segmentation = export_logits(logits, properties, plans, configuration, dataset_json)
+        write_segmentation(segmentation, properties["geometry"], dataset_json, out / f"{case}{ending}")
+        if with_probabilities:
+            save_probabilities(probabilities, out / f"{case}.npz")
+        pairs.append((Path(labels_dir) / f"{case}{ending}", out / f"{case}{ending}"))
+        log.info("validated %s", case)
+    labels = dataset_json["labels"]
+    summary = evaluate_pairs(pairs, evaluated_labels(labels), labels.get("ignore"), tolerance)
+    write_summary(summary, out / "summary.json", out / "per_case.csv")
+
+
+def predict_cases(image_files, out_files, model_dir, selection: dict, device: str = "auto", mirror: bool = True):
+    """Segment images (``image_files[i]``: case i's channel files) with the selected model(s): fold logits
+    averaged per configuration, configurations' probabilities averaged (an ensemble), postprocessing
+    applied; one label map per case in its own geometry."""
+    from segflow.io import read_case
+    from segflow.postprocess import apply_postprocessing
+    from segflow.preprocess import preprocess_arrays
+
+    model_dir = Path(model_dir)
+    plans_path, dataset_json_path = model_dir / "plans.json", model_dir / "dataset.json"
+    plans, dataset_json = load_json(plans_path), load_json(dataset_json_path)
+    predictors = []
+    for configuration in selection["configurations"]:
+        checkpoints = [
+            model_dir / "train" / configuration / f"fold_{f}" / "checkpoint_final.pt" for f in selection["folds"]
+        ]
+        model = load_model(plans_path, dataset_json_path, configuration, checkpoints)
+        predictors.append((configuration, Predictor(model, device, mirror=mirror)))
+    for files, out in zip(image_files, out_files, strict=True):
+        image = read_case(files, None, Path(out).name)
+        total = None
+        for configuration, predictor in predictors:
+            data, _, properties = preprocess_arrays(image.data, None, image.spacing, plans, configuration)
+            probabilities, _ = export_logits(predictor.predict(data), properties, plans, configuration, dataset_json)
+            total = probabilities if total is None else total + probabilities
+        segmentation = segmentation_from_probabilities(total / len(predictors), dataset_json)
+        segmentation = apply_postprocessing(segmentation, selection["postprocessing"])
+        write_segmentation(segmentation, image.geometry, dataset_json, out)
+        log.info("predicted %s", out)

@@ -1,0 +1,87 @@
+"""Selection of the best configuration or ensemble, and its postprocessing (method reference §8).
+
+Candidates are the trained configurations (cross-validation summaries), then the pairwise ensembles; the
+score is the foreground-mean Dice, the first candidate wins a tie. Postprocessing is determined on the
+winner's cross-validation predictions. ``selection.json``:
+
+* ``scores``: candidate -> foreground-mean Dice; ``best``: its name, ``configurations`` (one, or the two
+  of an ensemble) and ``folds``;
+* ``postprocessing``: the accepted keep-largest-component steps, with the Dice before and after;
+* ``reproduce``: the Snakemake target and the ``segflow predict`` command that apply the winner.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from segflow.ensemble import validation_files
+from segflow.evaluate import evaluated_labels
+from segflow.io import load_json, read_image, save_json
+from segflow.postprocess import determine_postprocessing
+
+
+def best_candidate(scores: dict) -> str:
+    """The highest score; ties go to the first candidate (configurations are listed before ensembles)."""
+    best = None
+    for name, score in scores.items():
+        if not math.isnan(score) and (best is None or score > scores[best]):
+            best = name
+    if best is None:
+        raise ValueError("no candidate has a cross-validation score")
+    return best
+
+
+def cv_cases(prediction_files: dict, labels_dir, ending: str):
+    cases = []
+    for case, path in sorted(prediction_files.items()):
+        reference, spacing, _ = read_image(Path(labels_dir) / f"{case}{ending}")
+        cases.append((reference, read_image(path)[0], spacing))
+    return cases
+
+
+def select(
+    configuration_summaries: dict,
+    ensemble_dirs: dict,
+    validation_dirs: dict,
+    dataset_json_path,
+    labels_dir,
+    folds,
+    results_dir,
+    out,
+) -> None:
+    """``configuration_summaries``: configuration -> crossval summary.json; ``ensemble_dirs``: (first,
+    second) -> ensemble folder; ``validation_dirs``: configuration -> its folds' validation folders."""
+    dataset_json = load_json(dataset_json_path)
+    ending = dataset_json["file_ending"]
+    scores, members, predictions = {}, {}, {}
+    for configuration, path in configuration_summaries.items():
+        scores[configuration] = load_json(path)["foreground_mean"]["Dice"]
+        members[configuration] = [configuration]
+        predictions[configuration] = lambda c=configuration: validation_files(validation_dirs[c], ending)
+    for (first, second), folder in ensemble_dirs.items():
+        name = Path(folder).name
+        scores[name] = load_json(Path(folder) / "summary.json")["foreground_mean"]["Dice"]
+        members[name] = [first, second]
+        predictions[name] = lambda f=folder: validation_files([f], ending)
+    best = best_candidate(scores)
+    labels = evaluated_labels(dataset_json["labels"])
+    postprocessing = determine_postprocessing(cv_cases(predictions[best](), labels_dir, ending), labels)
+    folds = [int(f) if str(f).isdigit() else f for f in folds]
+    fold_args = " ".join(str(f) for f in folds)
+    save_json(
+        {
+            "scores": scores,
+            "best": best,
+            "configurations": members[best],
+            "folds": folds,
+            "postprocessing": postprocessing["steps"],
+            "dice_before_postprocessing": postprocessing["dice_before"],
+            "dice_after_postprocessing": postprocessing["dice_after"],
+            "reproduce": {
+                "snakemake": f"snakemake --cores all {Path(results_dir) / 'predictions'}",
+                "command": f"segflow predict -i IMAGES -o OUTPUT -m {results_dir} -f {fold_args}",
+            },
+        },
+        out,
+    )

@@ -1,0 +1,183 @@
+"""Inference: tiles, Gaussian weights, and the geometry round trip of a prediction (an oracle model whose
+logits are the one-hot ground truth must give back the label map, voxel for voxel, on the input's grid)."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from torch import nn
+
+from segflow.infer import (
+    Model,
+    Predictor,
+    export_logits,
+    gaussian_importance,
+    padding_for,
+    segmentation_from_probabilities,
+    tile_slicers,
+    tile_starts,
+    write_segmentation,
+)
+from segflow.io import read_case, write_image
+from segflow.preprocess import preprocess_arrays
+
+LABELS = {"background": 0, "a": 1, "b": 2}
+DATASET_JSON = {"channel_names": {"0": "MR"}, "labels": LABELS, "file_ending": ".nii.gz"}
+
+
+def test_tile_starts_follow_nnunet_step_rule():
+    assert tile_starts(110, 64) == [0, 23, 46]  # method reference §6.4
+    assert tile_starts(64, 64) == [0]
+    assert tile_starts(65, 64) == [0, 1]
+    assert tile_starts(160, 64) == [0, 32, 64, 96]
+
+
+def test_tiles_cover_every_voxel_and_2d_patches_tile_each_slice():
+    shape = (5, 70, 41)
+    cover = np.zeros(shape, int)
+    for s in tile_slicers(shape, [4, 32, 32]):
+        cover[s] += 1
+    assert cover.min() >= 1
+    slicers = tile_slicers(shape, [32, 32])
+    assert {s[0] for s in slicers} == set(range(5))
+    assert len(slicers) == 5 * len(tile_starts(70, 32)) * len(tile_starts(41, 32))
+
+
+def test_padding_centres_small_images():
+    assert padding_for((3, 10, 40), [5, 16, 16]) == [(1, 1), (3, 3), (0, 0)]
+    assert padding_for((7, 10, 40), [16, 16]) == [(0, 0), (3, 3), (0, 0)]
+
+
+def test_gaussian_importance_map():
+    g = gaussian_importance([9, 16, 12]).numpy()
+    assert g.max() == pytest.approx(10.0)
+    assert np.unravel_index(g.argmax(), g.shape) == (4, 8, 6)
+    assert g.min() > 0
+    np.testing.assert_allclose(g[4, 8, 1:6], g[4, 8, 7:12][::-1], rtol=1e-6)  # symmetric about the centre
+    assert g[0, 0, 0] < g[4, 8, 6] / 100
+
+
+def oblique_direction(angle=0.4):
+    c, s = np.cos(angle), np.sin(angle)
+    rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    return (rz @ rx).flatten().tolist()
+
+
+def geometry_case(tmp_path):
+    """A case whose coarse axis is the middle array axis (so the plan transposes), inside a zero border (so
+    the crop is not the whole image), with an oblique direction and an offset origin."""
+    shape = (26, 11, 30)  # z, y, x
+    spacing = [0.8, 3.0, 0.7]  # z, y, x
+    rng = np.random.default_rng(3)
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    body = (np.abs(grid[0]) < 0.8) & (np.abs(grid[1]) < 0.75) & (np.abs(grid[2]) < 0.9)
+    image = np.where(body, rng.uniform(50, 100, shape), 0).astype(np.float32)
+    label = np.zeros(shape, np.uint8)
+    label[((grid[0] - 0.2) ** 2 + grid[1] ** 2 + (grid[2] + 0.3) ** 2 < 0.3) & body] = 1
+    label[((grid[0] + 0.3) ** 2 + (grid[2] - 0.4) ** 2 < 0.1) & body] = 2
+    geometry = {"spacing": spacing[::-1], "origin": [12.5, -30.0, 7.25], "direction": oblique_direction()}
+    write_image(image, geometry, tmp_path / "case_0000.nii.gz")
+    write_image(label, geometry, tmp_path / "case.nii.gz")
+    return label, spacing
+
+
+def plans_for(spacing_transposed, patch, transpose):
+    configuration = {
+        "spacing": list(spacing_transposed),
+        "patch_size": list(patch),
+        "normalization_schemes": ["ZScoreNormalization"],
+        "use_mask_for_norm": [False],
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+    }
+    return {
+        "transpose_forward": list(transpose),
+        "transpose_backward": [list(transpose).index(i) for i in range(3)],
+        "configurations": {
+            "3d_fullres": configuration,
+            "2d": {**configuration, "spacing": spacing_transposed[1:], "patch_size": list(patch[1:])},
+        },
+        "foreground_intensity_properties_per_channel": {"0": {}},
+    }
+
+
+def oracle_logits(seg: np.ndarray) -> np.ndarray:
+    """One-hot of a preprocessed label map (-1 counts as background), scaled like confident logits."""
+    clean = np.where(seg[0] < 0, 0, seg[0])
+    return np.stack([(clean == k) for k in range(3)]).astype(np.float32) * 8
+
+
+@pytest.mark.parametrize("configuration", ["3d_fullres", "2d"])
+def test_oracle_prediction_returns_the_label_map_on_the_input_grid(tmp_path, configuration):
+    label, spacing = geometry_case(tmp_path)
+    case = read_case([tmp_path / "case_0000.nii.gz"], tmp_path / "case.nii.gz", "case")
+    transpose = [1, 0, 2]
+    plans = plans_for([spacing[a] for a in transpose], [8, 16, 16], transpose)
+    data, seg, properties = preprocess_arrays(case.data, case.seg, case.spacing, plans, configuration)
+    properties["geometry"] = case.geometry
+    assert data.shape[1] < 8 and data.shape[1:] != label.shape, "the case must be transposed, cropped and padded"
+    model = Model(plans, DATASET_JSON, configuration, [{}], (0, 1, 2) if configuration == "3d_fullres" else (0, 1))
+    predictor = Predictor(model, "cpu", network=nn.Identity())
+    oracle = oracle_logits(seg)
+    logits = predictor.predict(oracle)
+    np.testing.assert_allclose(logits, oracle, atol=1e-4)
+    probabilities, segmentation = export_logits(logits, properties, plans, configuration, DATASET_JSON)
+    assert probabilities.shape == (3, *label.shape)
+    np.testing.assert_allclose(probabilities.sum(0), 1, atol=1e-5)
+    write_segmentation(segmentation, case.geometry, DATASET_JSON, tmp_path / "prediction.nii.gz")
+    written = sitk.ReadImage(str(tmp_path / "prediction.nii.gz"))
+    reference = sitk.ReadImage(str(tmp_path / "case.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), label)
+    assert written.GetSpacing() == reference.GetSpacing()
+    assert written.GetOrigin() == reference.GetOrigin()
+    # NIfTI stores the rotation as a float32 quaternion: a second write of a direction read from NIfTI moves
+    # it by ~1e-8 (SimpleITK, nnU-Net alike), far below any geometric meaning.
+    np.testing.assert_allclose(written.GetDirection(), reference.GetDirection(), atol=1e-6)
+    assert sitk.GetArrayFromImage(written).dtype == np.uint8
+
+
+def test_resampled_prediction_lands_on_the_original_grid(tmp_path):
+    """With a plan spacing twice as coarse in-plane, the oracle's logits live on a smaller grid; the export
+    resamples them back and the label map still matches the input almost everywhere."""
+    label, spacing = geometry_case(tmp_path)
+    case = read_case([tmp_path / "case_0000.nii.gz"], tmp_path / "case.nii.gz", "case")
+    transpose = [1, 0, 2]
+    coarse = [spacing[1], spacing[0] * 2, spacing[2] * 2]
+    plans = plans_for(coarse, [8, 16, 16], transpose)
+    data, seg, properties = preprocess_arrays(case.data, case.seg, case.spacing, plans, "3d_fullres")
+    assert data.shape[2] < label.shape[0] * 0.6
+    _, segmentation = export_logits(oracle_logits(seg), properties, plans, "3d_fullres", DATASET_JSON)
+    assert segmentation.shape == label.shape
+    for k in (1, 2):
+        overlap = 2 * ((segmentation == k) & (label == k)).sum() / ((segmentation == k).sum() + (label == k).sum())
+        assert overlap > 0.9
+
+
+def test_regions_are_painted_in_regions_class_order():
+    dataset_json = {
+        "labels": {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3},
+        "regions_class_order": [1, 2, 3],
+    }
+    probabilities = np.zeros((3, 1, 1, 4), np.float32)
+    probabilities[0, ..., 1:] = 0.9  # whole tumour in voxels 1-3
+    probabilities[1, ..., 2:] = 0.8  # core in 2-3
+    probabilities[2, ..., 3] = 0.7  # enhancing in 3
+    np.testing.assert_array_equal(segmentation_from_probabilities(probabilities, dataset_json)[0, 0], [0, 1, 2, 3])
+
+
+def test_mirroring_averages_flipped_predictions():
+    """A network that is not mirror-equivariant (it adds a ramp along x) gets the ramp averaged with its
+    mirror image: exactly what flipping, predicting and flipping back must give."""
+
+    class Ramp(nn.Module):
+        def forward(self, x):
+            ramp = torch.linspace(0, 1, x.shape[-1])
+            return torch.cat([x, x * 0 + ramp, x], 1)
+
+    plans = plans_for([1.0, 1.0, 1.0], [4, 8, 8], [0, 1, 2])
+    model = Model(plans, DATASET_JSON, "3d_fullres", [{}], (2,))
+    data = np.zeros((1, 4, 8, 8), np.float32)
+    logits = Predictor(model, "cpu", network=Ramp()).predict(data)
+    np.testing.assert_allclose(logits[1], 0.5, atol=1e-6)

@@ -1,0 +1,55 @@
+# The images to predict (config `test_images`) through the selected model, one job per batch of cases:
+# preprocessing as in training, sliding window over the selected folds, ensemble, postprocessing.
+if DATASET.kind == "msd":
+    for batch, cases in TEST_BATCHES.items():
+
+        rule:
+            name:
+                f"convert_test_{batch}"
+            input:
+                images=[str(TEST[c][0]) for c in cases],
+            output:
+                images=[f for c in cases for f in test_images(c)],
+            log:
+                f"{LOGS}/convert_test/{batch}.log",
+            conda:
+                ENV
+            params:
+                cases=cases,
+                channels=DATASET.num_channels,
+            script:
+                "../scripts/convert_test.py"
+
+
+for batch, cases in TEST_BATCHES.items():
+
+    rule:
+        name:
+            f"predict_{batch}"
+        input:
+            images=[f for c in cases for f in test_images(c)],
+            selection=f"{OUT}/selection.json",
+            dataset_json=f"{OUT}/dataset.json",
+            plans=lambda wildcards: ancient(plans_json()),
+            checkpoints=prediction_checkpoints,
+        output:
+            per_case(f"{OUT}/predictions/{{case}}{DATASET.file_ending}", cases),
+        log:
+            f"{LOGS}/predict/{batch}.log",
+        benchmark:
+            f"{OUT}/benchmarks/predict/{batch}.tsv"
+        conda:
+            ENV
+        threads: config["inference"]["threads"]
+        resources:
+            gpu=1 if USE_GPU else 0,
+            mem_mb=config["inference"]["mem_mb"],
+            runtime=config["inference"]["runtime_minutes"],
+        params:
+            cases=cases,
+            channels=DATASET.num_channels,
+            device=config["device"],
+            mirror=config["inference"]["mirror"],
+            model=lambda wildcards, input: folder_of(input.selection),
+        script:
+            "../scripts/predict.py"

@@ -1,0 +1,29 @@
+# Per (configuration, fold): the fold's validation cases predicted from their preprocessed arrays with the
+# final weights, exported to the original geometry and evaluated (summary.json, per_case.csv).
+rule validate:
+    input:
+        unpack(validation_inputs),
+    output:
+        directory(f"{OUT}/train/{{configuration}}/fold_{{fold}}/validation"),
+    log:
+        f"{LOGS}/validate/{{configuration}}/fold_{{fold}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/validate/{{configuration}}/fold_{{fold}}.tsv"
+    wildcard_constraints:
+        configuration="2d|3d_fullres|3d_lowres",
+        fold="[0-9]+",
+    conda:
+        ENV
+    threads: config["inference"]["threads"]
+    resources:
+        gpu=1 if USE_GPU else 0,
+        mem_mb=config["inference"]["mem_mb"],
+        runtime=config["inference"]["runtime_minutes"],
+    params:
+        device=config["device"],
+        preprocessed=f"{OUT}/preprocessed",
+        labels_dir=lambda wildcards, input: folder_of(input.labels[0]),
+        with_probabilities=keeps_probabilities,
+        tolerance=config["surface_tolerance_mm"],
+    script:
+        "../scripts/validate.py"

@@ -1,0 +1,18 @@
+import torch
+
+from segflow.infer import predict_cases
+from segflow.io import load_json
+from segflow.jobs import images_per_case, run_job
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+torch.set_num_threads(sm.threads)
+run_job(
+    sm.log[0],
+    predict_cases,
+    images_per_case(sm),
+    list(sm.output),
+    sm.params.model,
+    load_json(sm.input.selection),
+    device=sm.params.device,
+    mirror=sm.params.mirror,
+)

@@ -1,0 +1,25 @@
+from pathlib import Path
+
+import torch
+
+from segflow.infer import validate_fold
+from segflow.jobs import run_job
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+torch.set_num_threads(sm.threads)
+run_job(
+    sm.log[0],
+    validate_fold,
+    sm.input.plans,
+    sm.input.dataset_json,
+    sm.input.splits,
+    sm.params.preprocessed,
+    sm.wildcards.configuration,
+    sm.wildcards.fold,
+    sm.input.checkpoint,
+    sm.params.labels_dir,
+    Path(sm.output[0]),
+    device=sm.params.device,
+    with_probabilities=sm.params.with_probabilities,
+    tolerance=sm.params.tolerance,
+)
