@@ -43,6 +43,7 @@ from batchgenerators.transforms.spatial_transforms import MirrorTransform
 from batchgenerators.transforms.utility_transforms import RemoveLabelTransform
 
 from segflow.io import load_json, load_npy
+from segflow.train.cascade import MoveSegAsOneHotToData, cascade_training_transforms
 from segflow.train.spatial import TorchSpatialTransform
 
 OVERSAMPLE_FOREGROUND = 0.33
@@ -96,12 +97,14 @@ def forced_foreground(sample_index: int, batch_size: int, fraction: float = OVER
 
 
 class Case:
-    """A preprocessed case, memory-mapped: C x Z x Y x X data, 1 x Z x Y x X seg, class locations."""
+    """A preprocessed case, memory-mapped: C x Z x Y x X data, 1 x Z x Y x X seg, class locations, and for
+    the cascade the previous stage's 1 x Z x Y x X segmentation."""
 
-    def __init__(self, folder, case: str):
+    def __init__(self, folder, case: str, previous_stage=None):
         folder = Path(folder)
         self.data = load_npy(folder / f"{case}.npy", mmap=True)
         self.seg = load_npy(folder / f"{case}_seg.npy", mmap=True)
+        self.seg_prev = None if previous_stage is None else load_npy(previous_stage, mmap=True)
         self.class_locations = {
             k: np.asarray(v, dtype=np.int64).reshape(-1, 3)
             for k, v in load_json(folder / f"{case}.json")["class_locations"].items()
@@ -155,13 +158,19 @@ class PatchLoader(SlimDataLoaderBase):
         return out
 
     def sample(self, case: Case, force_fg: bool):
+        """(data, seg) of one patch; the cascade's previous segmentation is a second seg channel."""
         data, seg = case.data, case.seg
+        seg_prev = case.seg_prev
         z, centre = self.foreground_centre(case) if force_fg else (None, None)
         if self.is_2d:
             z = np.random.randint(data.shape[1]) if z is None else z
             data, seg = data[:, z], seg[:, z]
+            seg_prev = None if seg_prev is None else seg_prev[:, z]
         lbs, ubs = self.bounding_box(data.shape[1:], centre)
-        return self.crop(data, lbs, ubs, 0.0), self.crop(seg, lbs, ubs, -1)
+        seg_patch = self.crop(seg, lbs, ubs, -1)
+        if seg_prev is not None:
+            seg_patch = np.concatenate([seg_patch, self.crop(seg_prev, lbs, ubs, -1).astype(seg_patch.dtype)])
+        return self.crop(data, lbs, ubs, 0.0), seg_patch
 
     def generate_train_batch(self) -> dict:
         # batchgenerators' noise transform draws from Python's `random`, which its workers do not seed; derive
@@ -220,7 +229,9 @@ class ToTensorTransform(AbstractTransform):
         return batch
 
 
-def training_transforms(settings: AugmentationSettings, masked_channels) -> Compose:
+def training_transforms(settings: AugmentationSettings, masked_channels, previous_stage_labels=None) -> Compose:
+    """nnU-Net's augmentation; with ``previous_stage_labels`` (the cascade) also the previous segmentation's
+    one-hot channels and their random degradation."""
     spatial_patch = settings.patch_size[1:] if settings.dummy_2d else settings.patch_size
     ignore_axes = (0,) if settings.dummy_2d else None
     rotation = settings.rotation
@@ -252,9 +263,14 @@ def training_transforms(settings: AugmentationSettings, masked_channels) -> Comp
     ]
     if masked_channels:
         transforms.append(MaskOutsideTransform(masked_channels))
-    transforms += [RemoveLabelTransform(-1, 0), ToTensorTransform()]
-    return Compose(transforms)
+    transforms.append(RemoveLabelTransform(-1, 0))
+    if previous_stage_labels:
+        transforms += cascade_training_transforms(previous_stage_labels)
+    return Compose([*transforms, ToTensorTransform()])
 
 
-def validation_transforms() -> Compose:
-    return Compose([RemoveLabelTransform(-1, 0), ToTensorTransform()])
+def validation_transforms(previous_stage_labels=None) -> Compose:
+    transforms = [RemoveLabelTransform(-1, 0)]
+    if previous_stage_labels:
+        transforms.append(MoveSegAsOneHotToData(previous_stage_labels))
+    return Compose([*transforms, ToTensorTransform()])

@@ -40,6 +40,7 @@ from segflow.io import atomic_path, load_json
 from segflow.labels import has_regions, output_channels
 from segflow.labels import regions as label_regions
 from segflow.plan import data_configuration, resolved_configuration
+from segflow.train.cascade import foreground_labels
 from segflow.train.data import AugmentationSettings, Case, PatchLoader, training_transforms, validation_transforms
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
 from segflow.train.network import build_network
@@ -143,6 +144,7 @@ class Trainer:
         settings: TrainSettings,
         device: str = "auto",
         workers: int = 0,
+        previous_stage_dirs=(),
     ):
         self.plans, self.configuration_name = plans, configuration
         self.configuration = resolved_configuration(plans, configuration)
@@ -155,15 +157,17 @@ class Trainer:
         train_ids, val_ids = fold_cases(splits, fold)
         self.train_ids = train_ids
         folder = Path(preprocessed) / data_configuration(plans, configuration)
-        self.train_cases = [Case(folder, c) for c in train_ids]
-        self.val_cases = [Case(folder, c) for c in val_ids]
+        previous = previous_stage_files(self.configuration, previous_stage_dirs, [*train_ids, *val_ids])
+        self.previous_labels = foreground_labels(dataset_json["labels"]) if previous else None
+        self.train_cases = [Case(folder, c, previous.get(c)) for c in train_ids]
+        self.val_cases = [Case(folder, c, previous.get(c)) for c in val_ids]
         self.patch_size = self.configuration["patch_size"]
         self.is_2d = len(self.patch_size) == 2
         self.augmentation = AugmentationSettings(self.patch_size)
         self.masked_channels = [c for c, m in enumerate(self.configuration["use_mask_for_norm"]) if m]
         strides = self.configuration["architecture"]["arch_kwargs"]["strides"]
         self.ds_scales = deep_supervision_scales(strides)
-        in_channels = len(dataset_json["channel_names"])
+        in_channels = len(dataset_json["channel_names"]) + len(self.previous_labels or [])
         torch.manual_seed(derived_seed(settings.seed, fold, "init"))
         self.network = build_network(self.configuration, in_channels, self.labels.num_outputs).to(self.device)
         self.loss = DeepSupervisionLoss(
@@ -211,9 +215,10 @@ class Trainer:
         cases = self.val_cases if validation else self.train_cases
         patch = self.patch_size if validation else self.augmentation.enlarged_patch
         loader = PatchLoader(cases, self.configuration["batch_size"], patch, self.patch_size, self.is_2d)
-        transforms = (
-            validation_transforms() if validation else training_transforms(self.augmentation, self.masked_channels)
-        )
+        if validation:
+            transforms = validation_transforms(self.previous_labels)
+        else:
+            transforms = training_transforms(self.augmentation, self.masked_channels, self.previous_labels)
         purpose = "val" if validation else "train"
         if self.workers <= 0:
             np.random.seed(derived_seed(self.settings.seed, self.fold, epoch, purpose, 0))
@@ -361,6 +366,21 @@ class Trainer:
         (self.out / "checkpoint_latest.pt").unlink(missing_ok=True)
 
 
+def previous_stage_files(configuration: dict, folders, cases) -> dict[str, Path]:
+    """Case -> the previous stage's segmentation (``next_stage/{case}.npy`` in the previous configuration's
+    validation folders) for a cascade configuration; empty for any other."""
+    if not configuration.get("previous_stage"):
+        return {}
+    found = {p.stem: p for folder in folders for p in (Path(folder) / "next_stage").glob("*.npy")}
+    missing = [c for c in cases if c not in found]
+    if missing:
+        raise ValueError(
+            f"{configuration['previous_stage']} has no segmentation for {missing[:5]}: the cascade needs the "
+            "cross-validation predictions of all five folds of the previous stage"
+        )
+    return found
+
+
 def fold_cases(splits, fold) -> tuple[list[str], list[str]]:
     """Training and validation case ids of a fold; ``all`` trains on every case and validates on them too."""
     if str(fold) == "all":
@@ -421,6 +441,7 @@ def train(
     settings: TrainSettings,
     device: str = "auto",
     threads: int = 1,
+    previous_stage_dirs=(),
 ) -> None:
     resolved = resolve_device(device)
     torch.set_num_threads(max(1, threads))
@@ -435,6 +456,7 @@ def train(
         settings,
         str(resolved),
         workers_for(threads, resolved),
+        previous_stage_dirs,
     )
     log.info(
         "training %s fold %s on %s: %d train / %d val cases, patch %s, batch %d",

@@ -11,6 +11,7 @@ from segflow.errors import InputError
 from segflow.io import load_json
 from segflow.plan import data_configuration, resolved_configuration
 from segflow.preprocess import preprocessing_signature
+from segflow.splits import NUM_FOLDS
 
 
 def load_dataset(config):
@@ -155,8 +156,21 @@ STATIC_TARGETS = [
 
 
 def trained_configurations(plans):
-    # The cascade needs the lowres predictions of all folds, which inference provides (not yet built).
-    return [c for c in selected_configurations(plans) if c != "3d_cascade_fullres"]
+    return selected_configurations(plans)
+
+
+def previous_stage_dirs(plans, configuration):
+    """A cascade trains on the cross-validation predictions of all five folds of its previous stage."""
+    previous = resolved_configuration(plans, configuration).get("previous_stage")
+    if not previous:
+        return []
+    return [f"{OUT}/train/{previous}/fold_{f}/validation" for f in range(NUM_FOLDS)]
+
+
+def next_stage(plans, configuration):
+    """The cascade a configuration's validation feeds, when that cascade is trained."""
+    following = plans["configurations"][configuration].get("next_stage")
+    return following if following in trained_configurations(plans) else None
 
 
 def training_targets(plans):
@@ -220,6 +234,7 @@ def training_inputs(wildcards):
         "data": [f"{c}.npy" for c in cases],
         "seg": [f"{c}_seg.npy" for c in cases],
         "properties": [f"{c}.json" for c in cases],
+        "previous_stage": previous_stage_dirs(plans, wildcards.configuration),
     }
 
 
@@ -237,11 +252,26 @@ def training_params(wildcards, input):
 
 
 def validation_inputs(wildcards):
+    plans = load_json(plans_json())
+    following = next_stage(plans, wildcards.configuration)
+    grid = (
+        [
+            f"{OUT}/preprocessed/{data_configuration(plans, following)}/{c}.npy"
+            for c in DATASET.cases
+        ]
+        if following
+        else []
+    )
     return {
         **training_inputs(wildcards),
         "checkpoint": f"{OUT}/train/{wildcards.configuration}/fold_{wildcards.fold}/checkpoint_final.pt",
         "labels": [raw_label(c) for c in DATASET.cases],
+        "next_stage_grid": grid,
     }
+
+
+def next_stage_param(wildcards):
+    return next_stage(load_json(plans_json()), wildcards.configuration)
 
 
 def keeps_probabilities(wildcards):
@@ -273,8 +303,14 @@ def selection_params(wildcards):
 
 def prediction_checkpoints(wildcards):
     """Every trained fold model: which of them the selection uses is decided by selection.json."""
+    plans = load_json(plans_json())
+    configurations = set(trained_configurations(plans))
+    for c in list(configurations):
+        previous = resolved_configuration(plans, c).get("previous_stage")
+        if previous:
+            configurations.add(previous)
     return [
         f"{OUT}/train/{c}/fold_{f}/checkpoint_final.pt"
-        for c in trained_configurations(load_json(plans_json()))
+        for c in sorted(configurations)
         for f in CV_FOLDS
     ]

@@ -9,7 +9,7 @@ rule crossval:
     log:
         f"{LOGS}/crossval/{{configuration}}.log",
     wildcard_constraints:
-        configuration="2d|3d_fullres|3d_lowres",
+        configuration="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
     conda:
         ENV
     params:
@@ -29,8 +29,8 @@ rule ensemble:
     log:
         f"{LOGS}/crossval/ensemble__{{first}}__{{second}}.log",
     wildcard_constraints:
-        first="2d|3d_fullres|3d_lowres",
-        second="2d|3d_fullres|3d_lowres",
+        first="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
+        second="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
     conda:
         ENV
     params:

@@ -11,7 +11,7 @@ rule train:
     benchmark:
         f"{OUT}/benchmarks/train/{{configuration}}/fold_{{fold}}.tsv"
     wildcard_constraints:
-        configuration="2d|3d_fullres|3d_lowres",
+        configuration="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
         fold="[0-9]+|all",
     conda:
         ENV

@@ -10,7 +10,7 @@ rule validate:
     benchmark:
         f"{OUT}/benchmarks/validate/{{configuration}}/fold_{{fold}}.tsv"
     wildcard_constraints:
-        configuration="2d|3d_fullres|3d_lowres",
+        configuration="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
         fold="[0-9]+",
     conda:
         ENV
@@ -25,5 +25,6 @@ rule validate:
         labels_dir=lambda wildcards, input: folder_of(input.labels[0]),
         with_probabilities=keeps_probabilities,
         tolerance=config["surface_tolerance_mm"],
+        next_stage=next_stage_param,
     script:
         "../scripts/validate.py"

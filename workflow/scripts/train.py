@@ -24,4 +24,5 @@ run_job(
     settings,
     device=sm.params.device,
     threads=sm.threads,
+    previous_stage_dirs=list(sm.input.previous_stage),
 )

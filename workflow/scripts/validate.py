@@ -22,4 +22,6 @@ run_job(
     device=sm.params.device,
     with_probabilities=sm.params.with_probabilities,
     tolerance=sm.params.tolerance,
+    previous_stage_dirs=list(sm.input.previous_stage),
+    next_stage=sm.params.next_stage,
 )
