@@ -72,3 +72,8 @@ def nnunet_plans(plans: dict, dataset_name: str) -> dict:
     plans = {k: v for k, v in plans.items() if k != "gpu_memory_target_gb"}
     plans["dataset_name"] = dataset_name
     return plans
+
+
+def hippocampus_default() -> Path:
+    """MSD Hippocampus: $SEGFLOW_HIPPOCAMPUS, else ../shared/data/Task04_Hippocampus beside the checkout."""
+    return Path(os.environ.get("SEGFLOW_HIPPOCAMPUS", REPO.parent / "shared" / "data" / "Task04_Hippocampus"))

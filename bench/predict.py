@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import REPO, nnunet_env, nnunet_plans, snakemake_command
+from benchlib import REPO, hippocampus_default, nnunet_env, nnunet_plans, snakemake_command
 
 CONFIGURATION = "3d_fullres"
 
@@ -153,11 +153,7 @@ def agreement(cases, first: Path, second: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--hippocampus",
-        type=Path,
-        default=Path(os.environ.get("SEGFLOW_HIPPOCAMPUS", REPO.parent / "shared" / "data" / "Task04_Hippocampus")),
-    )
+    parser.add_argument("--hippocampus", type=Path, default=hippocampus_default())
     parser.add_argument("--nnunet-python", default=os.environ.get("NNUNET_PYTHON", "/opt/nnunet-venv/bin/python"))
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--folds", type=int, default=5)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import psutil
-from benchlib import REPO, nnunet_env, snakemake_command
+from benchlib import hippocampus_default, nnunet_env, snakemake_command
 
 COMPARE = r"""
 import glob, json, os, pickle, sys
@@ -150,11 +150,7 @@ def report(title: str, nn: dict, sf: dict, target: float, parity: dict, extra: s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nnunet-venv", type=Path, default=Path(os.environ.get("NNUNET_VENV", "/opt/nnunet-venv")))
-    parser.add_argument(
-        "--hippocampus",
-        type=Path,
-        default=Path(os.environ.get("SEGFLOW_HIPPOCAMPUS", REPO.parent / "shared" / "data" / "Task04_Hippocampus")),
-    )
+    parser.add_argument("--hippocampus", type=Path, default=hippocampus_default())
     parser.add_argument("--work", type=Path, default=Path("/tmp/segflow-bench-preprocess"))
     parser.add_argument("--large-cases", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")

@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import REPO, nnunet_env, nnunet_plans, save_nnunet_case, snakemake_command
+from benchlib import REPO, hippocampus_default, nnunet_env, nnunet_plans, save_nnunet_case, snakemake_command
 
 NNUNET_DATASET = "Dataset004_Hippocampus"
 CONFIGURATION = "3d_fullres"
@@ -192,11 +192,7 @@ def summarise(name: str, runs: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--hippocampus",
-        type=Path,
-        default=Path(os.environ.get("SEGFLOW_HIPPOCAMPUS", REPO.parent / "shared" / "data" / "Task04_Hippocampus")),
-    )
+    parser.add_argument("--hippocampus", type=Path, default=hippocampus_default())
     parser.add_argument("--segflow-results", type=Path, help="segflow's preprocessed results; skips its workflow")
     parser.add_argument("--nnunet-python", default=os.environ.get("NNUNET_PYTHON", "/opt/nnunet-venv/bin/python"))
     parser.add_argument("--epochs", type=int, default=8)

@@ -74,8 +74,8 @@ def input_images(folder: Path, dataset_json: dict, scratch: Path) -> dict[str, l
 
 
 def predict_command(args) -> None:
-    from segflow.infer import predict_cases
     from segflow.io import load_json
+    from segflow.predict import predict_cases
 
     model = Path(args.model)
     for required in ("plans.json", "dataset.json"):
@@ -92,7 +92,15 @@ def predict_command(args) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         cases = input_images(Path(args.input), dataset_json, Path(scratch))
         out_files = [output / f"{case}{dataset_json['file_ending']}" for case in cases]
-        predict_cases(list(cases.values()), out_files, model, selection, args.device, mirror=not args.disable_tta)
+        predict_cases(
+            list(cases.values()),
+            out_files,
+            model,
+            selection,
+            args.device,
+            mirror=not args.disable_tta,
+            with_probabilities=args.save_probabilities,
+        )
     print(f"segflow: {len(cases)} segmentations in {output}")
 
 
@@ -128,6 +136,7 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     predict.add_argument("--disable-tta", action="store_true", help="no mirroring at test time")
     predict.add_argument("--no-postprocessing", action="store_true")
+    predict.add_argument("--save-probabilities", action="store_true", help="also CASE.npz (C x image shape)")
     predict.set_defaults(run=predict_command)
     evaluate = commands.add_parser("evaluate", help="evaluate segmentations against references")
     evaluate.add_argument("-ref", "--reference", required=True, help="folder of reference label maps")

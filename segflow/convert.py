@@ -69,13 +69,11 @@ def convert_dataset_json(source, destination, labels: dict | None = None, region
     save_json(v2, destination)
 
 
-def convert_batch(cases, source_images, source_labels, image_destinations, label_destinations) -> None:
-    """Convert several cases; ``image_destinations[i]`` lists case i's channel files."""
+def convert_batch(cases, source_images, image_destinations, source_labels=None, label_destinations=None) -> None:
+    """Convert several cases; ``image_destinations[i]`` lists case i's channel files. Without labels (images
+    to predict) only the images."""
     for i, case in enumerate(cases):
-        convert_case(case, source_images[i], source_labels[i], image_destinations[i], label_destinations[i])
-
-
-def convert_test_batch(cases, source_images, image_destinations) -> None:
-    """Convert images to predict (no label maps); ``image_destinations[i]`` lists case i's channel files."""
-    for case, source, destinations in zip(cases, source_images, image_destinations, strict=True):
-        convert_image(case, source, destinations)
+        if source_labels:
+            convert_case(case, source_images[i], source_labels[i], image_destinations[i], label_destinations[i])
+        else:
+            convert_image(case, source_images[i], image_destinations[i])

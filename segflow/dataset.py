@@ -164,43 +164,16 @@ def discover_raw(root: Path, dataset_json: dict) -> Dataset:
     ending = dataset_json["file_ending"]
     _require_folder(root / "imagesTr", "imagesTr")
     _require_folder(root / "labelsTr", "labelsTr")
-    channels_of: dict[str, dict[int, Path]] = {}
-    for path in _images(root / "imagesTr", ending):
-        match = CHANNEL_SUFFIX.match(path.name[: -len(ending)])
-        if match is None:
-            raise InputError(
-                "does not end in a 4-digit channel suffix (CASE_0000" + ending + ").",
-                file=path,
-                fix="rename the image files to CASE_XXXX" + ending + ", one file per channel.",
-            )
-        channels_of.setdefault(match["case"], {})[int(match["channel"])] = path
+    channels_of = channel_files(root / "imagesTr", ending)
     cases = sorted(channels_of)
     _check_num_training(dataset_json, cases, file)
     n_channels = len(dataset_json["channel_names"])
     sources, labels = {}, {}
     for case in cases:
-        found = channels_of[case]
-        for c in range(n_channels):
-            if c not in found:
-                raise InputError(
-                    f"channel {c} is missing: dataset.json declares {n_channels} channels "
-                    f"but only {sorted(found)} were found.",
-                    file=root / "imagesTr" / f"{case}_{c:04d}{ending}",
-                    case=case,
-                    fix=f"add {case}_{c:04d}{ending} to imagesTr.",
-                )
-        extra = sorted(set(found) - set(range(n_channels)))
-        if extra:
-            raise InputError(
-                f"has channel files {extra} beyond the {n_channels} channels of dataset.json.",
-                file=found[extra[0]],
-                case=case,
-                fix="remove the extra files or declare the channels in channel_names.",
-            )
         label = root / "labelsTr" / f"{case}{ending}"
         if not label.is_file():
             raise _missing_label_error(case, label)
-        sources[case] = [found[c] for c in range(n_channels)]
+        sources[case] = checked_channels(case, channels_of[case], n_channels, root / "imagesTr", ending)
         labels[case] = label
     return Dataset(
         root, "raw", dataset_json, cases, sources, labels, images_to_predict(root / "imagesTs", "raw", dataset_json)
@@ -214,6 +187,14 @@ def images_to_predict(folder, kind: str, dataset_json: dict) -> dict[str, list[P
     if kind == "msd":
         return {p.name[: -len(".nii.gz")]: [p] for p in _images(folder, ".nii.gz")}
     ending, n_channels = dataset_json["file_ending"], len(dataset_json["channel_names"])
+    return {
+        case: checked_channels(case, found, n_channels, folder, ending)
+        for case, found in sorted(channel_files(folder, ending).items())
+    }
+
+
+def channel_files(folder: Path, ending: str) -> dict[str, dict[int, Path]]:
+    """Case -> channel -> file of the ``CASE_XXXX{ending}`` images in ``folder``."""
     channels_of: dict[str, dict[int, Path]] = {}
     for path in _images(folder, ending):
         match = CHANNEL_SUFFIX.match(path.name[: -len(ending)])
@@ -221,18 +202,32 @@ def images_to_predict(folder, kind: str, dataset_json: dict) -> dict[str, list[P
             raise InputError(
                 "does not end in a 4-digit channel suffix (CASE_0000" + ending + ").",
                 file=path,
-                fix="rename the images to predict to CASE_XXXX" + ending + ", one file per channel.",
+                fix="rename the image files to CASE_XXXX" + ending + ", one file per channel.",
             )
         channels_of.setdefault(match["case"], {})[int(match["channel"])] = path
-    for case, found in channels_of.items():
-        if sorted(found) != list(range(n_channels)):
+    return channels_of
+
+
+def checked_channels(case: str, found: dict[int, Path], n_channels: int, folder: Path, ending: str) -> list[Path]:
+    """A case's channel files in order; an error when one is missing or one too many is there."""
+    for c in range(n_channels):
+        if c not in found:
             raise InputError(
-                f"has channel files {sorted(found)}; dataset.json declares {n_channels} channels.",
-                file=folder / f"{case}_0000{ending}",
+                f"channel {c} is missing: dataset.json declares {n_channels} channels "
+                f"but only {sorted(found)} were found.",
+                file=folder / f"{case}_{c:04d}{ending}",
                 case=case,
-                fix=f"provide exactly the channels {list(range(n_channels))} for every image to predict.",
+                fix=f"add {case}_{c:04d}{ending} to {folder.name}.",
             )
-    return {case: [found[c] for c in range(n_channels)] for case, found in sorted(channels_of.items())}
+    extra = sorted(set(found) - set(range(n_channels)))
+    if extra:
+        raise InputError(
+            f"has channel files {extra} beyond the {n_channels} channels of dataset.json.",
+            file=found[extra[0]],
+            case=case,
+            fix="remove the extra files or declare the channels in channel_names.",
+        )
+    return [found[c] for c in range(n_channels)]
 
 
 def discover(root) -> Dataset:

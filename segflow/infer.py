@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segflow.device import resolve_device
 from segflow.io import load_json, write_image
 from segflow.labels import has_regions, output_channels
 from segflow.plan import resolved_configuration
@@ -139,12 +140,6 @@ def with_previous_stage(data: np.ndarray, segmentation: np.ndarray, labels) -> n
     from segflow.train.cascade import one_hot
 
     return np.concatenate([np.asarray(data, dtype=np.float32), one_hot(segmentation[0], labels)])
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class Predictor:
@@ -302,139 +297,3 @@ def save_probabilities(probabilities: np.ndarray, path) -> None:
 def load_probabilities(path) -> np.ndarray:
     with np.load(path, allow_pickle=False) as archive:
         return archive["probabilities"]
-
-
-# --- jobs -----------------------------------------------------------------------------------------------
-
-
-def next_stage_segmentation(logits, plans: dict, configuration: str, next_configuration: str, shape, dataset_json):
-    """A lowres prediction as the cascade's input: logits resampled to the fullres preprocessed grid
-    (``shape``), then turned into a 1 x ... label map (nnU-Net's ``predicted_next_stage``)."""
-    current = resolved_configuration(plans, configuration)
-    target = resolved_configuration(plans, next_configuration)
-    resampled = resample(
-        logits, shape, current["spacing"], target["spacing"], **current["resampling_fn_probabilities_kwargs"]
-    )
-    probabilities = probabilities_from_logits(resampled, has_regions(dataset_json["labels"]))
-    segmentation = segmentation_from_probabilities(probabilities, dataset_json)
-    return segmentation.astype(np.int8 if segmentation.max() <= 127 else np.int16)[None]
-
-
-def validate_fold(
-    plans_path,
-    dataset_json_path,
-    splits_path,
-    preprocessed,
-    configuration: str,
-    fold,
-    checkpoint,
-    labels_dir,
-    out_dir,
-    device: str = "auto",
-    with_probabilities: bool = False,
-    tolerance: float = 1.0,
-    previous_stage_dirs=(),
-    next_stage: str | None = None,
-) -> None:
-    """Predict a fold's validation cases from their preprocessed arrays (final weights), write them in the
-    original geometry (+ probabilities ``.npz`` for ensembling) and evaluate them: ``summary.json``,
-    ``per_case.csv``. A cascade configuration reads the previous stage's segmentations from
-    ``previous_stage_dirs``; with ``next_stage`` the predictions are also written on that configuration's
-    grid to ``next_stage/{case}.npy``, for the cascade to train on."""
-    from segflow.evaluate import evaluate_pairs, evaluated_labels, write_summary
-    from segflow.io import load_npy, save_npy
-    from segflow.plan import data_configuration
-    from segflow.train.loop import fold_cases, previous_stage_files
-
-    plans, dataset_json = load_json(plans_path), load_json(dataset_json_path)
-    _, cases = fold_cases(load_json(splits_path), fold)
-    model = load_model(plans_path, dataset_json_path, configuration, [checkpoint])
-    predictor = Predictor(model, device)
-    previous = previous_stage_files(model.configuration, previous_stage_dirs, cases)
-    folder = Path(preprocessed) / data_configuration(plans, configuration)
-    out, ending = Path(out_dir), dataset_json["file_ending"]
-    out.mkdir(parents=True, exist_ok=True)
-    if next_stage:
-        (out / "next_stage").mkdir(exist_ok=True)
-    pairs = []
-    for case in cases:
-        properties = load_json(folder / f"{case}.json")
-        data = load_npy(folder / f"{case}.npy", mmap=True)
-        if previous:
-            data = with_previous_stage(data, load_npy(previous[case]), previous_stage_labels(model))
-        logits = predictor.predict(data)
-        probabilities, segmentation = export_logits(logits, properties, plans, configuration, dataset_json)
-        write_segmentation(segmentation, properties["geometry"], dataset_json, out / f"{case}{ending}")
-        if with_probabilities:
-            save_probabilities(probabilities, out / f"{case}.npz")
-        if next_stage:
-            target = Path(preprocessed) / data_configuration(plans, next_stage) / f"{case}.npy"
-            shape = load_npy(target, mmap=True).shape[1:]
-            save_npy(
-                next_stage_segmentation(logits, plans, configuration, next_stage, shape, dataset_json),
-                out / "next_stage" / f"{case}.npy",
-            )
-        pairs.append((Path(labels_dir) / f"{case}{ending}", out / f"{case}{ending}"))
-        log.info("validated %s", case)
-    labels = dataset_json["labels"]
-    summary = evaluate_pairs(pairs, evaluated_labels(labels), labels.get("ignore"), tolerance)
-    write_summary(summary, out / "summary.json", out / "per_case.csv")
-
-
-class CasePredictor:
-    """Probabilities of one image (original geometry) per configuration, the cascade's previous stage
-    predicted first and shared when the lowres model is an ensemble member too."""
-
-    def __init__(self, model_dir, configurations, folds, device: str = "auto", mirror: bool = True):
-        from segflow.plan import resolved_configuration as resolve
-
-        model_dir = Path(model_dir)
-        self.plans = load_json(model_dir / "plans.json")
-        self.dataset_json = load_json(model_dir / "dataset.json")
-        needed = list(configurations)
-        for name in configurations:
-            previous = resolve(self.plans, name).get("previous_stage")
-            if previous and previous not in needed:
-                needed.insert(0, previous)
-        self.predictors = {}
-        for name in needed:
-            checkpoints = [model_dir / "train" / name / f"fold_{f}" / "checkpoint_final.pt" for f in folds]
-            model = load_model(model_dir / "plans.json", model_dir / "dataset.json", name, checkpoints)
-            self.predictors[name] = Predictor(model, device, mirror=mirror)
-
-    def probabilities(self, image, configuration: str, cache: dict) -> np.ndarray:
-        from segflow.preprocess import preprocess_arrays
-
-        if configuration in cache:
-            return cache[configuration]
-        predictor = self.predictors[configuration]
-        previous = predictor.model.configuration.get("previous_stage")
-        segmentation = None
-        if previous:
-            previous_probabilities = self.probabilities(image, previous, cache)
-            segmentation = segmentation_from_probabilities(previous_probabilities, self.dataset_json)[None]
-        data, seg, properties = preprocess_arrays(image.data, segmentation, image.spacing, self.plans, configuration)
-        if previous:
-            data = with_previous_stage(data, seg, previous_stage_labels(predictor.model))
-        logits = predictor.predict(data)
-        cache[configuration] = export_logits(logits, properties, self.plans, configuration, self.dataset_json)[0]
-        return cache[configuration]
-
-
-def predict_cases(image_files, out_files, model_dir, selection: dict, device: str = "auto", mirror: bool = True):
-    """Segment images (``image_files[i]``: case i's channel files) with the selected model(s): fold logits
-    averaged per configuration, configurations' probabilities averaged (an ensemble), postprocessing
-    applied; one label map per case in its own geometry."""
-    from segflow.io import read_case
-    from segflow.postprocess import apply_postprocessing
-
-    predictor = CasePredictor(model_dir, selection["configurations"], selection["folds"], device, mirror)
-    dataset_json = predictor.dataset_json
-    for files, out in zip(image_files, out_files, strict=True):
-        image = read_case(files, None, Path(out).name)
-        cache: dict = {}
-        members = [predictor.probabilities(image, c, cache) for c in selection["configurations"]]
-        segmentation = segmentation_from_probabilities(sum(members) / len(members), dataset_json)
-        segmentation = apply_postprocessing(segmentation, selection["postprocessing"])
-        write_segmentation(segmentation, image.geometry, dataset_json, out)
-        log.info("predicted %s", out)

@@ -85,11 +85,14 @@ def check_demo_evaluation(out):
     # The same model through the command line, from the demo's own MSD test images, gives the same maps.
     cli_out = out.parent.parent / "cli_predictions"
     demo_images = out.parent.parent / "resources" / "Task900_SegflowDemo" / "imagesTs"
-    main(["predict", "-i", str(demo_images), "-o", str(cli_out), "-m", str(out)])
+    main(["predict", "-i", str(demo_images), "-o", str(cli_out), "-m", str(out), "--save-probabilities"])
     for case in ("demo_500", "demo_501", "demo_502"):
         cli = sitk.GetArrayFromImage(sitk.ReadImage(str(cli_out / f"{case}.nii.gz")))
         workflow = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "predictions" / f"{case}.nii.gz")))
         np.testing.assert_array_equal(cli, workflow)
+        with np.load(cli_out / f"{case}.npz", allow_pickle=False) as npz:
+            assert npz["probabilities"].shape == (3, *cli.shape)
+            np.testing.assert_allclose(npz["probabilities"].sum(0), 1, atol=1e-5)
 
 
 def test_hippocampus_plans_and_splits(hippocampus, hippocampus_run):

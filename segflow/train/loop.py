@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from segflow.device import resolve_device
 from segflow.io import atomic_path, load_json
 from segflow.labels import has_regions, output_channels
 from segflow.labels import regions as label_regions
@@ -69,12 +70,6 @@ def derived_seed(*parts) -> int:
     """A 32-bit seed from any mix of ints and strings (stable across runs and machines)."""
     words = [p if isinstance(p, int) else zlib.crc32(str(p).encode()) for p in parts]
     return int(np.random.SeedSequence(words).generate_state(1)[0])
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class LabelSetup:

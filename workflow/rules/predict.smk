@@ -1,4 +1,5 @@
-# The images to predict (config `test_images`) through the selected model, one job per batch of cases:
+# The images to predict (config `test_images`) through the selected model, one job per batch of cases
+# (MSD images are converted to the raw layout first, like the training images):
 # preprocessing as in training, sliding window over the selected folds, ensemble, postprocessing.
 if DATASET.kind == "msd":
     for batch, cases in TEST_BATCHES.items():
@@ -18,7 +19,7 @@ if DATASET.kind == "msd":
                 cases=cases,
                 channels=DATASET.num_channels,
             script:
-                "../scripts/convert_test.py"
+                "../scripts/convert.py"
 
 
 for batch, cases in TEST_BATCHES.items():

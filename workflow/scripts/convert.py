@@ -3,12 +3,13 @@ from segflow.jobs import chunks, run_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 cases = sm.params.cases
+labels = list(sm.input.labels) if "labels" in sm.input.keys() else None  # images to predict have none
 run_job(
     sm.log[0],
     convert_batch,
     cases,
     list(sm.input.images),
-    list(sm.input.labels),
     chunks(sm.output.images, [sm.params.channels] * len(cases)),
-    list(sm.output.labels),
+    labels,
+    list(sm.output.labels) if labels else None,
 )

@@ -1,8 +1,8 @@
 import torch
 
-from segflow.infer import predict_cases
 from segflow.io import load_json
 from segflow.jobs import images_per_case, run_job
+from segflow.predict import predict_cases
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 torch.set_num_threads(sm.threads)

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import torch
 
-from segflow.infer import validate_fold
 from segflow.jobs import run_job
+from segflow.validate import validate_fold
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 torch.set_num_threads(sm.threads)

@@ -1,0 +1,100 @@
+"""Validation of one (configuration, fold) (method reference §5.8): the fold's validation cases predicted
+from their preprocessed arrays with the final weights, exported to their original geometry and evaluated.
+A 3d_lowres fold whose cascade is trained also writes its predictions on the fullres grid, the cascade's
+extra input (nnU-Net's ``predicted_next_stage``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from segflow.evaluate import evaluate_pairs, evaluated_labels, write_summary
+from segflow.infer import (
+    Predictor,
+    export_logits,
+    load_model,
+    previous_stage_labels,
+    probabilities_from_logits,
+    save_probabilities,
+    segmentation_from_probabilities,
+    with_previous_stage,
+    write_segmentation,
+)
+from segflow.io import load_json, load_npy, save_npy
+from segflow.labels import has_regions
+from segflow.plan import data_configuration, resolved_configuration
+from segflow.resample import resample
+from segflow.train.loop import fold_cases, previous_stage_files
+
+log = logging.getLogger("segflow.validate")
+
+
+def next_stage_segmentation(logits, plans: dict, configuration: str, next_configuration: str, shape, dataset_json):
+    """A lowres prediction as the cascade's input: logits resampled to the fullres preprocessed grid
+    (``shape``), then turned into a 1 x ... label map (nnU-Net's ``predicted_next_stage``)."""
+    current = resolved_configuration(plans, configuration)
+    target = resolved_configuration(plans, next_configuration)
+    resampled = resample(
+        logits, shape, current["spacing"], target["spacing"], **current["resampling_fn_probabilities_kwargs"]
+    )
+    probabilities = probabilities_from_logits(resampled, has_regions(dataset_json["labels"]))
+    segmentation = segmentation_from_probabilities(probabilities, dataset_json)
+    return segmentation.astype(np.int8 if segmentation.max() <= 127 else np.int16)[None]
+
+
+def validate_fold(
+    plans_path,
+    dataset_json_path,
+    splits_path,
+    preprocessed,
+    configuration: str,
+    fold,
+    checkpoint,
+    labels_dir,
+    out_dir,
+    device: str = "auto",
+    with_probabilities: bool = False,
+    tolerance: float = 1.0,
+    previous_stage_dirs=(),
+    next_stage: str | None = None,
+) -> None:
+    """Predict a fold's validation cases from their preprocessed arrays (final weights), write them in the
+    original geometry (+ probabilities ``.npz`` for ensembling) and evaluate them: ``summary.json``,
+    ``per_case.csv``. A cascade configuration reads the previous stage's segmentations from
+    ``previous_stage_dirs``; with ``next_stage`` the predictions are also written on that configuration's
+    grid to ``next_stage/{case}.npy``, for the cascade to train on."""
+    plans, dataset_json = load_json(plans_path), load_json(dataset_json_path)
+    _, cases = fold_cases(load_json(splits_path), fold)
+    model = load_model(plans_path, dataset_json_path, configuration, [checkpoint])
+    predictor = Predictor(model, device)
+    previous = previous_stage_files(model.configuration, previous_stage_dirs, cases)
+    folder = Path(preprocessed) / data_configuration(plans, configuration)
+    out, ending = Path(out_dir), dataset_json["file_ending"]
+    out.mkdir(parents=True, exist_ok=True)
+    if next_stage:
+        (out / "next_stage").mkdir(exist_ok=True)
+    pairs = []
+    for case in cases:
+        properties = load_json(folder / f"{case}.json")
+        data = load_npy(folder / f"{case}.npy", mmap=True)
+        if previous:
+            data = with_previous_stage(data, load_npy(previous[case]), previous_stage_labels(model))
+        logits = predictor.predict(data)
+        probabilities, segmentation = export_logits(logits, properties, plans, configuration, dataset_json)
+        write_segmentation(segmentation, properties["geometry"], dataset_json, out / f"{case}{ending}")
+        if with_probabilities:
+            save_probabilities(probabilities, out / f"{case}.npz")
+        if next_stage:
+            target = Path(preprocessed) / data_configuration(plans, next_stage) / f"{case}.npy"
+            shape = load_npy(target, mmap=True).shape[1:]
+            save_npy(
+                next_stage_segmentation(logits, plans, configuration, next_stage, shape, dataset_json),
+                out / "next_stage" / f"{case}.npy",
+            )
+        pairs.append((Path(labels_dir) / f"{case}{ending}", out / f"{case}{ending}"))
+        log.info("validated %s", case)
+    labels = dataset_json["labels"]
+    summary = evaluate_pairs(pairs, evaluated_labels(labels), labels.get("ignore"), tolerance)
+    write_summary(summary, out / "summary.json", out / "per_case.csv")
