@@ -59,6 +59,7 @@ def validate_fold(
     tolerance: float = 1.0,
     previous_stage_dirs=(),
     next_stage: str | None = None,
+    mirror: bool = True,
 ) -> None:
     """Predict a fold's validation cases from their preprocessed arrays (final weights), write them in the
     original geometry (+ probabilities ``.npz`` for ensembling) and evaluate them: ``summary.json``,
@@ -68,7 +69,7 @@ def validate_fold(
     plans, dataset_json = load_json(plans_path), load_json(dataset_json_path)
     _, cases = fold_cases(load_json(splits_path), fold)
     model = load_model(plans_path, dataset_json_path, configuration, [checkpoint])
-    predictor = Predictor(model, device)
+    predictor = Predictor(model, device, mirror=mirror)
     previous = previous_stage_files(model.configuration, previous_stage_dirs, cases)
     folder = Path(preprocessed) / data_configuration(plans, configuration)
     out, ending = Path(out_dir), dataset_json["file_ending"]

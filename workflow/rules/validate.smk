@@ -26,5 +26,6 @@ rule validate:
         with_probabilities=keeps_probabilities,
         tolerance=config["surface_tolerance_mm"],
         next_stage=next_stage_param,
+        mirror=config["inference"]["mirror"],
     script:
         "../scripts/validate.py"

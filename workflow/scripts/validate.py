@@ -24,4 +24,5 @@ run_job(
     tolerance=sm.params.tolerance,
     previous_stage_dirs=list(sm.input.previous_stage),
     next_stage=sm.params.next_stage,
+    mirror=sm.params.mirror,
 )
