@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-from conftest import blob_case, load, run_snakemake, scheduled_jobs, write_case, write_msd_dataset_json
+from conftest import REPO, blob_case, load, run_snakemake, scheduled_jobs, write_case, write_msd_dataset_json
 
 from segflow.batches import assign_batches
 from segflow.cli import main
@@ -206,3 +206,29 @@ def test_region_based_training_on_the_demo(tmp_path):
     for case in ("demo_500", "demo_501", "demo_502"):
         values = set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "predictions" / f"{case}.nii.gz")))))
         assert values == {0, 1, 2}
+
+
+def merged(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def test_example_configs_validate_and_plan_a_run(tmp_path, hippocampus):
+    """Every example, on top of the default config as Snakemake merges them, passes the schema; the
+    Hippocampus example with the quick CPU budget dry-runs on the real data."""
+    import yaml
+    from snakemake.utils import validate
+
+    examples = REPO / "config" / "examples"
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for example in sorted(examples.glob("*.yaml")):
+        config = merged(base, yaml.safe_load(example.read_text()))
+        validate(config, str(REPO / "config" / "schema.yaml"), set_default=True)
+    brain = merged(base, yaml.safe_load((examples / "Task01_BrainTumour.yaml").read_text()))
+    assert brain["labels"]["tumour_core"] == [2, 3] and brain["regions_class_order"] == [1, 2, 3]
+    files = [str(examples / "Task04_Hippocampus.yaml"), str(examples / "quick_cpu.yaml")]
+    dry = run_snakemake(tmp_path, "-n", "--configfile", *files, config={"dataset": str(hippocampus)})
+    jobs = scheduled_jobs(dry.stdout)
+    assert jobs["convert_b000"] == 1 and jobs["plan"] == 1
