@@ -28,6 +28,8 @@ CONFIGURATION = "3d_fullres"
 
 
 def segflow_results(args) -> Path:
+    if args.segflow_results:
+        return args.segflow_results.resolve()
     workdir = args.work / "segflow"
     command = snakemake_command(workdir, f"dataset={args.hippocampus}", "folds=[]", f"configurations=[{CONFIGURATION}]")
     subprocess.run(command, check=True, capture_output=True)
@@ -151,6 +153,24 @@ def agreement(cases, first: Path, second: Path) -> dict:
     return {"dice_between": dice, "identical_cases": identical}
 
 
+def compare_devices(args, segflow_model: Path) -> None:
+    """segflow's prediction timed on two devices (say the GPU and the CPU) and the two results compared."""
+    images = args.work / "images"
+    cases = test_images(args, images)
+    figures = {}
+    for device in args.devices:
+        out = args.work / f"out_{device}"
+        shutil.rmtree(out, ignore_errors=True)
+        command = [sys.executable, "-m", "segflow.cli", "predict", "-i", str(images), "-o", str(out)]
+        figures[device] = timed([*command, "-m", str(segflow_model), "--device", device]) / len(cases)
+        print(f"   segflow on {device}: {figures[device]:.3f} s per case ({len(cases)} cases, whole command)")
+    first, second = (args.work / f"out_{d}" for d in args.devices)
+    figures.update(agreement(cases, first, second))
+    print(f"   agreement {args.devices[0]} / {args.devices[1]}: Dice {figures['dice_between']}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hippocampus", type=Path, default=hippocampus_default())
@@ -160,6 +180,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work", type=Path, default=Path("/tmp/segflow-bench-predict"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--segflow-results", type=Path, help="folder with plans.json and raw/dataset.json")
+    parser.add_argument(
+        "--devices", nargs=2, metavar=("A", "B"), help="time segflow alone on two devices (e.g. cuda cpu) instead"
+    )
     parser.add_argument("--worker-nnunet-model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker_nnunet_model:
@@ -168,6 +192,8 @@ def main() -> None:
     results = segflow_results(args)
     segflow_model = args.work / "segflow_model"
     make_segflow_model(results, segflow_model, args.folds)
+    if args.devices:
+        return compare_devices(args, segflow_model)
     script = [str(Path(__file__).resolve()), "--work", str(args.work)]
     subprocess.run([args.nnunet_python, *script, "--worker-nnunet-model", str(segflow_model)], check=True)
     images = args.work / "images"
