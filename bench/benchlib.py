@@ -77,3 +77,16 @@ def nnunet_plans(plans: dict, dataset_name: str) -> dict:
 def hippocampus_default() -> Path:
     """MSD Hippocampus: $SEGFLOW_HIPPOCAMPUS, else ../shared/data/Task04_Hippocampus beside the checkout."""
     return Path(os.environ.get("SEGFLOW_HIPPOCAMPUS", REPO.parent / "shared" / "data" / "Task04_Hippocampus"))
+
+
+def preprocessed_hippocampus(hippocampus: Path, work: Path, results: Path | None = None) -> Path:
+    """segflow's results folder for Hippocampus 3d_fullres (plans.json, splits.json, raw/dataset.json,
+    preprocessed/): ``results`` if given (e.g. carried to a GPU machine), else a workflow run in ``work``."""
+    if results:
+        return Path(results).resolve()
+    import subprocess
+
+    workdir = Path(work) / "segflow"
+    command = snakemake_command(workdir, f"dataset={hippocampus}", "folds=[]", "configurations=[3d_fullres]")
+    subprocess.run(command, check=True, capture_output=True)
+    return workdir / "results" / Path(hippocampus).name

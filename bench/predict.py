@@ -22,18 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import REPO, hippocampus_default, nnunet_env, nnunet_plans, snakemake_command
+from benchlib import REPO, hippocampus_default, nnunet_env, nnunet_plans, preprocessed_hippocampus
 
 CONFIGURATION = "3d_fullres"
-
-
-def segflow_results(args) -> Path:
-    if args.segflow_results:
-        return args.segflow_results.resolve()
-    workdir = args.work / "segflow"
-    command = snakemake_command(workdir, f"dataset={args.hippocampus}", "folds=[]", f"configurations=[{CONFIGURATION}]")
-    subprocess.run(command, check=True, capture_output=True)
-    return workdir / "results" / args.hippocampus.name
 
 
 def make_segflow_model(results: Path, model: Path, folds: int) -> None:
@@ -189,7 +180,7 @@ def main() -> None:
     if args.worker_nnunet_model:
         return worker_nnunet_model(args.worker_nnunet_model, args.work / "nnunet_model")
     args.hippocampus = args.hippocampus.resolve()
-    results = segflow_results(args)
+    results = preprocessed_hippocampus(args.hippocampus, args.work, args.segflow_results)
     segflow_model = args.work / "segflow_model"
     make_segflow_model(results, segflow_model, args.folds)
     if args.devices:

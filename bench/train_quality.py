@@ -29,7 +29,14 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import REPO, hippocampus_default, nnunet_env, nnunet_plans, save_nnunet_case, snakemake_command
+from benchlib import (
+    REPO,
+    hippocampus_default,
+    nnunet_env,
+    nnunet_plans,
+    preprocessed_hippocampus,
+    save_nnunet_case,
+)
 
 NNUNET_DATASET = "Dataset004_Hippocampus"
 CONFIGURATION = "3d_fullres"
@@ -73,16 +80,6 @@ def nnunet_log_values(log_text: str) -> tuple[list[float], list[float]]:
 
 
 # --- data ------------------------------------------------------------------------------------------------
-
-
-def segflow_results(args) -> Path:
-    """segflow's results folder for Hippocampus (plans.json, splits.json, raw/dataset.json, preprocessed/)."""
-    if args.segflow_results:
-        return args.segflow_results.resolve()
-    workdir = args.work / "segflow"
-    command = snakemake_command(workdir, f"dataset={args.hippocampus}", "folds=[]", f"configurations=[{CONFIGURATION}]")
-    subprocess.run(command, check=True, capture_output=True)
-    return workdir / "results" / args.hippocampus.name
 
 
 def export_for_nnunet(results: Path, base: Path) -> None:
@@ -214,7 +211,7 @@ def main() -> None:
     if args.worker_export:
         return export_for_nnunet(args.worker_export, args.work / "nnunetv2")
     args.hippocampus = args.hippocampus.resolve()
-    results = segflow_results(args)
+    results = preprocessed_hippocampus(args.hippocampus, args.work, args.segflow_results)
     subprocess.run(
         [args.nnunet_python, str(Path(__file__).resolve()), "--worker-export", str(results), "--work", str(args.work)],
         check=True,
