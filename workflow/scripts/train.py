@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from segflow.device import claimed_gpu
 from segflow.jobs import run_job
 from segflow.train.loop import TrainSettings, train
 
@@ -11,18 +12,19 @@ settings = TrainSettings(
     val_iterations=s["val_iterations"],
     seed=s["seed"],
 )
-run_job(
-    sm.log[0],
-    train,
-    sm.input.plans,
-    sm.input.dataset_json,
-    sm.input.splits,
-    sm.params.preprocessed,
-    sm.wildcards.configuration,
-    sm.wildcards.fold,
-    Path(sm.output.final).parent,
-    settings,
-    device=sm.params.device,
-    threads=sm.threads,
-    previous_stage_dirs=list(sm.input.previous_stage),
-)
+with claimed_gpu(enabled=sm.params.device != "cpu"):  # a workstation's GPUs, one per job
+    run_job(
+        sm.log[0],
+        train,
+        sm.input.plans,
+        sm.input.dataset_json,
+        sm.input.splits,
+        sm.params.preprocessed,
+        sm.wildcards.configuration,
+        sm.wildcards.fold,
+        Path(sm.output.final).parent,
+        settings,
+        device=sm.params.device,
+        threads=sm.threads,
+        previous_stage_dirs=list(sm.input.previous_stage),
+    )
