@@ -109,9 +109,9 @@ def evaluate_command(args) -> None:
     from segflow.io import load_json
 
     if args.dataset_json:
-        labels_json = load_json(args.dataset_json)["labels"]
-        labels, ignore = evaluated_labels(labels_json), labels_json.get("ignore")
-        ending = load_json(args.dataset_json).get("file_ending", args.file_ending)
+        dataset_json = load_json(args.dataset_json)
+        labels, ignore = evaluated_labels(dataset_json["labels"]), dataset_json["labels"].get("ignore")
+        ending = dataset_json.get("file_ending", args.file_ending)
     elif args.labels:
         labels, ignore, ending = args.labels, args.ignore_label, args.file_ending
     else:

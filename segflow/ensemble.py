@@ -6,13 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segflow.evaluate import evaluate_pairs, evaluated_labels, write_summary
+from segflow.evaluate import evaluate_into
 from segflow.infer import load_probabilities, segmentation_from_probabilities, write_segmentation
 from segflow.io import load_json, read_image
-
-
-def ensemble_name(first: str, second: str) -> str:
-    return f"ensemble__{first}__{second}"
 
 
 def validation_files(fold_dirs, suffix: str) -> dict[str, Path]:
@@ -40,6 +36,4 @@ def ensemble_crossval(first_dirs, second_dirs, dataset_json_path, labels_dir, ou
         target = out / f"{case}{ending}"
         write_segmentation(segmentation_from_probabilities(probabilities, dataset_json), geometry, dataset_json, target)
         pairs.append((Path(labels_dir) / f"{case}{ending}", target))
-    labels = dataset_json["labels"]
-    summary = evaluate_pairs(pairs, evaluated_labels(labels), labels.get("ignore"), tolerance)
-    write_summary(summary, out / "summary.json", out / "per_case.csv")
+    evaluate_into(pairs, dataset_json["labels"], out, tolerance)

@@ -120,7 +120,7 @@ def case_metrics(
     valid = None if ignore_label is None else reference != ignore_label
     return {
         label_key(label): label_metrics(
-            mask_of(reference, label), mask_of(prediction, label), spacing, valid, tolerance
+            mask_of(reference, label), mask_of(prediction, label), spacing, valid, tolerance, surfaces
         )
         for label in labels
     }
@@ -174,6 +174,13 @@ def evaluate_pairs(pairs, labels, ignore_label=None, tolerance: float = DEFAULT_
             {"metrics": metrics, "prediction_file": str(prediction_file), "reference_file": str(reference_file)}
         )
     return summarize(per_case, labels)
+
+
+def evaluate_into(pairs, labels: dict, out_dir, tolerance: float = DEFAULT_TOLERANCE_MM) -> None:
+    """Evaluate (reference, prediction) pairs for a dataset.json ``labels`` (regions and ignore label
+    included) into ``out_dir``: summary.json and per_case.csv."""
+    summary = evaluate_pairs(pairs, evaluated_labels(labels), labels.get("ignore"), tolerance)
+    write_summary(summary, Path(out_dir) / "summary.json", Path(out_dir) / "per_case.csv")
 
 
 def evaluate_folder(reference_dir, prediction_dir, labels, file_ending: str, ignore_label=None, tolerance=1.0) -> dict:

@@ -191,10 +191,10 @@ class Predictor:
         padded = np.pad(data, [(0, 0), *pads], constant_values=0) if any(sum(p) for p in pads) else data
         image = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32)).to(self.device)
         logits, weights = self.accumulators(image.shape[1:])
+        gaussian = self.gaussian.to(logits.device)
         for slicer in tile_slicers(image.shape[1:], self.patch, self.step):
             tile = image[(slice(None), *slicer)][None]
             prediction = self.tile_logits(tile).to(logits.device)
-            gaussian = self.gaussian.to(logits.device)
             logits[(slice(None), *slicer)] += prediction * gaussian
             weights[slicer] += gaussian
         logits /= weights

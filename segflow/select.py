@@ -54,19 +54,20 @@ def select(
     second) -> ensemble folder; ``validation_dirs``: configuration -> its folds' validation folders."""
     dataset_json = load_json(dataset_json_path)
     ending = dataset_json["file_ending"]
-    scores, members, predictions = {}, {}, {}
+    scores, members, prediction_dirs = {}, {}, {}
     for configuration, path in configuration_summaries.items():
         scores[configuration] = load_json(path)["foreground_mean"]["Dice"]
         members[configuration] = [configuration]
-        predictions[configuration] = lambda c=configuration: validation_files(validation_dirs[c], ending)
+        prediction_dirs[configuration] = validation_dirs[configuration]
     for (first, second), folder in ensemble_dirs.items():
         name = Path(folder).name
         scores[name] = load_json(Path(folder) / "summary.json")["foreground_mean"]["Dice"]
         members[name] = [first, second]
-        predictions[name] = lambda f=folder: validation_files([f], ending)
+        prediction_dirs[name] = [folder]
     best = best_candidate(scores)
     labels = evaluated_labels(dataset_json["labels"])
-    postprocessing = determine_postprocessing(cv_cases(predictions[best](), labels_dir, ending), labels)
+    predictions = validation_files(prediction_dirs[best], ending)
+    postprocessing = determine_postprocessing(cv_cases(predictions, labels_dir, ending), labels)
     folds = [int(f) if str(f).isdigit() else f for f in folds]
     fold_args = " ".join(str(f) for f in folds)
     save_json(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segflow.evaluate import evaluate_pairs, evaluated_labels, write_summary
+from segflow.evaluate import evaluate_into
 from segflow.infer import (
     Predictor,
     export_logits,
@@ -96,6 +96,4 @@ def validate_fold(
             )
         pairs.append((Path(labels_dir) / f"{case}{ending}", out / f"{case}{ending}"))
         log.info("validated %s", case)
-    labels = dataset_json["labels"]
-    summary = evaluate_pairs(pairs, evaluated_labels(labels), labels.get("ignore"), tolerance)
-    write_summary(summary, out / "summary.json", out / "per_case.csv")
+    evaluate_into(pairs, dataset_json["labels"], out, tolerance)

@@ -155,10 +155,6 @@ STATIC_TARGETS = [
 ]
 
 
-def trained_configurations(plans):
-    return selected_configurations(plans)
-
-
 def previous_stage_dirs(plans, configuration):
     """A cascade trains on the cross-validation predictions of all five folds of its previous stage."""
     previous = resolved_configuration(plans, configuration).get("previous_stage")
@@ -170,13 +166,13 @@ def previous_stage_dirs(plans, configuration):
 def next_stage(plans, configuration):
     """The cascade a configuration's validation feeds, when that cascade is trained."""
     following = plans["configurations"][configuration].get("next_stage")
-    return following if following in trained_configurations(plans) else None
+    return following if following in selected_configurations(plans) else None
 
 
 def training_targets(plans):
     return [
         f"{OUT}/train/{c}/fold_{f}/{name}"
-        for c in trained_configurations(plans)
+        for c in selected_configurations(plans)
         for f in config["folds"]
         for name in ("checkpoint_final.pt", "progress.png")
     ]
@@ -187,10 +183,14 @@ def validation_dirs(configuration):
 
 
 def ensemble_pairs(plans):
-    configurations = trained_configurations(plans)
+    configurations = selected_configurations(plans)
     return [
         (a, b) for i, a in enumerate(configurations) for b in configurations[i + 1 :]
     ]
+
+
+def ensemble_dirs(plans):
+    return [f"{OUT}/crossval/ensemble__{a}__{b}" for a, b in ensemble_pairs(plans)]
 
 
 def evaluation_targets(plans):
@@ -198,9 +198,9 @@ def evaluation_targets(plans):
     if not CV_FOLDS:
         return []
     targets = [
-        f"{OUT}/crossval/{c}/summary.json" for c in trained_configurations(plans)
+        f"{OUT}/crossval/{c}/summary.json" for c in selected_configurations(plans)
     ]
-    targets += [f"{OUT}/crossval/ensemble__{a}__{b}" for a, b in ensemble_pairs(plans)]
+    targets += ensemble_dirs(plans)
     targets.append(f"{OUT}/selection.json")
     ending = DATASET.file_ending
     return targets + [f"{OUT}/predictions/{case}{ending}" for case in TEST]
@@ -276,17 +276,15 @@ def next_stage_param(wildcards):
 
 def keeps_probabilities(wildcards):
     """Validation keeps probabilities only where ensembles will need them."""
-    return len(trained_configurations(load_json(plans_json()))) > 1
+    return len(selected_configurations(load_json(plans_json()))) > 1
 
 
 def selection_inputs(wildcards):
     plans = load_json(plans_json())
-    configurations = trained_configurations(plans)
+    configurations = selected_configurations(plans)
     return {
         "summaries": [f"{OUT}/crossval/{c}/summary.json" for c in configurations],
-        "ensembles": [
-            f"{OUT}/crossval/ensemble__{a}__{b}" for a, b in ensemble_pairs(plans)
-        ],
+        "ensembles": ensemble_dirs(plans),
         "validation": [d for c in configurations for d in validation_dirs(c)],
         "dataset_json": DATASET_JSON,
         "labels": [raw_label(c) for c in DATASET.cases],
@@ -295,16 +293,18 @@ def selection_inputs(wildcards):
 
 def selection_params(wildcards):
     plans = load_json(plans_json())
+    configurations = selected_configurations(plans)
     return {
-        "configurations": trained_configurations(plans),
+        "configurations": configurations,
         "pairs": ensemble_pairs(plans),
+        "validation": {c: validation_dirs(c) for c in configurations},
     }
 
 
 def prediction_checkpoints(wildcards):
     """Every trained fold model: which of them the selection uses is decided by selection.json."""
     plans = load_json(plans_json())
-    configurations = set(trained_configurations(plans))
+    configurations = set(selected_configurations(plans))
     for c in list(configurations):
         previous = resolved_configuration(plans, c).get("previous_stage")
         if previous:

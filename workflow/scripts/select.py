@@ -6,13 +6,12 @@ from segflow.select import select
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 candidates = sm.params.candidates
-validation = {c: [d for d in sm.input.validation if f"/train/{c}/" in d] for c in candidates["configurations"]}
 run_job(
     sm.log[0],
     select,
     dict(zip(candidates["configurations"], sm.input.summaries, strict=True)),
     {tuple(pair): folder for pair, folder in zip(candidates["pairs"], sm.input.ensembles, strict=True)},
-    validation,
+    candidates["validation"],
     sm.input.dataset_json,
     sm.params.labels_dir,
     sm.params.folds,
