@@ -12,6 +12,9 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 validate(config, "config/schema.yaml", set_default=True)
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/convert.smk"
@@ -26,6 +29,15 @@ include: "workflow/rules/validate.smk"
 include: "workflow/rules/crossval.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/report.smk"
+
+
+# Bookkeeping that takes milliseconds runs on the submit host, not as cluster jobs.
+# (demo_dataset and convert_dataset_json, where they exist, are declared local in their own files.)
+localrules:
+    all,
+    verify_report,
+    splits,
 
 
 rule all:

@@ -92,6 +92,21 @@ def write_raw_dataset(root: Path, n_cases: int = 6, channels: int = 1, labels=No
     return cases
 
 
+def write_tiny_dataset(root: Path, n_cases: int) -> None:
+    """An nnU-Net v2 raw folder of ``n_cases`` 4 x 4 x 4 cases: files for the DAG, no work for the jobs."""
+    geometry = {"spacing": [1.0, 1.0, 1.0], "origin": [0.0, 0.0, 0.0], "direction": list(np.eye(3).ravel())}
+    image, label = np.ones((4, 4, 4), np.float32), np.zeros((4, 4, 4), np.uint8)
+    label[1:3, 1:3, 1:3] = 1
+    for i in range(n_cases):
+        write_image(image, geometry, root / "imagesTr" / f"case_{i:04d}_0000.nii.gz")
+        write_image(label, geometry, root / "labelsTr" / f"case_{i:04d}.nii.gz")
+    labels = {"background": 0, "organ": 1}
+    save_json(
+        {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": n_cases, "file_ending": ".nii.gz"},
+        root / "dataset.json",
+    )
+
+
 def write_msd_dataset_json(root: Path, cases) -> None:
     save_json(
         {
@@ -106,6 +121,14 @@ def write_msd_dataset_json(root: Path, cases) -> None:
         },
         root / "dataset.json",
     )
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The default run (the built-in demo) once, locally with ``--cores 2``; returns its working directory."""
+    workdir = tmp_path_factory.mktemp("demo")
+    run_snakemake(workdir)
+    return workdir
 
 
 @pytest.fixture(scope="session")

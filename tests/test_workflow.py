@@ -12,9 +12,8 @@ from segflow.batches import assign_batches
 from segflow.cli import main
 
 
-def test_demo_runs_end_to_end_and_is_then_up_to_date(tmp_path):
-    run_snakemake(tmp_path)
-    out = tmp_path / "results" / "Task900_SegflowDemo"
+def test_demo_runs_end_to_end_and_is_then_up_to_date(demo_run):
+    out = demo_run / "results" / "Task900_SegflowDemo"
     plans = load(out / "plans.json")
     assert set(plans["configurations"]) == {"2d", "3d_fullres"}
     # The demo is anisotropic (about 3 x 0.8 x 0.8 mm): first-stage kernels 1 x 3 x 3, first stride (1, 2, 2).
@@ -38,11 +37,11 @@ def test_demo_runs_end_to_end_and_is_then_up_to_date(tmp_path):
             assert final["current_epoch"] == 3 and final["fold"] == str(fold)
             assert len(final["logging"]["ema_fg_dice"]) == 3
             assert (folder / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-            assert not (folder / "checkpoint_latest.pt").exists()
+            assert torch.load(folder / "checkpoint_latest.pt", weights_only=True)["current_epoch"] == 3
             epochs = [json.loads(line) for line in (folder / "training_log.jsonl").read_text().splitlines()]
             assert [e["epoch"] for e in epochs] == [0, 1, 2] and epochs[-1]["lr"] < epochs[0]["lr"]
     check_demo_evaluation(out)
-    dry = run_snakemake(tmp_path, "-n")
+    dry = run_snakemake(demo_run, "-n")
     assert "Nothing to be done" in dry.stdout
 
 
@@ -159,7 +158,7 @@ def test_adding_a_case_reruns_only_its_batch(tmp_path):
     run = run_snakemake(tmp_path, config=config)
     # The plan keeps its preprocessing-relevant content, so only the new case's batch is preprocessed.
     preprocess_rules = {line.split()[-1].rstrip(":") for line in run.stdout.splitlines() if "rule preprocess_" in line}
-    assert preprocess_rules == {f"preprocess_{batch}"}
+    assert preprocess_rules == {f"preprocess_{c}_{batch}" for c in ("2d", "3d_fullres")}
     plans_after = load(out / "plans.json")
     for name in ("2d", "3d_fullres"):
         assert plans_after["configurations"][name]["spacing"] == plans_before["configurations"][name]["spacing"]
@@ -188,6 +187,8 @@ def test_region_based_training_on_the_demo(tmp_path):
     evaluation per region, and label maps painted in regions_class_order."""
     settings = {
         "configurations": ["3d_fullres"],
+        "folds": [0],
+        "inference": {"mirror": False},
         "labels": {"background": 0, "organ": [1, 2], "lesion": 2},
         "regions_class_order": [1, 2],
     }

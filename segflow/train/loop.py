@@ -11,10 +11,12 @@ Files in the fold folder:
 
 * ``checkpoint_latest.pt`` - everything needed to resume (weights, optimiser, scaler, logs, epoch), written
   atomically after every epoch. It is not a declared output of the Snakemake rule, so a failed or killed
-  job keeps it and the next attempt continues after the last finished epoch. It is removed at the end.
+  job keeps it and the next attempt continues after the last finished epoch. Unlike nnU-Net, it is kept at
+  the end (see ``Trainer.fit``).
 * ``checkpoint_best.pt``, ``checkpoint_final.pt`` - weights (+ the same metadata), ``final`` last of all.
 * ``progress.png`` - losses, pseudo Dice and its EMA; epoch duration; learning rate.
 * ``training_log.jsonl`` - one JSON object per epoch.
+* ``training_log_<UTC time>.txt`` - the log of one attempt (start, resume point, every finished epoch).
 
 Checkpoints hold only tensors and plain Python values and load with ``torch.load(weights_only=True)``.
 Randomness comes from seeds derived from (seed, fold, epoch, purpose), so two runs of the same config give
@@ -29,6 +31,7 @@ import json
 import logging
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -334,15 +337,14 @@ class Trainer:
         self.start_epoch = checkpoint["current_epoch"]
         log.info("resuming %s after epoch %d", path, self.start_epoch)
 
-    def write_log(self) -> None:
+    def write_log(self) -> str:
         """training_log.jsonl: one line per finished epoch, rewritten from the history (so a resumed run never
-        shows an epoch twice)."""
+        shows an epoch twice). Returns the last line."""
         epochs = len(self.history["train_loss"])
         lines = [json.dumps({"epoch": e, **{k: v[e] for k, v in self.history.items()}}) for e in range(epochs)]
         with atomic_path(self.out / "training_log.jsonl") as tmp:
             tmp.write_text("".join(line + "\n" for line in lines))
-        if lines:
-            log.info("epoch %d: %s", epochs - 1, lines[-1])
+        return lines[-1] if lines else ""
 
     def fit(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -355,10 +357,15 @@ class Trainer:
                 self.save("checkpoint_best.pt", epoch + 1)
             # The resumable state first: whatever is logged below belongs to a saved epoch.
             self.save("checkpoint_latest.pt", epoch + 1)
+            log.info("epoch %d: %s", epoch, self.write_log())
+            write_progress(self.history, self.out / "progress.png")
+        # checkpoint_latest.pt stays. A job killed after this point but before Snakemake has seen it succeed
+        # loses its declared outputs (checkpoint_final.pt, progress.png); its next attempt resumes after the
+        # last epoch and only writes them again, instead of training from scratch.
+        if self.start_epoch == self.settings.epochs:
             self.write_log()
             write_progress(self.history, self.out / "progress.png")
         self.save("checkpoint_final.pt", self.settings.epochs)
-        (self.out / "checkpoint_latest.pt").unlink(missing_ok=True)
 
 
 def previous_stage_files(configuration: dict, folders, cases) -> dict[str, Path]:
@@ -425,6 +432,24 @@ def workers_for(threads: int, device: torch.device) -> int:
     return 1 if threads > 1 else 0
 
 
+@contextmanager
+def attempt_log(out_dir: Path):
+    """Each start of a training also logs to its own ``training_log_<UTC time>.txt`` in the fold folder, as
+    nnU-Net does: the rule's log holds the latest attempt only (Snakemake clears it before a retry), these
+    files show what every attempt of a resumed training did."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y_%m_%d_%H_%M_%S", time.gmtime())
+    handler = logging.FileHandler(out_dir / f"training_log_{stamp}.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("segflow")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
 def train(
     plans_path,
     dataset_json_path,
@@ -453,14 +478,15 @@ def train(
         workers_for(threads, resolved),
         previous_stage_dirs,
     )
-    log.info(
-        "training %s fold %s on %s: %d train / %d val cases, patch %s, batch %d",
-        configuration,
-        fold,
-        trainer.device,
-        len(trainer.train_cases),
-        len(trainer.val_cases),
-        trainer.patch_size,
-        trainer.configuration["batch_size"],
-    )
-    trainer.fit()
+    with attempt_log(Path(out_dir)):
+        log.info(
+            "training %s fold %s on %s: %d train / %d val cases, patch %s, batch %d",
+            configuration,
+            fold,
+            trainer.device,
+            len(trainer.train_cases),
+            len(trainer.val_cases),
+            trainer.patch_size,
+            trainer.configuration["batch_size"],
+        )
+        trainer.fit()

@@ -44,12 +44,14 @@ DATASET = load_dataset(config)
 OUT = f"{config['results']}/{DATASET.name}"
 LOGS = f"{OUT}/logs"
 ENV = "../../envs/segflow.yaml"
+# Per-case stages run one job per batch of cases. On a cluster a batch's conversion, verification and crop
+# also share one submission (the group cases_bNNN).
 BATCHES = assign_batches(DATASET.cases, config["case_batches"])
 # An MSD task is converted into {OUT}/raw; an nnU-Net v2 raw folder is read where it is.
 RAW = f"{OUT}/raw" if DATASET.kind == "msd" else str(DATASET.root)
 DATASET_JSON = f"{RAW}/dataset.json"
-# Training asks for a GPU when one will be used: device cuda, or auto on a machine with an NVIDIA driver.
-USE_GPU = uses_gpu(config["device"])
+# Configurations with data of their own (3d_cascade_fullres trains on 3d_fullres's).
+DATA_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
 # Cross-validation, selection and prediction need validation folds ("all" validates nothing).
 CV_FOLDS = [f for f in config["folds"] if f != "all"]
 
@@ -117,8 +119,22 @@ def batch_mem_mb(wildcards, input, factor=40, base=500):
     return int(base + factor * input.size_mb / cases)
 
 
+def gpus(wildcards):
+    """GPUs a training, validation or prediction job asks for: one when it will use one (device cuda, or
+    auto on a machine with an NVIDIA driver, or auto on a cluster, whose submit host has no GPU but whose
+    GPU partition has). A function, because the executor is known only once the jobs are scheduled.
+    """
+    on_cluster = workflow.non_local_exec or workflow.remote_exec
+    device = config["device"]
+    return int(uses_gpu(device) or (on_cluster and device != "cpu"))
+
+
 def plans_json():
     """plans.json once the plan checkpoint has run (raises until then, which defers the dependent jobs)."""
+    if workflow.remote_exec:
+        # A cluster job was submitted after the plan ran, but its own one-job DAG never sees the plan
+        # job finish, so the checkpoint would stay "incomplete" there.
+        return f"{OUT}/plans.json"
     return checkpoints.plan.get().output.plans
 
 
@@ -206,6 +222,54 @@ def evaluation_targets(plans):
     return targets + [f"{OUT}/predictions/{case}{ending}" for case in TEST]
 
 
+# The test images the report shows (the first few, sorted).
+OVERLAY_TEST_CASES = sorted(TEST)[:3]
+
+
+def report_targets(plans):
+    if not CV_FOLDS:
+        return []
+    tables = ("dataset", "plans", "crossval", "selection")
+    return (
+        [f"{OUT}/report/{t}.html" for t in tables]
+        + [f"{OUT}/report/overlays/validation_fold_{f}.png" for f in CV_FOLDS]
+        + [f"{OUT}/report/overlays/test_{c}.png" for c in OVERLAY_TEST_CASES]
+    )
+
+
+def report_table_inputs(wildcards):
+    plans = load_json(plans_json())
+    configurations = selected_configurations(plans)
+    return {
+        "dataset_json": DATASET_JSON,
+        "fingerprint": f"{OUT}/fingerprint.json",
+        "verify_report": f"{OUT}/verify_report.json",
+        "plans": plans_json(),
+        "summaries": [f"{OUT}/crossval/{c}/summary.json" for c in configurations],
+        "ensembles": ensemble_dirs(plans),
+        "selection": f"{OUT}/selection.json",
+    }
+
+
+def report_overlay_inputs(wildcards):
+    """The selected model's validation predictions (any configuration or ensemble may be the one), the raw
+    cases they belong to, and the first test images with their predictions."""
+    plans = load_json(plans_json())
+    configurations = selected_configurations(plans)
+    return {
+        "selection": f"{OUT}/selection.json",
+        "splits": f"{OUT}/splits.json",
+        "validation": [d for c in configurations for d in validation_dirs(c)]
+        + ensemble_dirs(plans),
+        "images": [f for c in DATASET.cases for f in raw_images(c)],
+        "labels": [raw_label(c) for c in DATASET.cases],
+        "test_images": [f for c in OVERLAY_TEST_CASES for f in test_images(c)],
+        "test_predictions": [
+            f"{OUT}/predictions/{c}{DATASET.file_ending}" for c in OVERLAY_TEST_CASES
+        ],
+    }
+
+
 def planned_targets(wildcards):
     """Targets that exist only once the plan says which configurations there are."""
     plans = load_json(plans_json())
@@ -213,14 +277,23 @@ def planned_targets(wildcards):
         preprocessed_targets(plans)
         + training_targets(plans)
         + evaluation_targets(plans)
+        + report_targets(plans)
     )
 
 
-def preprocessing_params(wildcards, input):
-    signature = preprocessing_signature(load_json(input.plans), wildcards.configuration)
-    return json.dumps(
-        {**signature, "dataset": dataset_json_signature()}, sort_keys=True
-    )
+def preprocessing_params(configuration):
+    """The preprocessing settings of ``configuration``, as a params function of its preprocess rules."""
+
+    def signature(wildcards):
+        # plans_json(), not input.plans: a job asked for directly is in the DAG before the plan checkpoint
+        # is known to be complete, and this then defers it instead of failing.
+        plans = load_json(plans_json())
+        settings = preprocessing_signature(plans, configuration)
+        return json.dumps(
+            {**settings, "dataset": dataset_json_signature()}, sort_keys=True
+        )
+
+    return signature
 
 
 def training_inputs(wildcards):
@@ -238,9 +311,9 @@ def training_inputs(wildcards):
     }
 
 
-def training_params(wildcards, input):
+def training_params(wildcards):
     """Everything that decides the trained weights; a change reruns training (plans.json is ancient())."""
-    plans = load_json(input.plans)
+    plans = load_json(plans_json())
     return json.dumps(
         {
             "configuration": resolved_configuration(plans, wildcards.configuration),

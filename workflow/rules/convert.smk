@@ -1,6 +1,9 @@
 # MSD Task folder -> nnU-Net v2 raw layout, one job per batch of cases. v2 raw folders skip this stage.
 if DATASET.kind == "msd":
 
+    localrules:
+        convert_dataset_json,
+
     rule convert_dataset_json:
         input:
             str(DATASET.root / "dataset.json"),
@@ -29,6 +32,8 @@ if DATASET.kind == "msd":
                 labels=[raw_label(c) for c in cases],
             log:
                 f"{LOGS}/convert/{batch}.log",
+            group:
+                f"cases_{batch}"
             conda:
                 ENV
             resources:

@@ -13,6 +13,8 @@ for batch, cases in BATCHES.items():
             foreground=per_case(f"{OUT}/crop/{{case}}_fg.npy", cases),
         log:
             f"{LOGS}/crop/{batch}.log",
+        group:
+            f"cases_{batch}"
         conda:
             ENV
         resources:

@@ -4,6 +4,9 @@ if config["dataset"] == "demo":
         config["demo"]["path"], config["demo"]["cases"], config["demo"]["test_cases"]
     )
 
+    localrules:
+        demo_dataset,
+
     rule demo_dataset:
         output:
             dataset_json=DEMO_FILES["dataset_json"],

@@ -5,7 +5,13 @@ rule train:
         unpack(training_inputs),
     output:
         final=f"{OUT}/train/{{configuration}}/fold_{{fold}}/checkpoint_final.pt",
-        progress=f"{OUT}/train/{{configuration}}/fold_{{fold}}/progress.png",
+        progress=report(
+            f"{OUT}/train/{{configuration}}/fold_{{fold}}/progress.png",
+            caption="../report/progress.rst",
+            category="3. Training",
+            subcategory="{configuration}",
+            labels={"configuration": "{configuration}", "fold": "{fold}"},
+        ),
     log:
         f"{LOGS}/train/{{configuration}}/fold_{{fold}}.log",
     benchmark:
@@ -17,7 +23,7 @@ rule train:
         ENV
     threads: config["train"]["threads"]
     resources:
-        gpu=1 if USE_GPU else 0,
+        gpu=gpus,
         mem_mb=config["train"]["mem_mb"],
         runtime=config["train"]["runtime_minutes"],
     params:

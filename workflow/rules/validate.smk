@@ -16,7 +16,7 @@ rule validate:
         ENV
     threads: config["inference"]["threads"]
     resources:
-        gpu=1 if USE_GPU else 0,
+        gpu=gpus,
         mem_mb=config["inference"]["mem_mb"],
         runtime=config["inference"]["runtime_minutes"],
     params:

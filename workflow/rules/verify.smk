@@ -12,6 +12,8 @@ for batch, cases in BATCHES.items():
             per_case(f"{OUT}/verify/{{case}}.json", cases),
         log:
             f"{LOGS}/verify/{batch}.log",
+        group:
+            f"cases_{batch}"
         conda:
             ENV
         resources:

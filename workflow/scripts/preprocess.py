@@ -10,7 +10,7 @@ run_job(
     list(sm.input.labels),
     sm.input.plans,
     sm.input.dataset_json,
-    sm.wildcards.configuration,
+    sm.params.configuration,
     list(sm.output.data),
     list(sm.output.seg),
     list(sm.output.properties),

@@ -1,0 +1,63 @@
+# What `snakemake --report report.html` shows besides the training curves (progress.png, marked in train.smk):
+# tables of the dataset, plans, cross-validation and selection, and overlays of a few validation and test cases.
+rule report_tables:
+    input:
+        unpack(report_table_inputs),
+    output:
+        dataset=report(
+            f"{OUT}/report/dataset.html",
+            caption="../report/dataset.rst",
+            category="1. Dataset",
+        ),
+        plans=report(
+            f"{OUT}/report/plans.html",
+            caption="../report/plans.rst",
+            category="2. Plans",
+        ),
+        crossval=report(
+            f"{OUT}/report/crossval.html",
+            caption="../report/crossval.rst",
+            category="4. Cross-validation",
+        ),
+        selection=report(
+            f"{OUT}/report/selection.html",
+            caption="../report/selection.rst",
+            category="5. Selection",
+        ),
+    log:
+        f"{LOGS}/report/tables.log",
+    conda:
+        ENV
+    script:
+        "../scripts/report_tables.py"
+
+
+rule report_overlays:
+    input:
+        unpack(report_overlay_inputs),
+    output:
+        validation=report(
+            [f"{OUT}/report/overlays/validation_fold_{f}.png" for f in CV_FOLDS],
+            caption="../report/overlay.rst",
+            category="6. Overlays",
+            subcategory="cross-validation",
+        ),
+        test=report(
+            [f"{OUT}/report/overlays/test_{c}.png" for c in OVERLAY_TEST_CASES],
+            caption="../report/overlay.rst",
+            category="6. Overlays",
+            subcategory="test images",
+        ),
+    log:
+        f"{LOGS}/report/overlays.log",
+    conda:
+        ENV
+    params:
+        folds=CV_FOLDS,
+        test_cases=OVERLAY_TEST_CASES,
+        results=lambda wildcards, input: folder_of(input.selection),
+        raw=lambda wildcards, input: folder_of(folder_of(input.labels[0])),
+        ending=DATASET.file_ending,
+        channels=DATASET.num_channels,
+    script:
+        "../scripts/report_overlays.py"
