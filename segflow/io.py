@@ -188,10 +188,10 @@ def read_case(image_files, label_file=None, case: str | None = None) -> Case:
     return Case(np.stack(arrays), seg, spacing, geometries[0], geometries)
 
 
-def nifti_contains_nan(path, case: str | None = None) -> bool:
-    """Read a NIfTI file's stored voxels with nibabel: whether it holds NaN, or an InputError if the file is
-    truncated. Both checks are needed because SimpleITK's NIfTI reader turns NaN into 0 and fills a
-    truncated .nii.gz up with zeros, without a word."""
+def nifti_contains_non_finite(path, case: str | None = None) -> bool:
+    """Read a NIfTI file's stored voxels with nibabel: whether it holds NaN or infinity, or an InputError if
+    the file is truncated. Both checks are needed because SimpleITK's NIfTI reader turns NaN into 0 and
+    fills a truncated .nii.gz up with zeros, without a word."""
     import nibabel
 
     try:
@@ -204,7 +204,7 @@ def nifti_contains_nan(path, case: str | None = None) -> bool:
             case=case,
             fix="the file is truncated or not a valid NIfTI image; copy or export it again.",
         ) from None
-    return bool(np.issubdtype(values.dtype, np.floating) and np.isnan(values).any())
+    return bool(np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all())
 
 
 def write_image(array: np.ndarray, geometry: dict, path) -> None:

@@ -1,10 +1,11 @@
 """Per-case integrity checks of the raw data (method reference §1.5).
 
 Errors stop the workflow with an InputError naming the file, the case and the fix: unreadable file, NaN
-in an image or the label map, image/label shape or spacing mismatch, channels that disagree in shape or
-spacing, a wrong number of channels, label values that dataset.json does not declare. Origin and
-direction mismatches are only warnings (nnU-Net also only warns); they are written to the case's
-verification record and gathered into ``verify_report.json``.
+or infinity in an image or the label map, label values with fractions, image/label shape or spacing
+mismatch, channels that disagree in shape or spacing, a wrong number of channels, label values that
+dataset.json does not declare. Origin and direction mismatches and empty label maps are only warnings
+(nnU-Net also only warns on geometry); they are written to the case's verification record and gathered
+into ``verify_report.json``.
 
 Output format, ``verify/{case}.json``::
 
@@ -18,17 +19,28 @@ import numpy as np
 
 from segflow.dataset import label_values
 from segflow.errors import InputError
-from segflow.io import load_json, nifti_contains_nan, read_case, read_image, save_json
+from segflow.io import load_json, nifti_contains_non_finite, read_case, read_image, save_json
 
 
-def _check_nan(array, case, path, what) -> None:
+def _check_finite(array, case, path, what) -> None:
     nifti = str(path).endswith((".nii", ".nii.gz"))
-    if np.isnan(array).any() or (nifti and nifti_contains_nan(path, case)):
+    if not np.isfinite(array).all() or (nifti and nifti_contains_non_finite(path, case)):
         raise InputError(
-            f"contains NaN values in the {what}.",
+            f"contains NaN or infinite values in the {what}.",
             file=path,
             case=case,
-            fix="replace the NaN voxels (for example with the background value) or drop the case.",
+            fix="replace those voxels (for example with the background value) or drop the case.",
+        )
+
+
+def _check_integer_labels(seg, case, path) -> None:
+    fractional = seg[seg != np.round(seg)]
+    if fractional.size:
+        raise InputError(
+            f"holds label values with fractions (e.g. {float(fractional[0]):g}); a label map holds whole numbers.",
+            file=path,
+            case=case,
+            fix="re-export the label map with nearest-neighbour interpolation and an integer type.",
         )
 
 
@@ -56,9 +68,10 @@ def verify_case(case: str, image_files, label_file, dataset_json: dict) -> dict:
     images = read_case(image_files, None, case)
     data, spacing, image_geo = images.data, images.spacing, images.geometry
     for path, channel in zip(image_files, data, strict=True):
-        _check_nan(channel, case, path, "image")
+        _check_finite(channel, case, path, "image")
     seg, label_spacing, label_geo = read_image(label_file, case)
-    _check_nan(seg, case, label_file, "label map")
+    _check_finite(seg, case, label_file, "label map")
+    _check_integer_labels(seg, case, label_file)
     if seg.shape != data.shape[1:]:
         raise InputError(
             f"has shape {list(seg.shape)} but the image {image_files[0]} has {list(data.shape[1:])}.",
@@ -87,6 +100,11 @@ def verify_case(case: str, image_files, label_file, dataset_json: dict) -> dict:
     for path, geo in zip(image_files[1:], images.channel_geometries[1:], strict=True):
         warnings += _geometry_warnings(case, image_geo, geo, path)
     warnings += _geometry_warnings(case, image_geo, label_geo, label_file)
+    if found == [0]:
+        warnings.append(
+            f"case {case!r}: the label map {label_file} is empty (background only); the case trains as "
+            "background, check that this is intended."
+        )
     return {
         "case": case,
         "shape": list(data.shape[1:]),

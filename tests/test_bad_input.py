@@ -2,9 +2,11 @@
 job leaves no output behind."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from conftest import blob_case, run_snakemake, write_case, write_raw_dataset
 
 from segflow.batches import assign_batches
@@ -60,16 +62,66 @@ def non_consecutive(root):
     (root / "dataset.json").write_text(json.dumps(meta))
 
 
-# defect -> (expected words in the message, does the job start (per-case check) or does parsing fail)
+def infinite_image(root):
+    image, label = blob_case(3, channels=2)
+    image[1, 4, 4, 4] = np.inf
+    write_case(root, BROKEN, image, label)
+
+
+def fractional_labels(root):
+    image, label = blob_case(3)
+    write_image(label.astype(np.float32) * 0.5, geometry(), root / "labelsTr" / f"{BROKEN}.nii.gz")
+
+
+def extra_channel(root):
+    shutil.copy(root / "imagesTr" / f"{BROKEN}_0000.nii.gz", root / "imagesTr" / f"{BROKEN}_0002.nii.gz")
+
+
+def not_an_image(root):
+    (root / "imagesTr" / f"{BROKEN}_0000.nii.gz").write_text("a text file, not an image")
+
+
+def two_d_image(root):
+    image, _ = blob_case(3)
+    plane = {"spacing": [1.0, 1.0], "origin": [0.0, 0.0], "direction": [1.0, 0.0, 0.0, 1.0]}
+    write_image(image[0, 5], plane, root / "imagesTr" / f"{BROKEN}_0000.nii.gz")
+
+
+def four_d_label(root):
+    _, label = blob_case(3)
+    series = sitk.JoinSeries([sitk.GetImageFromArray(label), sitk.GetImageFromArray(label)])
+    sitk.WriteImage(series, str(root / "labelsTr" / f"{BROKEN}.nii.gz"))
+
+
+def malformed_dataset_json(root):
+    (root / "dataset.json").write_text('{"labels": {"background": 0,')
+
+
+def dataset_json_without_labels(root):
+    meta = json.loads((root / "dataset.json").read_text())
+    del meta["labels"]
+    (root / "dataset.json").write_text(json.dumps(meta))
+
+
+# defect -> (expected words in the message: the offending file first; does the job start (per-case check) or
+# does parsing fail)
 CASES = {
-    nan_image: (["case_003", "NaN"], True),
-    shape_mismatch: (["case_003", "shape"], True),
-    spacing_mismatch: (["case_003", "spacing"], True),
-    missing_channel: (["case_003", "channel 1 is missing"], False),
-    unknown_label: (["case_003", "label values [5]"], True),
-    truncated_file: (["case_003", "cannot be read"], True),
-    num_training: (["numTraining is 9", "holds 6 cases"], False),
-    non_consecutive: (["consecutive", "[0, 1, 3]"], False),
+    nan_image: ([f"{BROKEN}_0000.nii.gz", "NaN"], True),
+    infinite_image: ([f"{BROKEN}_0001.nii.gz", "infinite"], True),
+    shape_mismatch: ([f"labelsTr/{BROKEN}.nii.gz", "shape"], True),
+    spacing_mismatch: ([f"labelsTr/{BROKEN}.nii.gz", "spacing"], True),
+    missing_channel: ([f"{BROKEN}_0001", "channel 1 is missing"], False),
+    extra_channel: ([f"{BROKEN}_0002.nii.gz", "beyond the 2 channels"], False),
+    unknown_label: ([f"labelsTr/{BROKEN}.nii.gz", "label values [5]"], True),
+    fractional_labels: ([f"labelsTr/{BROKEN}.nii.gz", "fractions"], True),
+    truncated_file: ([f"{BROKEN}_0000.nii.gz", "cannot be read"], True),
+    not_an_image: ([f"{BROKEN}_0000.nii.gz", "cannot be read"], True),
+    two_d_image: ([f"{BROKEN}_0000.nii.gz", "[1, 14, 15]"], True),
+    four_d_label: ([f"labelsTr/{BROKEN}.nii.gz", "is 4D"], True),
+    num_training: (["dataset.json", "numTraining is 9", "holds 6 cases"], False),
+    non_consecutive: (["dataset.json", "consecutive", "[0, 1, 3]"], False),
+    malformed_dataset_json: (["dataset.json", "not valid JSON"], False),
+    dataset_json_without_labels: (["dataset.json", "lacks the required keys ['labels']"], False),
 }
 
 
@@ -91,3 +143,39 @@ def test_bad_input_fails_with_a_clear_message(tmp_path, defect):
         assert not (out / "fingerprint.json").exists()
     else:
         assert not out.exists(), "a dataset-level error must stop the run before any job"
+
+
+def origin_mismatch(root):
+    _, label = blob_case(3)
+    shifted = {**geometry(), "origin": [5.0, 0.0, 0.0]}
+    write_image(label, shifted, root / "labelsTr" / f"{BROKEN}.nii.gz")
+
+
+def direction_mismatch(root):
+    image, _ = blob_case(3, channels=2)
+    flipped = {**geometry(), "direction": [-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0]}
+    write_image(image[1], flipped, root / "imagesTr" / f"{BROKEN}_0001.nii.gz")
+
+
+def empty_label_map(root):
+    image, label = blob_case(3)
+    write_case(root, BROKEN, image, np.zeros_like(label))
+
+
+WARNINGS = {
+    origin_mismatch: (f"labelsTr/{BROKEN}.nii.gz", "origin"),
+    direction_mismatch: (f"{BROKEN}_0001.nii.gz", "direction"),
+    empty_label_map: (f"labelsTr/{BROKEN}.nii.gz", "empty"),
+}
+
+
+@pytest.mark.parametrize("defect", list(WARNINGS), ids=[f.__name__ for f in WARNINGS])
+def test_suspicious_input_is_a_warning_naming_the_file(tmp_path, defect):
+    root = tmp_path / "Dataset555_Broken"
+    write_raw_dataset(root, n_cases=6, channels=2)
+    defect(root)
+    target = f"results/{root.name}/verify_report.json"
+    run_snakemake(tmp_path, target, config={"dataset": str(root), "case_batches": 3})
+    warnings = json.loads((tmp_path / target).read_text())["warnings"]
+    file, word = WARNINGS[defect]
+    assert len(warnings) == 1 and file in warnings[0] and word in warnings[0] and BROKEN in warnings[0], warnings
