@@ -133,6 +133,25 @@ def _missing_label_error(case: str, path: Path) -> InputError:
     )
 
 
+def _check_training_list(entries, root: Path) -> None:
+    """An MSD dataset.json's ``training`` list: every path stays inside imagesTr/labelsTr, no case twice.
+    (Cases are discovered from the files; the list must not contradict them.)"""
+    file, seen = root / "dataset.json", set()
+    for number, entry in enumerate(entries):
+        for key, folder in (("image", "imagesTr"), ("label", "labelsTr")):
+            path = (root / str(entry.get(key, ""))).resolve()
+            if path.parent != (root / folder).resolve():
+                raise InputError(
+                    f"training entry {number} has {key} {entry.get(key)!r}, which is not a file in {folder}/.",
+                    file=file,
+                    fix=f"list each case as ./{folder}/CASE.nii.gz (no '..', no other folders).",
+                )
+        case = Path(str(entry["image"])).name.removesuffix(".nii.gz")
+        if case in seen:
+            raise InputError(f"lists case {case!r} twice in training.", file=file, fix="remove the duplicate entry.")
+        seen.add(case)
+
+
 def discover_msd(root: Path, raw: dict) -> Dataset:
     v2 = v1_to_v2_dataset_json(raw)
     check_labels(v2, root / "dataset.json")
@@ -140,6 +159,7 @@ def discover_msd(root: Path, raw: dict) -> Dataset:
     _require_folder(root / "labelsTr", "labelsTr")
     images = _images(root / "imagesTr", ".nii.gz")
     cases = sorted(p.name[: -len(".nii.gz")] for p in images)
+    _check_training_list(raw.get("training", []), root)
     _check_num_training(v2, cases, root / "dataset.json")
     sources, labels = {}, {}
     for case in cases:
@@ -240,10 +260,7 @@ def discover(root) -> Dataset:
             file=file,
             fix="point `dataset` in the config at an MSD Task folder or an nnU-Net v2 raw folder.",
         )
-    try:
-        raw = load_json(file)
-    except ValueError as err:
-        raise InputError(f"is not valid JSON ({err}).", file=file, fix="repair the JSON syntax.") from None
+    raw = load_json(file)
     if "modality" in raw:
         return discover_msd(root, raw)
     return discover_raw(root, raw)

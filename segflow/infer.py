@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from segflow.device import resolve_device
-from segflow.io import load_json, write_image
+from segflow.io import load_checkpoint, load_json, write_image
 from segflow.labels import has_regions, output_channels
 from segflow.plan import resolved_configuration
 from segflow.resample import resample
@@ -117,7 +117,7 @@ def load_model(plans_path, dataset_json_path, configuration: str, checkpoints) -
     """A configuration with the weights of the given fold checkpoints (``torch.load(weights_only=True)``)."""
     weights, mirror_axes = [], None
     for path in checkpoints:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_checkpoint(path)
         weights.append(checkpoint["network_weights"])
         axes = tuple(checkpoint.get("inference_allowed_mirroring_axes") or ())
         mirror_axes = axes if mirror_axes is None else mirror_axes

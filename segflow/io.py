@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -44,8 +45,41 @@ def atomic_path(path):
 
 
 def load_json(path):
-    with open(path) as f:
-        return json.load(f)
+    """A JSON file's content; anything else (a pickle in its place, a broken file) is an InputError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise InputError(
+            f"is not valid JSON ({err}).",
+            file=path,
+            fix="repair the JSON syntax; segflow reads metadata only as JSON, never as a pickle.",
+        ) from None
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """A model checkpoint's tensors and plain values, loaded with ``torch.load(weights_only=True)``: a file that
+    would run code while being unpickled is refused, as is one that cannot be read."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        culprit = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = f" (it calls {culprit.group(1)})" if culprit else ""
+        raise InputError(
+            f"holds more than tensors and plain values{what}; loading it could run code, so it was refused.",
+            file=path,
+            fix="use a checkpoint written by segflow; never load model files from an untrusted source otherwise.",
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise InputError(
+            f"cannot be read as a checkpoint ({type(err).__name__}: {str(err).strip().splitlines()[0]}).",
+            file=path,
+            fix="the file is truncated or damaged; train the fold again or copy the checkpoint again.",
+        ) from None
 
 
 def save_json(obj, path, indent: int | None = 2) -> None:

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import blob_case, run_snakemake, write_case, write_raw_dataset
+from conftest import blob_case, run_snakemake, write_case, write_msd_dataset_json, write_raw_dataset
 
 from segflow.batches import assign_batches
 from segflow.io import write_image
@@ -179,3 +179,30 @@ def test_suspicious_input_is_a_warning_naming_the_file(tmp_path, defect):
     warnings = json.loads((tmp_path / target).read_text())["warnings"]
     file, word = WARNINGS[defect]
     assert len(warnings) == 1 and file in warnings[0] and word in warnings[0] and BROKEN in warnings[0], warnings
+
+
+def duplicate_case(meta):
+    meta["training"].append(meta["training"][3])
+
+
+def case_outside_the_folder(meta):
+    meta["training"][3] = {"image": "./imagesTr/../../case_003.nii.gz", "label": "./labelsTr/case_003.nii.gz"}
+
+
+MSD_LISTS = {duplicate_case: "lists case 'case_003' twice", case_outside_the_folder: "'./imagesTr/../../case_003"}
+
+
+@pytest.mark.parametrize("defect", list(MSD_LISTS), ids=[f.__name__ for f in MSD_LISTS])
+def test_msd_training_list_that_contradicts_the_files_is_an_error(tmp_path, defect):
+    root = tmp_path / "Task55_Broken"
+    cases = [f"case_{i:03d}" for i in range(6)]
+    for i, case in enumerate(cases):
+        write_case(root, case, *blob_case(i), layout="msd")
+    write_msd_dataset_json(root, cases)
+    meta = json.loads((root / "dataset.json").read_text())
+    defect(meta)
+    (root / "dataset.json").write_text(json.dumps(meta))
+    result = run_snakemake(tmp_path, "-n", config={"dataset": str(root)}, check=False)
+    assert result.returncode != 0
+    message = result.stdout
+    assert f"file {root / 'dataset.json'}" in message and MSD_LISTS[defect] in message, message[-2000:]

@@ -98,6 +98,16 @@ def test_same_config_gives_bit_identical_weights_and_resume_continues_exactly(da
     output = finish(start_training(dataset, first))
     assert f"after epoch {EPOCHS}" in output and "epoch 0:" not in output
     assert all(torch.equal(a[k], weights(first)[k]) for k in a) and (first / "progress.png").is_file()
+    # A damaged resumable state (cut short): training falls back to the checkpoint before it, trains the one
+    # epoch again and ends with the same weights.
+    latest = first / "checkpoint_latest.pt"
+    latest.write_bytes(latest.read_bytes()[:5000])
+    (first / "checkpoint_final.pt").unlink()
+    output = finish(start_training(dataset, first))
+    assert f"not resuming from {latest}" in output and "cannot be read as a checkpoint" in output, output
+    assert f"resuming {first / 'checkpoint_previous.pt'} after epoch {EPOCHS - 1}" in output
+    assert f"epoch {EPOCHS - 1}:" in output and f"epoch {EPOCHS - 2}:" not in output
+    assert all(torch.equal(a[k], weights(first)[k]) for k in a)
 
     process = start_training(dataset, resumed)
     deadline = time.time() + 300

@@ -10,7 +10,8 @@ output, background excluded) is smoothed by an exponential moving average (0.9),
 Files in the fold folder:
 
 * ``checkpoint_latest.pt`` - everything needed to resume (weights, optimiser, scaler, logs, epoch), written
-  atomically after every epoch. It is not a declared output of the Snakemake rule, so a failed or killed
+  atomically after every epoch; the one before it stays as ``checkpoint_previous.pt``, the fallback when
+  the latest cannot be read. It is not a declared output of the Snakemake rule, so a failed or killed
   job keeps it and the next attempt continues after the last finished epoch. Unlike nnU-Net, it is kept at
   the end (see ``Trainer.fit``).
 * ``checkpoint_best.pt``, ``checkpoint_final.pt`` - weights (+ the same metadata), ``final`` last of all.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 import zlib
 from contextlib import contextmanager
@@ -40,7 +42,8 @@ import torch
 from torch import nn
 
 from segflow.device import resolve_device
-from segflow.io import atomic_path, load_json
+from segflow.errors import InputError
+from segflow.io import atomic_path, load_checkpoint, load_json
 from segflow.labels import has_regions, output_channels
 from segflow.labels import regions as label_regions
 from segflow.plan import data_configuration, resolved_configuration
@@ -320,14 +323,36 @@ class Trainer:
         with atomic_path(self.out / name) as tmp:
             torch.save(self.state(epoch_done), tmp)
 
+    def save_resumable(self, epoch_done: int) -> None:
+        """checkpoint_latest.pt, the one before it kept as checkpoint_previous.pt: if the latest is found
+        damaged (a full disk, a copy cut short), training falls back one epoch instead of starting over."""
+        latest = self.out / "checkpoint_latest.pt"
+        with atomic_path(latest) as tmp:
+            torch.save(self.state(epoch_done), tmp)
+            if latest.exists():
+                os.replace(latest, self.out / "checkpoint_previous.pt")
+
+    def resumable_checkpoint(self) -> tuple[Path, dict] | None:
+        """The newest readable checkpoint of this run (latest, else previous), or None."""
+        for path in (self.out / "checkpoint_latest.pt", self.out / "checkpoint_previous.pt"):
+            if not path.is_file():
+                continue
+            try:
+                checkpoint = load_checkpoint(path, map_location=self.device)
+            except InputError as err:
+                log.warning("not resuming from %s: %s", path, err)
+                continue
+            if checkpoint.get("signature") != self.signature():
+                log.warning("ignoring %s: it belongs to a run with other settings", path)
+                return None
+            return path, checkpoint
+        return None
+
     def try_resume(self) -> None:
-        path = self.out / "checkpoint_latest.pt"
-        if not path.is_file():
+        found = self.resumable_checkpoint()
+        if found is None:
             return
-        checkpoint = torch.load(path, map_location=self.device, weights_only=True)
-        if checkpoint.get("signature") != self.signature():
-            log.warning("ignoring %s: it belongs to a run with other settings", path)
-            return
+        path, checkpoint = found
         self.network.load_state_dict(checkpoint["network_weights"])
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])
         if self.scaler is not None and checkpoint["grad_scaler_state"] is not None:
@@ -356,7 +381,7 @@ class Trainer:
                 self.best_ema = ema
                 self.save("checkpoint_best.pt", epoch + 1)
             # The resumable state first: whatever is logged below belongs to a saved epoch.
-            self.save("checkpoint_latest.pt", epoch + 1)
+            self.save_resumable(epoch + 1)
             log.info("epoch %d: %s", epoch, self.write_log())
             write_progress(self.history, self.out / "progress.png")
         # checkpoint_latest.pt stays. A job killed after this point but before Snakemake has seen it succeed
