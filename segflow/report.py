@@ -14,6 +14,7 @@ import numpy as np
 
 from segflow.evaluate import label_key
 from segflow.io import atomic_path, read_image
+from segflow.plan import resolved_configuration
 
 METRICS = ("Dice", "IoU", "HD95", "NSD", "n_ref", "n_pred")
 
@@ -72,10 +73,8 @@ def dataset_rows(dataset_json: dict, fingerprint: dict, verify_report: dict) -> 
 def plan_rows(plans: dict) -> list[dict]:
     """One row per configuration of plans.json."""
     rows = []
-    for name, c in plans["configurations"].items():
-        if "inherits_from" in c:
-            parent = plans["configurations"][c["inherits_from"]]
-            c = {**parent, **c}
+    for name in plans["configurations"]:
+        c = resolved_configuration(plans, name)
         arch = c["architecture"]["arch_kwargs"]
         rows.append(
             {
@@ -173,16 +172,8 @@ def write_overlay(image_file, prediction_file, out_png, title: str, reference_fi
     plt.close(figure)
 
 
-def validation_prediction(results: Path, selection: dict, splits: list[dict], case: str, ending: str) -> Path:
-    """Where the selected model's cross-validation prediction of ``case`` lies."""
-    best = selection["best"]
+def validation_prediction(results: Path, best: str, fold: int, case: str, ending: str) -> Path:
+    """Where the selected model's (``best``) cross-validation prediction of ``case``, validated by ``fold``, lies."""
     if best.startswith("ensemble__"):
         return results / "crossval" / best / f"{case}{ending}"
-    fold = next(i for i, split in enumerate(splits) if case in split["val"])
     return results / "train" / best / f"fold_{fold}" / "validation" / f"{case}{ending}"
-
-
-def validated_cases(selection: dict, splits: list[dict], count: int) -> list[str]:
-    """The first ``count`` cases (sorted) that the selected model's trained folds validated."""
-    cases = sorted(case for fold in selection["folds"] for case in splits[fold]["val"])
-    return cases[:count]

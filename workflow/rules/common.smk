@@ -227,14 +227,11 @@ OVERLAY_TEST_CASES = sorted(TEST)[:3]
 
 
 def report_targets(plans):
+    """The report's tables and overlays: the outputs of the rules in report.smk."""
     if not CV_FOLDS:
         return []
-    tables = ("dataset", "plans", "crossval", "selection")
-    return (
-        [f"{OUT}/report/{t}.html" for t in tables]
-        + [f"{OUT}/report/overlays/validation_fold_{f}.png" for f in CV_FOLDS]
-        + [f"{OUT}/report/overlays/test_{c}.png" for c in OVERLAY_TEST_CASES]
-    )
+    reports = (rules.report_tables, rules.report_overlays)
+    return [str(f) for rule in reports for f in rule.output]
 
 
 def report_table_inputs(wildcards):

@@ -13,7 +13,7 @@ def write_overlays():
     raw, ending = Path(p.raw), p.ending
     for fold, png in zip(p.folds, sm.output.validation, strict=True):
         case = sorted(splits[fold]["val"])[0]
-        prediction = validation_prediction(Path(p.results), selection, splits, case, ending)
+        prediction = validation_prediction(Path(p.results), selection["best"], fold, case, ending)
         image = raw / "imagesTr" / f"{case}_0000{ending}"
         title = f"{case} (fold {fold}, {selection['best']})"
         write_overlay(image, prediction, png, title, reference_file=raw / "labelsTr" / f"{case}{ending}")
