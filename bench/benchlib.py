@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def snakemake_command(workdir: Path, *config: str, cores: int = 2) -> list[str]:
+def snakemake_command(workdir: Path, *config: str, cores: int = 2, targets=()) -> list[str]:
     """``snakemake`` on segflow's Snakefile in ``workdir``, quiet, with ``key=value`` config overrides."""
     command = [
         sys.executable,
         "-m",
         "snakemake",
+        *map(str, targets),  # first: -q and --config would take them as their values
         "-s",
         str(REPO / "Snakefile"),
         "--directory",
@@ -90,3 +95,73 @@ def preprocessed_hippocampus(hippocampus: Path, work: Path, results: Path | None
     command = snakemake_command(workdir, f"dataset={hippocampus}", "folds=[]", "configurations=[3d_fullres]")
     subprocess.run(command, check=True, capture_output=True)
     return workdir / "results" / Path(hippocampus).name
+
+
+def measure(command, env=None, cwd=None, log=None) -> dict:
+    """Run a command; wall time and peak RSS (whole tree, and largest single process) sampled every 50 ms."""
+    import psutil
+
+    started = time.perf_counter()
+    out = open(log, "w") if log else subprocess.DEVNULL
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    peak = {"tree": 0, "largest": 0}
+    root = psutil.Process(process.pid)
+
+    def sample():
+        while process.poll() is None:
+            try:
+                rss = [root.memory_info().rss] + [c.memory_info().rss for c in root.children(recursive=True)]
+            except psutil.Error:
+                rss = [0]
+            peak["tree"] = max(peak["tree"], sum(rss))
+            peak["largest"] = max(peak["largest"], max(rss))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    returncode = process.wait()
+    sampler.join()
+    wall = time.perf_counter() - started
+    if returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, command))} failed ({returncode}); see {log}")
+    return {"wall_s": wall, "peak_tree_gb": peak["tree"] / 1e9, "peak_largest_gb": peak["largest"] / 1e9}
+
+
+def msd_test_images(hippocampus: Path, folder: Path, count: int) -> list[str]:
+    """The first ``count`` test images of an MSD Task folder as CASE_0000.nii.gz files in ``folder`` (both frameworks
+    read that layout); returns the case ids."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    images = sorted(p for p in (Path(hippocampus) / "imagesTs").glob("*.nii.gz") if not p.name.startswith("."))
+    cases = []
+    for image in images[:count]:
+        case = image.name[: -len(".nii.gz")]
+        shutil.copy(image, folder / f"{case}_0000.nii.gz")
+        cases.append(case)
+    return cases
+
+
+def nnunet_budget_trainer(name: str, epochs: int, iterations: int, val_iterations: int, validate: bool) -> str:
+    """Source of a module with an nnunetv2 trainer class ``name`` that only sets the budget (and, unless
+    ``validate``, skips the final full-case validation); nnunetv2 finds it through ``nnUNet_extTrainer``."""
+    source = f"""
+import torch
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class {name}(nnUNetTrainer):
+    # nnunetv2 records its trainer's explicit signature (init arguments), so no *args here.
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = {epochs}
+        self.num_iterations_per_epoch = {iterations}
+        self.num_val_iterations_per_epoch = {val_iterations}
+"""
+    if not validate:
+        source += """
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        pass
+"""
+    return source

@@ -22,7 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import REPO, hippocampus_default, nnunet_env, nnunet_plans, preprocessed_hippocampus
+from benchlib import (
+    REPO,
+    hippocampus_default,
+    msd_test_images,
+    nnunet_env,
+    nnunet_plans,
+    preprocessed_hippocampus,
+)
 
 CONFIGURATION = "3d_fullres"
 
@@ -100,19 +107,6 @@ def copy_segflow_weights(weights: dict, network) -> None:
                 t.copy_(s)
 
 
-def test_images(args, folder: Path) -> list[str]:
-    """The first ``--cases`` Hippocampus test images as CASE_0000.nii.gz files (both frameworks read them)."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    images = sorted(p for p in (args.hippocampus / "imagesTs").glob("*.nii.gz") if not p.name.startswith("."))
-    cases = []
-    for image in images[: args.cases]:
-        case = image.name[: -len(".nii.gz")]
-        shutil.copy(image, folder / f"{case}_0000.nii.gz")
-        cases.append(case)
-    return cases
-
-
 def timed(command, env=None) -> float:
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -147,7 +141,7 @@ def agreement(cases, first: Path, second: Path) -> dict:
 def compare_devices(args, segflow_model: Path) -> None:
     """segflow's prediction timed on two devices (say the GPU and the CPU) and the two results compared."""
     images = args.work / "images"
-    cases = test_images(args, images)
+    cases = msd_test_images(args.hippocampus, images, args.cases)
     figures = {}
     for device in args.devices:
         out = args.work / f"out_{device}"
@@ -188,7 +182,7 @@ def main() -> None:
     script = [str(Path(__file__).resolve()), "--work", str(args.work)]
     subprocess.run([args.nnunet_python, *script, "--worker-nnunet-model", str(segflow_model)], check=True)
     images = args.work / "images"
-    cases = test_images(args, images)
+    cases = msd_test_images(args.hippocampus, images, args.cases)
     outputs = {name: args.work / f"out_{name}" for name in ("nnunetv2", "segflow")}
     for out in outputs.values():
         shutil.rmtree(out, ignore_errors=True)

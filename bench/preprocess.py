@@ -20,12 +20,9 @@ import json
 import os
 import shutil
 import subprocess
-import threading
-import time
 from pathlib import Path
 
-import psutil
-from benchlib import hippocampus_default, nnunet_env, snakemake_command
+from benchlib import hippocampus_default, measure, nnunet_env, snakemake_command
 
 COMPARE = r"""
 import glob, json, os, pickle, sys
@@ -63,34 +60,6 @@ for cfg in ("2d", "3d_fullres"):
                    "class_location_lists_differing": loc_diff}
 print(json.dumps(report))
 """
-
-
-def measure(command, env=None, cwd=None, log=None) -> dict:
-    """Run a command; wall time and peak RSS (whole tree, and largest single process) sampled every 50 ms."""
-    started = time.perf_counter()
-    out = open(log, "w") if log else subprocess.DEVNULL
-    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    peak = {"tree": 0, "largest": 0}
-    root = psutil.Process(process.pid)
-
-    def sample():
-        while process.poll() is None:
-            try:
-                rss = [root.memory_info().rss] + [c.memory_info().rss for c in root.children(recursive=True)]
-            except psutil.Error:
-                rss = [0]
-            peak["tree"] = max(peak["tree"], sum(rss))
-            peak["largest"] = max(peak["largest"], max(rss))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    returncode = process.wait()
-    sampler.join()
-    wall = time.perf_counter() - started
-    if returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, command))} failed ({returncode}); see {log}")
-    return {"wall_s": wall, "peak_tree_gb": peak["tree"] / 1e9, "peak_largest_gb": peak["largest"] / 1e9}
 
 
 def run_segflow(dataset: Path, work: Path) -> dict:

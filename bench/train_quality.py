@@ -32,6 +32,7 @@ from pathlib import Path
 from benchlib import (
     REPO,
     hippocampus_default,
+    nnunet_budget_trainer,
     nnunet_env,
     nnunet_plans,
     preprocessed_hippocampus,
@@ -40,25 +41,6 @@ from benchlib import (
 
 NNUNET_DATASET = "Dataset004_Hippocampus"
 CONFIGURATION = "3d_fullres"
-
-TRAINER_MODULE = """
-import torch
-
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-
-class nnUNetTrainerSegflowBudget(nnUNetTrainer):
-    # nnunetv2 reads its trainer's explicit signature (it records the init arguments), so no *args here.
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = {epochs}
-        self.num_iterations_per_epoch = {iterations}
-        self.num_val_iterations_per_epoch = {val_iterations}
-
-    def perform_actual_validation(self, save_probabilities: bool = False):
-        pass  # the benchmark compares the pseudo Dice of training; full-case validation is issue 4's
-"""
 
 
 def ema(values, alpha: float = 0.9) -> float:
@@ -110,9 +92,10 @@ def export_for_nnunet(results: Path, base: Path) -> None:
 def run_nnunet(args, base: Path, repeat: int) -> dict:
     trainers = base / "trainers"
     trainers.mkdir(parents=True, exist_ok=True)
-    (trainers / "segflow_budget.py").write_text(
-        TRAINER_MODULE.format(epochs=args.epochs, iterations=args.iterations, val_iterations=args.val_iterations)
-    )
+    # Full-case validation is left out: this benchmark compares the pseudo Dice of training.
+    budget = {"epochs": args.epochs, "iterations": args.iterations, "val_iterations": args.val_iterations}
+    trainer = nnunet_budget_trainer("nnUNetTrainerSegflowBudget", **budget, validate=False)
+    (trainers / "segflow_budget.py").write_text(trainer)
     env = nnunet_env(base, nnUNet_n_proc_DA=str(args.workers), nnUNet_extTrainer=str(trainers))
     env["nnUNet_results"] = str(base / f"results_{repeat}")
     shutil.rmtree(env["nnUNet_results"], ignore_errors=True)

@@ -78,13 +78,14 @@ def predict_command(args) -> None:
     from segflow.predict import predict_cases
 
     model = Path(args.model)
-    for required in ("plans.json", "dataset.json"):
+    fixes = {
+        "plans.json": "pass the results folder of a workflow run ({results}/{dataset}) as -m.",
+        "dataset.json": "the workflow's select rule copies it there; for a run that stopped before the "
+        "selection, copy the dataset's dataset.json (for an MSD task: raw/dataset.json) into the folder.",
+    }
+    for required, fix in fixes.items():
         if not (model / required).is_file():
-            raise InputError(
-                "is missing from the model folder.",
-                file=model / required,
-                fix="pass the results folder of a workflow run ({results}/{dataset}) as -m.",
-            )
+            raise InputError("is missing from the model folder.", file=model / required, fix=fix)
     selection = model_selection(model, args.configurations, args.folds, not args.no_postprocessing)
     dataset_json = load_json(model / "dataset.json")
     output = Path(args.output)

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -30,12 +29,16 @@ from segflow.errors import InputError
 
 @contextmanager
 def atomic_path(path):
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary name is fixed (``.NAME.part.SUFFIXES``), not random: a job killed while writing leaves
+    it behind, and the rerun that writes ``path`` again overwrites and renames it, so no litter stays.
+    Snakemake never runs two jobs for one output at once.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.part{suffix}")
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -17,12 +17,18 @@ REPO = Path(__file__).resolve().parents[1]
 HIPPOCAMPUS_VARIABLE = "SEGFLOW_HIPPOCAMPUS"
 
 
-def run_snakemake(workdir, *args, config: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the workflow for real in ``workdir``; returns the completed process (stdout and stderr merged)."""
+def snakemake_command(workdir, *args, config: dict | None = None) -> list[str]:
+    """``snakemake --cores 2`` on segflow's Snakefile in ``workdir``; targets belong in ``args``."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
     command += ["--cores", "2", *args]
     if config:
         command += ["--config", *[f"{k}={v}" for k, v in config.items()]]
+    return command
+
+
+def run_snakemake(workdir, *args, config: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow for real in ``workdir``; returns the completed process (stdout and stderr merged)."""
+    command = snakemake_command(workdir, *args, config=config)
     result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-6000:]}")
@@ -151,8 +157,12 @@ def hippocampus_run(hippocampus, tmp_path_factory) -> Path:
     """The workflow run once on all 260 Hippocampus cases (plans, splits, preprocessed 2d + 3d_fullres; no
     training)."""
     workdir = tmp_path_factory.mktemp("hippocampus")
-    run_snakemake(workdir, config={"dataset": str(hippocampus), "folds": "[]"})
+    run_snakemake(workdir, config=hippocampus_config(hippocampus))
     return workdir / "results" / "Task04_Hippocampus"
+
+
+def hippocampus_config(hippocampus: Path) -> dict:
+    return {"dataset": str(hippocampus), "folds": "[]"}
 
 
 def load(path):

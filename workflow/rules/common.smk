@@ -96,8 +96,18 @@ def raw_label(case):
     return f"{RAW}/labelsTr/{case}{DATASET.file_ending}"
 
 
-def folder_of(path):
-    return str(Path(path).parent)
+# Folders handed to scripts as params. Functions of the wildcards only: a job asked for directly is in the
+# DAG before the plan checkpoint has run, and a params function reading `input` then fails.
+def raw_dir(wildcards):
+    return RAW
+
+
+def raw_labels_dir(wildcards):
+    return f"{RAW}/labelsTr"
+
+
+def results_dir(wildcards):
+    return OUT
 
 
 def per_case(pattern, cases):

@@ -34,7 +34,7 @@ rule ensemble:
     conda:
         ENV
     params:
-        labels_dir=lambda wildcards, input: folder_of(input.labels[0]),
+        labels_dir=raw_labels_dir,
         tolerance=config["surface_tolerance_mm"],
     script:
         "../scripts/ensemble.py"

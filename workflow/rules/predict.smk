@@ -51,6 +51,6 @@ for batch, cases in TEST_BATCHES.items():
             channels=DATASET.num_channels,
             device=config["device"],
             mirror=config["inference"]["mirror"],
-            model=lambda wildcards, input: folder_of(input.selection),
+            model=results_dir,
         script:
             "../scripts/predict.py"

@@ -55,8 +55,8 @@ rule report_overlays:
     params:
         folds=CV_FOLDS,
         test_cases=OVERLAY_TEST_CASES,
-        results=lambda wildcards, input: folder_of(input.selection),
-        raw=lambda wildcards, input: folder_of(folder_of(input.labels[0])),
+        results=results_dir,
+        raw=raw_dir,
         ending=DATASET.file_ending,
         channels=DATASET.num_channels,
     script:

@@ -13,7 +13,7 @@ rule select:
     params:
         candidates=selection_params,
         folds=CV_FOLDS,
-        results=lambda wildcards, output: folder_of(output.selection),
-        labels_dir=lambda wildcards, input: folder_of(input.labels[0]),
+        results=results_dir,
+        labels_dir=raw_labels_dir,
     script:
         "../scripts/select.py"

@@ -22,7 +22,7 @@ rule validate:
     params:
         device=config["device"],
         preprocessed=f"{OUT}/preprocessed",
-        labels_dir=lambda wildcards, input: folder_of(input.labels[0]),
+        labels_dir=raw_labels_dir,
         with_probabilities=keeps_probabilities,
         tolerance=config["surface_tolerance_mm"],
         next_stage=next_stage_param,
