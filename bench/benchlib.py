@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,12 +128,12 @@ def measure(command, env=None, cwd=None, log=None) -> dict:
     return {"wall_s": wall, "peak_tree_gb": peak["tree"] / 1e9, "peak_largest_gb": peak["largest"] / 1e9}
 
 
-def msd_test_images(hippocampus: Path, folder: Path, count: int) -> list[str]:
+def msd_test_images(task: Path, folder: Path, count: int) -> list[str]:
     """The first ``count`` test images of an MSD Task folder as CASE_0000.nii.gz files in ``folder`` (both frameworks
     read that layout); returns the case ids."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    images = sorted(p for p in (Path(hippocampus) / "imagesTs").glob("*.nii.gz") if not p.name.startswith("."))
+    images = sorted(p for p in (Path(task) / "imagesTs").glob("*.nii.gz") if not p.name.startswith("."))
     cases = []
     for image in images[:count]:
         case = image.name[: -len(".nii.gz")]
@@ -165,3 +166,8 @@ class {name}(nnUNetTrainer):
         pass
 """
     return source
+
+
+def nnunet_log_numbers(log_text: str, key: str) -> list[float]:
+    """The number after every ``key`` in an nnunetv2 training log, e.g. ``train_loss`` or ``Epoch time:``."""
+    return [float(v) for v in re.findall(rf"{re.escape(key)} ([-+]?\d*\.?\d+(?:e[-+]?\d+)?)", log_text)]

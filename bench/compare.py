@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -41,6 +40,7 @@ from benchlib import (
     msd_test_images,
     nnunet_budget_trainer,
     nnunet_env,
+    nnunet_log_numbers,
     snakemake_command,
 )
 
@@ -164,9 +164,9 @@ def nnunet_outcome(base: Path) -> dict:
     log = sorted(fold.glob("training_log_*.txt"))[-1].read_text()
     splits = next((base / "preprocessed").glob("*/splits_final.json"))
     return {
-        "epoch_seconds": [float(v) for v in re.findall(r"Epoch time: ([\d.]+) s", log)],
-        "train_loss": [float(v) for v in re.findall(r"train_loss ([-\d.e]+)", log)],
-        "val_loss": [float(v) for v in re.findall(r"val_loss ([-\d.e]+)", log)],
+        "epoch_seconds": nnunet_log_numbers(log, "Epoch time:"),
+        "train_loss": nnunet_log_numbers(log, "train_loss"),
+        "val_loss": nnunet_log_numbers(log, "val_loss"),
         "validation": json.loads((fold / "validation" / "summary.json").read_text()),
         "fold0_val": json.loads(splits.read_text())[0]["val"],
     }

@@ -34,6 +34,7 @@ from benchlib import (
     hippocampus_default,
     nnunet_budget_trainer,
     nnunet_env,
+    nnunet_log_numbers,
     nnunet_plans,
     preprocessed_hippocampus,
     save_nnunet_case,
@@ -57,8 +58,7 @@ def nnunet_log_values(log_text: str) -> tuple[list[float], list[float]]:
         values = [float(v) for v in re.findall(r"[-+]?\d*\.\d+(?:e[-+]?\d+)?|nan", match.group(1))]
         finite = [v for v in values if v == v]
         dice.append(sum(finite) / len(finite) if finite else 0.0)
-    losses = [float(v) for v in re.findall(r"train_loss ([-+]?\d*\.?\d+(?:e[-+]?\d+)?)", log_text)]
-    return dice, losses
+    return dice, nnunet_log_numbers(log_text, "train_loss")
 
 
 # --- data ------------------------------------------------------------------------------------------------

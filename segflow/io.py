@@ -40,11 +40,10 @@ def atomic_path(path):
     suffix = "".join(path.suffixes) or ".tmp"
     tmp = path.with_name(f".{path.name}.part{suffix}")
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def load_json(path):
