@@ -1,7 +1,12 @@
 # segflow: the nnU-Net method as a Snakemake workflow. See README.md for how to run it.
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+import yaml
+
+from snakemake.utils import min_version
+
+from segflow.config import resolve
+from segflow.errors import InputError
 
 min_version("9.0")
 
@@ -9,7 +14,16 @@ min_version("9.0")
 configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
-validate(config, "config/schema.yaml", set_default=True)
+# config.yaml holds no budget: the demo brings its own, every other dataset gets nnU-Net's (the schema's).
+try:
+    RESOLVED_CONFIG = resolve(
+        config,
+        yaml.safe_load((Path(workflow.basedir) / "config" / "schema.yaml").read_text()),
+    )
+except InputError as err:
+    raise WorkflowError(f"segflow: bad config: {err}") from None
+config.clear()
+config.update(RESOLVED_CONFIG)
 
 
 report: "workflow/report/workflow.rst"

@@ -15,6 +15,7 @@ file or an inconsistent ``dataset.json`` fails before any job starts: required k
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,8 +140,9 @@ def _check_training_list(entries, root: Path) -> None:
     file, seen = root / "dataset.json", set()
     for number, entry in enumerate(entries):
         for key, folder in (("image", "imagesTr"), ("label", "labelsTr")):
-            path = (root / str(entry.get(key, ""))).resolve()
-            if path.parent != (root / folder).resolve():
+            # By the path as written, not where a symbolic link points: data linked from shared storage is fine.
+            path = Path(os.path.normpath(root / str(entry.get(key, ""))))
+            if path.parent != Path(os.path.normpath(root / folder)):
                 raise InputError(
                     f"training entry {number} has {key} {entry.get(key)!r}, which is not a file in {folder}/.",
                     file=file,

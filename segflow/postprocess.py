@@ -21,6 +21,8 @@ from segflow.evaluate import case_metrics, label_key, summarize
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component of ``mask``; every component of that size when several tie (as
+    nnunetv2 keeps them)."""
     from scipy import ndimage
 
     components, n = ndimage.label(mask, ndimage.generate_binary_structure(mask.ndim, mask.ndim))
@@ -28,7 +30,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
         return mask
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
-    return components == sizes.argmax()
+    return np.isin(components, np.flatnonzero(sizes == sizes.max()))
 
 
 def keep_largest(segmentation: np.ndarray, labels) -> np.ndarray:

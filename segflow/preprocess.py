@@ -28,7 +28,6 @@ from segflow.resample import resample
 CLASS_LOCATION_SAMPLES = 10_000
 CLASS_LOCATION_MIN_FRACTION = 0.01
 CLASS_LOCATION_SEED = 1234
-MAX_FOREGROUND_COORDINATES = 10_000_000
 
 
 # --- normalisation --------------------------------------------------------------------------------------
@@ -103,26 +102,33 @@ def class_key(cls) -> str:
 
 
 def class_locations(seg: np.ndarray, classes, seed: int = CLASS_LOCATION_SEED) -> dict[str, list]:
-    """Per class, up to 10 000 voxel coordinates (at least 1 % of the class's voxels), drawn without
-    replacement by RandomState(seed); empty classes get an empty list."""
+    """Per class, up to 10 000 voxel coordinates (at least 1 % of the class's voxels, however many that
+    is), drawn without replacement by one RandomState(seed) class after class; empty classes get an empty
+    list. As nnunetv2 2.8.1 draws them: the candidates of a class are its labels' voxels label by label, in
+    the order the class lists them, each label's in array order, so the same seed picks the same voxels."""
     rng = np.random.RandomState(seed)
-    foreground = seg != 0
-    coordinates = np.argwhere(foreground)
-    values = seg[foreground]
-    if len(coordinates) > MAX_FOREGROUND_COORDINATES:
-        every = len(coordinates) // MAX_FOREGROUND_COORDINATES
-        coordinates, values = coordinates[::every], values[::every]
-    present = set(np.unique(values).tolist())
+    members_of = {class_key(c): (c if isinstance(c, tuple) else (c,)) for c in classes}
+    requested = sorted({int(m) for members in members_of.values() for m in members})
+    mask = np.isin(seg, requested)
+    coordinates, values = np.argwhere(mask), seg[mask]
+    del mask
+    order = np.argsort(values, kind="stable")
+    coordinates, values = coordinates[order], values[order]
+    present, starts, counts = np.unique(values, return_index=True, return_counts=True)
+    blocks = {int(v): (int(s), int(n)) for v, s, n in zip(present, starts, counts, strict=True)}
     locations = {}
-    for cls in classes:
-        members = cls if isinstance(cls, tuple) else (cls,)
-        if not present.intersection(members):
-            locations[class_key(cls)] = []
+    for key, members in members_of.items():
+        parts = [blocks[m] for m in members if m in blocks]
+        if not parts:
+            locations[key] = []
             continue
-        chosen = coordinates[np.isin(values, members)]
-        n = max(min(CLASS_LOCATION_SAMPLES, len(chosen)), int(np.ceil(len(chosen) * CLASS_LOCATION_MIN_FRACTION)))
-        picked = chosen[rng.choice(len(chosen), n, replace=False)]
-        locations[class_key(cls)] = picked[:, 1:].tolist()  # drop the channel column (always 0)
+        total = sum(n for _, n in parts)
+        n = max(min(CLASS_LOCATION_SAMPLES, total), int(np.ceil(total * CLASS_LOCATION_MIN_FRACTION)))
+        offsets = rng.choice(total, n, replace=False)
+        ends = np.cumsum([n for _, n in parts])
+        part = np.searchsorted(ends, offsets, side="right")
+        first = np.array([s for s, _ in parts]) - np.concatenate([[0], ends[:-1]])
+        locations[key] = coordinates[first[part] + offsets][:, 1:].tolist()  # drop the channel column
     return locations
 
 

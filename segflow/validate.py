@@ -31,14 +31,15 @@ from segflow.train.loop import fold_cases, previous_stage_files
 log = logging.getLogger("segflow.validate")
 
 
-def next_stage_segmentation(logits, plans: dict, configuration: str, next_configuration: str, shape, dataset_json):
+def next_stage_segmentation(logits, plans: dict, configuration: str, shape, dataset_json):
     """A lowres prediction as the cascade's input: logits resampled to the fullres preprocessed grid
-    (``shape``), then turned into a 1 x ... label map (nnU-Net's ``predicted_next_stage``)."""
+    (``shape``), then turned into a 1 x ... label map (nnU-Net's ``predicted_next_stage``).
+
+    nnunetv2 2.8.1 hands its resampler the lowres spacing as both the current and the target spacing here,
+    so whether the slice axis is resampled separately depends on the lowres spacing alone; so does ours."""
     current = resolved_configuration(plans, configuration)
-    target = resolved_configuration(plans, next_configuration)
-    resampled = resample(
-        logits, shape, current["spacing"], target["spacing"], **current["resampling_fn_probabilities_kwargs"]
-    )
+    spacing = current["spacing"]
+    resampled = resample(logits, shape, spacing, spacing, **current["resampling_fn_probabilities_kwargs"])
     probabilities = probabilities_from_logits(resampled, has_regions(dataset_json["labels"]))
     segmentation = segmentation_from_probabilities(probabilities, dataset_json)
     return segmentation.astype(np.int8 if segmentation.max() <= 127 else np.int16)[None]
@@ -91,7 +92,7 @@ def validate_fold(
             target = Path(preprocessed) / data_configuration(plans, next_stage) / f"{case}.npy"
             shape = load_npy(target, mmap=True).shape[1:]
             save_npy(
-                next_stage_segmentation(logits, plans, configuration, next_stage, shape, dataset_json),
+                next_stage_segmentation(logits, plans, configuration, shape, dataset_json),
                 out / "next_stage" / f"{case}.npy",
             )
         pairs.append((Path(labels_dir) / f"{case}{ending}", out / f"{case}{ending}"))

@@ -9,12 +9,10 @@ import torch
 from conftest import blob_case, load, run_snakemake, write_case
 
 from segflow.io import save_json, write_image
-from segflow.train.cascade import (
-    MoveSegAsOneHotToData,
-    RandomBinaryOperator,
-    RemoveRandomComponent,
-    foreground_labels,
-)
+from segflow.resample import resample
+from segflow.train.augment import validation_pipeline
+from segflow.train.cascade import foreground_labels
+from segflow.validate import next_stage_segmentation
 
 
 def test_foreground_labels_of_plain_region_and_ignore_labels():
@@ -23,36 +21,37 @@ def test_foreground_labels_of_plain_region_and_ignore_labels():
     assert foreground_labels({"background": 0, "a": 1, "ignore": 2}) == [1]
 
 
-def test_previous_segmentation_becomes_one_hot_data_channels():
-    data = np.zeros((2, 1, 3, 3, 3), np.float32)
-    seg = np.zeros((2, 2, 3, 3, 3), np.int16)
-    seg[:, 1, 0] = 1
-    seg[:, 1, 2] = 2
-    out = MoveSegAsOneHotToData([1, 2])(data=data, seg=seg)
-    assert out["data"].shape == (2, 3, 3, 3, 3) and out["seg"].shape == (2, 1, 3, 3, 3)
-    assert out["data"][:, 1, 0].all() and not out["data"][:, 1, 1:].any()
-    assert out["data"][:, 2, 2].all() and not out["data"][:, 2, :2].any()
+def test_previous_segmentation_becomes_one_hot_image_channels():
+    """(Its random degradation in training is batchgeneratorsv2's, compared with nnunetv2's pipeline in
+    test_augment.py.)"""
+    image = torch.zeros((1, 3, 3, 3))
+    seg = torch.zeros((2, 3, 3, 3), dtype=torch.int16)
+    seg[0, 1] = -1
+    seg[1, 0] = 1
+    seg[1, 2] = 2
+    out = validation_pipeline([1, 2])(image=image, segmentation=seg)
+    assert out["image"].shape == (3, 3, 3, 3) and out["segmentation"].shape == (1, 3, 3, 3)
+    assert out["image"][1, 0].all() and not out["image"][1, 1:].any()
+    assert out["image"][2, 2].all() and not out["image"][2, :2].any()
+    assert out["segmentation"].min() == 0, "label -1 (outside the body) becomes background"
 
 
-def test_binary_operators_keep_the_channels_exclusive():
-    np.random.seed(0)
-    data = np.zeros((4, 3, 12, 12, 12), np.float32)
-    data[:, 1, 2:6, 2:6, 2:6] = 1
-    data[:, 2, 6:10, 6:10, 6:10] = 1
-    before = data.copy()
-    out = RandomBinaryOperator([-2, -1], p_per_sample=1, p_per_label=1)(data=data)["data"]
-    assert not np.array_equal(out, before)
-    assert (out[:, 1] + out[:, 2]).max() <= 1
-    assert set(np.unique(out)) <= {0.0, 1.0}
-
-
-def test_a_random_small_component_is_removed_and_a_large_one_kept():
-    np.random.seed(1)
-    data = np.zeros((1, 2, 10, 10, 10), np.float32)
-    data[0, 1, :6] = 1  # 60 % of the patch: never removed
-    data[0, 1, 8, 8, 8] = 1  # a speck
-    out = RemoveRandomComponent([-1], p_per_sample=1)(data=data)["data"]
-    assert out[0, 1, 8, 8, 8] == 0 and out[0, 1, :6].all()
+def test_next_stage_maps_decide_separate_z_from_the_lowres_spacing_alone():
+    """Lowres spacing 2.9 x 1 x 1 is not anisotropic (ratio < 3); the fullres grid's 2.9 x 0.8 x 0.8 would
+    be. nnunetv2 resamples with the lowres spacing as source and target, so: no separate z."""
+    kwargs = {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None}
+    plans = {
+        "configurations": {"3d_lowres": {"spacing": [2.9, 1.0, 1.0], "resampling_fn_probabilities_kwargs": kwargs}}
+    }
+    labels = {"labels": {"background": 0, "a": 1, "b": 2}}
+    logits = np.random.default_rng(0).normal(size=(3, 5, 8, 8)).astype(np.float32)
+    shape = (9, 10, 10)
+    ours = next_stage_segmentation(logits, plans, "3d_lowres", shape, labels)
+    joint = resample(logits, shape, [2.9, 1.0, 1.0], [2.9, 1.0, 1.0], **kwargs).argmax(0)
+    separate = resample(logits, shape, [2.9, 1.0, 1.0], [2.9, 0.8, 0.8], **kwargs).argmax(0)
+    assert ours.shape == (1, *shape)
+    np.testing.assert_array_equal(ours[0], joint)
+    assert not np.array_equal(joint, separate), "the two decisions must differ for this test to mean anything"
 
 
 def test_cascade_workflow_trains_on_all_lowres_folds_and_predicts(tmp_path):

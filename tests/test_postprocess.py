@@ -16,6 +16,12 @@ def test_largest_component_uses_full_connectivity():
     np.testing.assert_array_equal(largest_component(far)[0, 0], [1, 1, 1, 0, 0, 0, 0])
 
 
+def test_components_tied_for_largest_are_all_kept():
+    line = np.zeros((1, 1, 11), bool)
+    line[0, 0, [0, 1, 4, 5, 9]] = True  # two components of two voxels, one of one
+    np.testing.assert_array_equal(largest_component(line)[0, 0], [1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0])
+
+
 def test_keep_largest_turns_the_rest_into_background():
     seg = np.array([[[1, 1, 0, 2, 0, 1]]])
     np.testing.assert_array_equal(keep_largest(seg, [1, 2])[0, 0], [1, 1, 0, 0, 0, 0])

@@ -126,9 +126,14 @@ def without_paths(value, root: Path):
 
 
 def test_training_killed_by_its_time_limit_is_resubmitted_and_resumes(slurm, tmp_path):
-    """A one-minute limit for a training of about two minutes: SLURM kills the job (TIMEOUT), the profile's
-    retries resubmit it, and each attempt continues after the last finished epoch."""
-    epochs = 30  # 3-3.5 s each here: the first attempt, killed after 60-90 s, cannot finish
+    """A one-minute limit for a training of several minutes: SLURM kills the job (TIMEOUT), the retries
+    resubmit it, and each attempt continues after the last finished epoch.
+
+    Sized so that neither a fast nor a busy machine changes the outcome: an epoch takes 3-3.5 s on an idle
+    2-core machine, so the first attempt (killed after 60-90 s) cannot finish 45 epochs unless the machine
+    is 1.7 times faster; an attempt makes progress as long as start-up plus one epoch fits in a minute,
+    and 20 attempts finish the training even on a machine several times slower than this one."""
+    epochs = 45
     settings = tmp_path / "short_limit.yaml"
     settings.write_text(
         json.dumps(
@@ -146,7 +151,9 @@ def test_training_killed_by_its_time_limit_is_resubmitted_and_resumes(slurm, tmp
     fold = tmp_path / "results" / DEMO / "train" / "3d_fullres" / "fold_0"
     # Relative to the working directory, and before the options that take several values.
     target = str((fold / "checkpoint_final.pt").relative_to(tmp_path))
-    run_on_slurm(tmp_path, target, "--configfile", str(settings), "--set-resources", "train:runtime=1")
+    run_on_slurm(
+        tmp_path, target, "--configfile", str(settings), "--set-resources", "train:runtime=1", "--retries", "20"
+    )
     attempts = sorted((r for r in slurm_records(tmp_path) if r["rule"] == "train"), key=lambda r: int(r["JobId"]))
     states = [r["JobState"] for r in attempts]
     assert states[-1] == "COMPLETED" and "TIMEOUT" in states and len(states) >= 2, states

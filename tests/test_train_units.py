@@ -9,7 +9,8 @@ import torch
 from segflow.io import save_json, save_npy
 from segflow.plan import architecture, topology
 from segflow.preprocess import class_locations
-from segflow.train.data import AugmentationSettings, Case, PatchLoader, forced_foreground
+from segflow.train.augment import AugmentationSettings
+from segflow.train.data import Case, PatchLoader, forced_foreground
 from segflow.train.loop import poly_lr
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
 from segflow.train.network import build_network
@@ -140,45 +141,3 @@ def test_loader_forces_foreground_into_the_patch_and_pads_with_minus_one(tmp_pat
     assert (batch["seg"] == -1).any()  # the 10-voxel axis is padded to the 12-voxel patch
     flat = PatchLoader([case], 2, [16, 16], [12, 12], is_2d=True).generate_train_batch()
     assert flat["data"].shape == (2, 1, 16, 16) and (flat["seg"][1] == 1).any()
-
-
-def test_torch_spatial_transform_equals_batchgenerators():
-    """Same seeds, same draws: rotation and scaling resampled by grid_sample match batchgenerators'
-    SpatialTransform (linear image, per-label linear labels, -1 outside) to float precision."""
-    from batchgenerators.transforms.spatial_transforms import SpatialTransform
-
-    from segflow.train.spatial import TorchSpatialTransform
-
-    rng = np.random.default_rng(0)
-    shape = (2, 2, 30, 40, 36)
-    data = rng.normal(size=shape).astype(np.float32)
-    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape[2:]], indexing="ij")
-    r2 = sum(g**2 for g in grid)
-    seg = np.zeros((2, 1, *shape[2:]), np.float32)
-    seg[:, 0][:, r2 < 0.6] = 1
-    seg[:, 0][:, r2 < 0.2] = 2
-    seg[:, 0][:, r2 > 1.5] = -1
-    rotation, patch = (-math.radians(30), math.radians(30)), [20, 28, 24]
-    for seed in range(3):
-        np.random.seed(seed)
-        theirs = SpatialTransform(
-            patch,
-            patch_center_dist_from_border=None,
-            do_elastic_deform=False,
-            angle_x=rotation,
-            angle_y=rotation,
-            angle_z=rotation,
-            scale=(0.7, 1.4),
-            border_mode_data="constant",
-            order_data=1,
-            border_cval_seg=-1,
-            order_seg=1,
-            random_crop=False,
-            p_el_per_sample=0,
-            p_scale_per_sample=1,
-            p_rot_per_sample=1,
-        )(data=data.copy(), seg=seg.copy())
-        np.random.seed(seed)
-        ours = TorchSpatialTransform(patch, rotation, (0.7, 1.4), p_rot=1, p_scale=1)(data=data.copy(), seg=seg.copy())
-        np.testing.assert_allclose(ours["data"], theirs["data"], atol=1e-4)
-        np.testing.assert_array_equal(ours["seg"], theirs["seg"])

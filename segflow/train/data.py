@@ -1,95 +1,37 @@
-"""Training batches: patch sampling with foreground oversampling and nnU-Net's augmentation (§5.5, §5.6).
+"""Training batches: patch sampling as nnunetv2 2.8.1's ``nnUNetDataLoader`` (§5.5), each sample augmented
+as it is cut (``augment.py``, §5.6).
 
-Sampling: cases are drawn uniformly with replacement; sample j of a batch is forced to contain foreground
-when ``j >= round(batch_size * (1 - 0.33))``: a class present in the case is chosen uniformly, one of its
-stored voxels (``class_locations``) becomes the patch centre. Otherwise the patch corner is uniform over
-the allowed range, which reaches half the padding beyond the image. The loader cuts the *enlarged* patch
-(large enough that rotation and scaling leave no empty corners); the spatial transform cuts the final
-patch from it. Outside the image the image is 0 and the label -1. 2D configurations cut one slice.
+Cases are drawn uniformly with replacement; sample j of a batch is forced to contain foreground when
+``j >= round(batch_size * (1 - 0.33))``. A forced sample picks a class present in the case uniformly (the
+ignore label's "annotated" class only when no other is present), then one of its stored voxels
+(``class_locations``) as the patch centre. Any other sample's corner is uniform over the allowed range,
+which reaches half the padding beyond the image; with an ignore label it is centred on a stored voxel of
+the annotated class instead, so that it holds annotation. The loader cuts the *enlarged* patch (large
+enough that rotation and scaling leave no empty corners); the spatial transform cuts the final patch from
+it. Outside the image the image is 0 and the label -1. 2D configurations sample a depth-1 3D patch from
+the volume, so a forced slice is drawn through the class's stored voxels (weighted by their number).
 
-Augmentation, per sample, with batchgenerators' transforms and nnU-Net's probabilities (those of nnU-Net
-v2.5+, which resamples the image linearly and the label map per label, linearly, by argmax; the spatial
-step resamples with torch, see ``spatial.py``): rotation (p 0.2;
-3D +-30 deg per axis; 2D and "dummy 2D" for anisotropic 3D patches +-180 deg in-plane, or +-15 deg for 2D
-patches with aspect > 1.5), scaling (p 0.2, 0.7-1.4), Gaussian noise (0.1), Gaussian blur (0.2), brightness
-(0.15), contrast (0.15), simulated low resolution (0.25), gamma on the inverted image (0.1), gamma (0.3),
-mirroring along every axis (p 0.5 each). Then channels normalised inside the mask are zeroed outside it, the
-label -1 becomes 0, and the deep-supervision target pyramid is built.
-
-All randomness is numpy's global generator (and Python's, seeded from it), which batchgenerators' workers
-seed from the seeds we pass;
-the trainer derives them from (seed, fold, epoch, worker), so an epoch's batches do not depend on whether
-training was interrupted before it.
+Randomness is numpy's global generator, which batchgenerators' workers seed from the seeds we pass,
+drawn in the order nnunetv2 draws, and torch's, seeded from numpy's state for every batch; the trainer
+derives the seeds from (seed, fold, epoch, worker), so an epoch's batches do not depend on whether training
+was interrupted before it.
 """
 
 from __future__ import annotations
 
-import math
-import random
+import os
+import warnings
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from batchgenerators.augmentations.utils import rotate_coords_2d, rotate_coords_3d
+import torch
 from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
-from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
-from batchgenerators.transforms.color_transforms import (
-    BrightnessMultiplicativeTransform,
-    ContrastAugmentationTransform,
-    GammaTransform,
-)
-from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
-from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
-from batchgenerators.transforms.spatial_transforms import MirrorTransform
-from batchgenerators.transforms.utility_transforms import RemoveLabelTransform
 
 from segflow.io import load_json, load_npy
-from segflow.train.cascade import MoveSegAsOneHotToData, cascade_training_transforms
-from segflow.train.spatial import TorchSpatialTransform
 
 OVERSAMPLE_FOREGROUND = 0.33
-ANISOTROPY_THRESHOLD = 3
-SCALE_RANGE = (0.7, 1.4)
-ENLARGEMENT_SCALE_RANGE = (0.85, 1.25)
-
-
-def degrees(d: float) -> float:
-    return d / 360 * 2 * math.pi
-
-
-class AugmentationSettings:
-    """Rotation range, dummy-2D and mirror axes for a patch (nnU-Net's rules), and the enlarged patch."""
-
-    def __init__(self, patch_size):
-        self.patch_size = [int(p) for p in patch_size]
-        dim = len(self.patch_size)
-        self.dummy_2d = dim == 3 and max(self.patch_size) / self.patch_size[0] > ANISOTROPY_THRESHOLD
-        if dim == 2:
-            aspect = max(self.patch_size) / min(self.patch_size)
-            self.rotation = (-degrees(15), degrees(15)) if aspect > 1.5 else (-degrees(180), degrees(180))
-        else:
-            self.rotation = (-degrees(180), degrees(180)) if self.dummy_2d else (-degrees(30), degrees(30))
-        self.mirror_axes = tuple(range(dim))
-        self.enlarged_patch = enlarged_patch_size(self.patch_size, self.rotation)
-        if self.dummy_2d:
-            self.enlarged_patch[0] = self.patch_size[0]
-
-
-def enlarged_patch_size(patch_size, rotation) -> list[int]:
-    """The patch to cut so that rotating by up to ``rotation`` (capped at 90 deg) around each axis and scaling
-    down to 0.85 still fills the final patch."""
-    angle = min(max(abs(r) for r in rotation), degrees(90))
-    coords = np.array(patch_size, dtype=np.float64)
-    final = coords.copy()
-    if len(coords) == 3:
-        for rotated in (
-            rotate_coords_3d(coords, angle, 0, 0),
-            rotate_coords_3d(coords, 0, angle, 0),
-            rotate_coords_3d(coords, 0, 0, angle),
-        ):
-            final = np.maximum(final, np.abs(rotated))
-    else:
-        final = np.maximum(final, np.abs(rotate_coords_2d(coords, angle)))
-    return (final / min(ENLARGEMENT_SCALE_RANGE)).astype(int).tolist()
 
 
 def forced_foreground(sample_index: int, batch_size: int, fraction: float = OVERSAMPLE_FOREGROUND) -> bool:
@@ -111,20 +53,36 @@ class Case:
         }
 
 
-class PatchLoader(SlimDataLoaderBase):
-    """Infinite batches of (enlarged) patches, with nnU-Net's foreground oversampling."""
+def numpy_state_digest() -> int:
+    """A seed derived from numpy's global generator state, without advancing it."""
+    _, keys, position, *_ = np.random.get_state()
+    return zlib.crc32(keys.tobytes() + int(position).to_bytes(4, "little"))
 
-    def __init__(self, cases: list[Case], batch_size: int, patch_size, final_patch_size, is_2d: bool):
+
+def annotated_key(class_locations: dict) -> str | None:
+    """The ignore label's "any annotated voxel" class, stored as "(-1, 0, 1, ...)"."""
+    return next((k for k in class_locations if k.startswith("(-1,")), None)
+
+
+class PatchLoader(SlimDataLoaderBase):
+    """Infinite batches of (enlarged) patches with nnU-Net's foreground oversampling, each sample passed
+    through ``transforms`` (a batchgeneratorsv2 pipeline) as it is cut; batches are torch tensors, which
+    torch hands between processes in shared memory."""
+
+    def __init__(self, cases: list[Case], batch_size: int, patch_size, final_patch_size, is_2d: bool, transforms=None):
         super().__init__(cases, batch_size, None)
-        self.patch_size = [int(p) for p in patch_size]
-        self.final_patch_size = [int(p) for p in final_patch_size]
         self.is_2d = is_2d
+        depth = [1] if is_2d else []  # 2D: a depth-1 patch of the volume, as nnunetv2 samples it
+        self.patch_size = depth + [int(p) for p in patch_size]
+        self.final_patch_size = depth + [int(p) for p in final_patch_size]
+        self.transforms = transforms
+        self.owner = os.getpid()  # the process that made the loader; workers are forked from it
 
     def bounding_box(self, shape, centre=None):
         """Lower and upper corners of a patch in an image of ``shape``; centred on ``centre`` if given."""
         dim = len(shape)
         need = [max(p - f, p - s) for p, f, s in zip(self.patch_size, self.final_patch_size, shape, strict=True)]
-        lower = [-(n // 2) for n in need]
+        lower = [-n // 2 for n in need]  # floor(-n / 2), as nnunetv2: one more voxel below for odd padding
         upper = [shape[d] + need[d] // 2 + need[d] % 2 - self.patch_size[d] for d in range(dim)]
         if centre is None:
             lbs = [np.random.randint(lower[d], upper[d] + 1) for d in range(dim)]
@@ -132,19 +90,32 @@ class PatchLoader(SlimDataLoaderBase):
             lbs = [max(lower[d], int(centre[d]) - self.patch_size[d] // 2) for d in range(dim)]
         return lbs, [lb + p for lb, p in zip(lbs, self.patch_size, strict=True)]
 
-    def foreground_centre(self, case: Case):
-        """(slice, centre) for a forced-foreground patch: a class present in the case chosen uniformly, then
-        one of its stored voxels (2D: a slice holding the class, then a voxel in it); (None, None) if the
-        case has no foreground."""
+    @staticmethod
+    def centre_class(case: Case, force_fg: bool) -> str | None:
+        """The class whose stored voxel centres the patch, or None for a uniform corner: a forced sample takes
+        a class present in the case (the annotated class only if it is the only one); with an ignore label
+        any other sample takes the annotated class."""
+        annotated = annotated_key(case.class_locations)
+        if not force_fg:
+            if annotated is None:
+                return None
+            if not len(case.class_locations[annotated]):
+                warnings.warn("no annotated voxel in a training case; its patch is placed at random", stacklevel=2)
+                return None
+            return annotated
         eligible = [k for k, v in case.class_locations.items() if len(v)]
+        if annotated in eligible and len(eligible) > 1:
+            eligible.remove(annotated)
         if not eligible:
-            return None, None
-        voxels = case.class_locations[eligible[np.random.choice(len(eligible))]]
-        if not self.is_2d:
-            return None, voxels[np.random.choice(len(voxels))]
-        z = np.random.choice(np.unique(voxels[:, 0]))
-        in_slice = voxels[voxels[:, 0] == z][:, 1:]
-        return int(z), in_slice[np.random.choice(len(in_slice))]
+            return None
+        return eligible[np.random.choice(len(eligible))]
+
+    def centre(self, case: Case, force_fg: bool):
+        cls = self.centre_class(case, force_fg)
+        if cls is None:
+            return None
+        voxels = case.class_locations[cls]
+        return voxels[np.random.choice(len(voxels))]
 
     @staticmethod
     def crop(array: np.ndarray, lbs, ubs, fill) -> np.ndarray:
@@ -157,120 +128,40 @@ class PatchLoader(SlimDataLoaderBase):
             out[(slice(None), *target)] = array[(slice(None), *source)]
         return out
 
-    def sample(self, case: Case, force_fg: bool):
-        """(data, seg) of one patch; the cascade's previous segmentation is a second seg channel."""
-        data, seg = case.data, case.seg
-        seg_prev = case.seg_prev
-        z, centre = self.foreground_centre(case) if force_fg else (None, None)
+    def sample(self, case: Case, force_fg: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image, seg) of one augmented patch; the cascade's previous segmentation is a second seg channel."""
+        shape = case.data.shape[1:]
+        lbs, ubs = self.bounding_box(shape, self.centre(case, force_fg))
+        image = torch.from_numpy(self.crop(case.data, lbs, ubs, 0.0)).float()
+        seg = torch.from_numpy(self.crop(case.seg, lbs, ubs, -1).astype(np.int16))
+        if case.seg_prev is not None:
+            seg = torch.cat([seg, torch.from_numpy(self.crop(case.seg_prev, lbs, ubs, -1).astype(np.int16))])
         if self.is_2d:
-            z = np.random.randint(data.shape[1]) if z is None else z
-            data, seg = data[:, z], seg[:, z]
-            seg_prev = None if seg_prev is None else seg_prev[:, z]
-        lbs, ubs = self.bounding_box(data.shape[1:], centre)
-        seg_patch = self.crop(seg, lbs, ubs, -1)
-        if seg_prev is not None:
-            seg_patch = np.concatenate([seg_patch, self.crop(seg_prev, lbs, ubs, -1).astype(seg_patch.dtype)])
-        return self.crop(data, lbs, ubs, 0.0), seg_patch
+            image, seg = image[:, 0], seg[:, 0]
+        if self.transforms is None:
+            return image, seg
+        out = self.transforms(image=image, segmentation=seg)
+        return out["image"], out["segmentation"]
 
     def generate_train_batch(self) -> dict:
-        # batchgenerators' noise transform draws from Python's `random`, which its workers do not seed; derive
-        # it from numpy's (seeded) generator for every batch, so batches depend only on the seeds.
-        random.seed(int(np.random.randint(2**31)))
-        picks = np.random.choice(len(self._data), self.batch_size, replace=True)
-        samples = [self.sample(self._data[i], forced_foreground(j, self.batch_size)) for j, i in enumerate(picks)]
-        return {
-            "data": np.stack([s[0] for s in samples]).astype(np.float32, copy=False),
-            "seg": np.stack([s[1] for s in samples]).astype(np.int16, copy=False),
-        }
+        # Workers seed numpy only; torch's generator (batchgeneratorsv2 draws from both) follows from numpy's
+        # state, read without drawing, so numpy's draws stay exactly those of nnunetv2's loader.
+        torch.manual_seed(numpy_state_digest())
+        with one_torch_thread(restore=os.getpid() == self.owner), torch.no_grad():
+            picks = np.random.choice(len(self._data), self.batch_size, replace=True)
+            samples = [self.sample(self._data[i], forced_foreground(j, self.batch_size)) for j, i in enumerate(picks)]
+            return {"data": torch.stack([s[0] for s in samples]), "seg": torch.stack([s[1] for s in samples])}
 
 
-class FoldChannelsTransform(AbstractTransform):
-    """Dummy 2D: fold the first spatial axis into the channels (b, c, z, y, x) -> (b, c*z, y, x), or back."""
-
-    def __init__(self, unfold: bool = False):
-        self.unfold = unfold
-
-    def __call__(self, **batch):
-        for key in ("data", "seg"):
-            array = batch[key]
-            if self.unfold:
-                b, _, y, x = array.shape
-                channels, z = batch[f"_{key}_shape"]
-                batch[key] = array.reshape(b, channels, z, y, x)
-            else:
-                b, c, z, y, x = array.shape
-                batch[f"_{key}_shape"] = (c, z)
-                batch[key] = array.reshape(b, c * z, y, x)
-        return batch
-
-
-class MaskOutsideTransform(AbstractTransform):
-    """Zero the channels that were normalised inside the non-zero mask where the label says "outside" (-1)."""
-
-    def __init__(self, channels):
-        self.channels = list(channels)
-
-    def __call__(self, **batch):
-        outside = batch["seg"][:, 0] < 0
-        for c in self.channels:
-            batch["data"][:, c][outside] = 0
-        return batch
-
-
-class ToTensorTransform(AbstractTransform):
-    """Batches leave the augmentation workers as torch tensors: torch passes them between processes in shared
-    memory, where numpy arrays would be pickled through a pipe (the bottleneck of a GPU fed 128^3 patches)."""
-
-    def __call__(self, **batch):
-        import torch
-
-        batch["data"] = torch.from_numpy(np.ascontiguousarray(batch["data"], dtype=np.float32))
-        batch["seg"] = torch.from_numpy(np.ascontiguousarray(batch["seg"]).astype(np.int16, copy=False))
-        return batch
-
-
-def training_transforms(settings: AugmentationSettings, masked_channels, previous_stage_labels=None) -> Compose:
-    """nnU-Net's augmentation; with ``previous_stage_labels`` (the cascade) also the previous segmentation's
-    one-hot channels and their random degradation."""
-    spatial_patch = settings.patch_size[1:] if settings.dummy_2d else settings.patch_size
-    ignore_axes = (0,) if settings.dummy_2d else None
-    rotation = settings.rotation
-    transforms = []
-    if settings.dummy_2d:
-        transforms.append(FoldChannelsTransform())
-    transforms.append(
-        TorchSpatialTransform(spatial_patch, rotation, SCALE_RANGE, p_rot=0.2, p_scale=0.2, border_cval_seg=-1)
-    )
-    if settings.dummy_2d:
-        transforms.append(FoldChannelsTransform(unfold=True))
-    transforms += [
-        GaussianNoiseTransform(p_per_sample=0.1),
-        GaussianBlurTransform((0.5, 1.0), different_sigma_per_channel=True, p_per_sample=0.2, p_per_channel=0.5),
-        BrightnessMultiplicativeTransform(multiplier_range=(0.75, 1.25), p_per_sample=0.15),
-        ContrastAugmentationTransform(p_per_sample=0.15),
-        SimulateLowResolutionTransform(
-            zoom_range=(0.5, 1),
-            per_channel=True,
-            p_per_channel=0.5,
-            order_downsample=0,
-            order_upsample=1,
-            p_per_sample=0.25,
-            ignore_axes=ignore_axes,
-        ),
-        GammaTransform((0.7, 1.5), invert_image=True, per_channel=True, retain_stats=True, p_per_sample=0.1),
-        GammaTransform((0.7, 1.5), invert_image=False, per_channel=True, retain_stats=True, p_per_sample=0.3),
-        MirrorTransform(settings.mirror_axes),
-    ]
-    if masked_channels:
-        transforms.append(MaskOutsideTransform(masked_channels))
-    transforms.append(RemoveLabelTransform(-1, 0))
-    if previous_stage_labels:
-        transforms += cascade_training_transforms(previous_stage_labels)
-    return Compose([*transforms, ToTensorTransform()])
-
-
-def validation_transforms(previous_stage_labels=None) -> Compose:
-    transforms = [RemoveLabelTransform(-1, 0)]
-    if previous_stage_labels:
-        transforms.append(MoveSegAsOneHotToData(previous_stage_labels))
-    return Compose([*transforms, ToTensorTransform()])
+@contextmanager
+def one_torch_thread(restore: bool):
+    """Augment on one thread: the workers are the parallelism. A forked worker stays at one thread for good
+    (an OpenMP pool inherited from the parent deadlocks there); in the training process itself (no workers)
+    the training's threads come back afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if restore:
+            torch.set_num_threads(threads)

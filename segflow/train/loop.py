@@ -47,8 +47,9 @@ from segflow.io import atomic_path, load_checkpoint, load_json
 from segflow.labels import has_regions, output_channels
 from segflow.labels import regions as label_regions
 from segflow.plan import data_configuration, resolved_configuration
+from segflow.train.augment import AugmentationSettings, training_pipeline, validation_pipeline
 from segflow.train.cascade import foreground_labels
-from segflow.train.data import AugmentationSettings, Case, PatchLoader, training_transforms, validation_transforms
+from segflow.train.data import Case, PatchLoader
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
 from segflow.train.network import build_network
 
@@ -215,18 +216,18 @@ class Trainer:
 
         cases = self.val_cases if validation else self.train_cases
         patch = self.patch_size if validation else self.augmentation.enlarged_patch
-        loader = PatchLoader(cases, self.configuration["batch_size"], patch, self.patch_size, self.is_2d)
         if validation:
-            transforms = validation_transforms(self.previous_labels)
+            transforms = validation_pipeline(self.previous_labels)
         else:
-            transforms = training_transforms(self.augmentation, self.masked_channels, self.previous_labels)
+            transforms = training_pipeline(self.augmentation, self.masked_channels, self.previous_labels)
+        loader = PatchLoader(cases, self.configuration["batch_size"], patch, self.patch_size, self.is_2d, transforms)
         purpose = "val" if validation else "train"
         if self.workers <= 0:
             np.random.seed(derived_seed(self.settings.seed, self.fold, epoch, purpose, 0))
-            return SingleThreadedAugmenter(loader, transforms), None
+            return SingleThreadedAugmenter(loader, None), None
         seeds = [derived_seed(self.settings.seed, self.fold, epoch, purpose, w) for w in range(self.workers)]
         augmenter = MultiThreadedAugmenter(
-            loader, transforms, self.workers, num_cached_per_queue=2, seeds=seeds, pin_memory=self.device.type == "cuda"
+            loader, None, self.workers, num_cached_per_queue=2, seeds=seeds, pin_memory=self.device.type == "cuda"
         )
         return augmenter, augmenter
 
