@@ -115,20 +115,22 @@ def class_locations(seg: np.ndarray, classes, seed: int = CLASS_LOCATION_SEED) -
     order = np.argsort(values, kind="stable")
     coordinates, values = coordinates[order], values[order]
     present, starts, counts = np.unique(values, return_index=True, return_counts=True)
-    blocks = {int(v): (int(s), int(n)) for v, s, n in zip(present, starts, counts, strict=True)}
+    blocks = {int(v): (int(start), int(size)) for v, start, size in zip(present, starts, counts, strict=True)}
     locations = {}
     for key, members in members_of.items():
         parts = [blocks[m] for m in members if m in blocks]
         if not parts:
             locations[key] = []
             continue
-        total = sum(n for _, n in parts)
+        sizes = np.array([size for _, size in parts])
+        total = int(sizes.sum())
         n = max(min(CLASS_LOCATION_SAMPLES, total), int(np.ceil(total * CLASS_LOCATION_MIN_FRACTION)))
-        offsets = rng.choice(total, n, replace=False)
-        ends = np.cumsum([n for _, n in parts])
+        offsets = rng.choice(total, n, replace=False)  # positions in the class's candidates, label by label
+        ends = np.cumsum(sizes)
         part = np.searchsorted(ends, offsets, side="right")
-        first = np.array([s for s, _ in parts]) - np.concatenate([[0], ends[:-1]])
-        locations[key] = coordinates[first[part] + offsets][:, 1:].tolist()  # drop the channel column
+        # candidate offset -> row of ``coordinates``: its label's block start, minus the candidates before it
+        shift = np.array([start for start, _ in parts]) - (ends - sizes)
+        locations[key] = coordinates[shift[part] + offsets][:, 1:].tolist()  # drop the channel column
     return locations
 
 

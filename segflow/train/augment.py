@@ -2,7 +2,7 @@
 
 nnunetv2 2.8.1 augments each sample with batchgeneratorsv2; segflow composes the same transforms with the
 same parameters and in the same order, so that a sample drawn with the same numpy and torch seeds is
-augmented identically (tests/test_augment.py compares with a pipeline recorded from nnunetv2):
+augmented identically (tests/test_nnunetv2_parity.py compares with pipelines recorded from nnunetv2):
 
 * (dummy 2D: the first axis folded into the channels, when the 3D patch is > 3x flatter along it)
 * rotation (p 0.2; 3D +-30 deg per axis, 2D +-180 deg, or +-15 deg for 2D patches of aspect > 1.5, dummy
