@@ -50,6 +50,10 @@ include: "workflow/rules/report.smk"
 # (demo_dataset and convert_dataset_json, where they exist, are declared local in their own files.)
 localrules:
     all,
+    preprocessing,
+    training,
+    crossvalidation,
+    prediction,
     verify_report,
     splits,
 
@@ -59,3 +63,27 @@ rule all:
     input:
         STATIC_TARGETS,
         planned_targets,
+
+
+# Stage targets: `snakemake --cores all preprocessing` runs everything up to the preprocessed arrays of every
+# planned configuration and stops there (`plan` stops after plans.json; `training` after the trained folds;
+# `crossvalidation` after cross-validation, ensembles and the selection; `prediction` after the test images).
+rule preprocessing:
+    input:
+        f"{OUT}/verify_report.json",
+        lambda wildcards: preprocessed_targets(load_json(plans_json())),
+
+
+rule training:
+    input:
+        lambda wildcards: training_targets(load_json(plans_json())),
+
+
+rule crossvalidation:
+    input:
+        lambda wildcards: crossvalidation_targets(load_json(plans_json())),
+
+
+rule prediction:
+    input:
+        lambda wildcards: prediction_targets(),

@@ -32,6 +32,14 @@ def snakemake_command(workdir: Path, *config: str, cores: int = 2, targets=()) -
     return command + (["--config", *config] if config else [])
 
 
+def add_segflow_only(parser) -> None:
+    """The option every comparison takes: run segflow's side alone, without nnunetv2 (its figures are then
+    "not run"). tests/test_bench.py runs each benchmark so on a tiny input, so that none rots unnoticed."""
+    parser.add_argument(
+        "--segflow-only", action="store_true", help="segflow's side alone (no nnunetv2 needed; CI's smoke test)"
+    )
+
+
 def nnunet_env(base: Path, venv: Path | None = None, **extra: str) -> dict:
     """nnunetv2's folders under ``base``, torch.compile off, ``extra`` variables, its venv first on PATH."""
     env = dict(
@@ -93,7 +101,9 @@ def preprocessed_hippocampus(hippocampus: Path, work: Path, results: Path | None
     import subprocess
 
     workdir = Path(work) / "segflow"
-    command = snakemake_command(workdir, f"dataset={hippocampus}", "folds=[]", "configurations=[3d_fullres]")
+    config = (f"dataset={hippocampus}", "folds=[]", "configurations=[3d_fullres]")
+    splits = f"results/{Path(hippocampus).name}/splits.json"
+    command = snakemake_command(workdir, *config, targets=["preprocessing", splits])
     subprocess.run(command, check=True, capture_output=True)
     return workdir / "results" / Path(hippocampus).name
 

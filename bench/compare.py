@@ -19,6 +19,8 @@ count; nnunetv2 gets the same worker count (``nnUNet_n_proc_DA``) and sets torch
 
 Usage (this 2-core machine, about 40 minutes):
     bench/compare [--epochs 6 --iterations 15 --val-iterations 3 --cases 10] [--json FILE]
+Without nnunetv2 (segflow's column alone; CI's smoke test, on the demo's tiny task):
+    bench/compare --segflow-only --dataset TASK_FOLDER --epochs 1 --iterations 2 --val-iterations 1 --cases 1
 On a GPU machine (both frameworks installed, see README "Benchmarks"):
     bench/compare --device cuda --threads 12 --epochs 50 --iterations 250 --cases 130
 """
@@ -35,6 +37,7 @@ from pathlib import Path
 
 from benchlib import (
     REPO,
+    add_segflow_only,
     hippocampus_default,
     measure,
     msd_test_images,
@@ -86,7 +89,8 @@ def run_segflow(args) -> dict:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     results = workdir / "results" / args.dataset.name
-    preprocess = snakemake_command(workdir, cores=args.threads) + ["--configfile", str(segflow_config(args, []))]
+    preprocess = snakemake_command(workdir, cores=args.threads, targets=["preprocessing"])
+    preprocess += ["--configfile", str(segflow_config(args, []))]
     figures = {"preprocess": measure(preprocess, log=args.work / "segflow_preprocess.log")}
     fold = results.relative_to(workdir) / "train" / CONFIGURATION / "fold_0"
     train = snakemake_command(workdir, cores=args.threads, targets=[fold / "validation"])
@@ -183,27 +187,27 @@ def combined(first: dict, second: dict) -> dict:
 # --- the table -------------------------------------------------------------------------------------------
 
 
-def rows(nn: dict, sf: dict, cases: int, iterations: int, labels: dict) -> list[tuple[str, float, float, str]]:
+def rows(nn: dict | None, sf: dict, cases: int, iterations: int, labels: dict) -> list[tuple]:
+    """(measure, nnunetv2's value or None, segflow's value, format) per line of the table."""
+
     def per_iteration(figures):
         return statistics.median(figures["epoch_seconds"]) / iterations
 
-    table = [
-        ("preprocessing wall time (s)", nn["preprocess"]["wall_s"], sf["preprocess"]["wall_s"], "{:.1f}"),
-        ("preprocessing peak RSS, process tree (GB)", *(f["preprocess"]["peak_tree_gb"] for f in (nn, sf)), "{:.2f}"),
-        ("training, seconds per iteration", per_iteration(nn), per_iteration(sf), "{:.2f}"),
-        (
-            "training + fold-0 validation wall time (s)",
-            *(f["train_and_validate"]["wall_s"] for f in (nn, sf)),
-            "{:.0f}",
-        ),
-        ("prediction, seconds per case", *(f["predict"]["wall_s"] / cases for f in (nn, sf)), "{:.2f}"),
+    measures = [
+        ("preprocessing wall time (s)", lambda f: f["preprocess"]["wall_s"], "{:.1f}"),
+        ("preprocessing peak RSS, process tree (GB)", lambda f: f["preprocess"]["peak_tree_gb"], "{:.2f}"),
+        ("training, seconds per iteration", per_iteration, "{:.2f}"),
+        ("training + fold-0 validation wall time (s)", lambda f: f["train_and_validate"]["wall_s"], "{:.0f}"),
+        ("prediction, seconds per case", lambda f: f["predict"]["wall_s"] / cases, "{:.2f}"),
     ]
     for label, name in labels.items():
-        table.append(
-            (f"fold-0 validation Dice, {name}", *(f["validation"]["mean"][label]["Dice"] for f in (nn, sf)), "{:.4f}")
+        measures.append(
+            (f"fold-0 validation Dice, {name}", lambda f, label=label: f["validation"]["mean"][label]["Dice"], "{:.4f}")
         )
-    mean = [f["validation"]["foreground_mean"]["Dice"] for f in (nn, sf)]
-    return [*table, ("fold-0 validation Dice, foreground mean", *mean, "{:.4f}")]
+    measures.append(
+        ("fold-0 validation Dice, foreground mean", lambda f: f["validation"]["foreground_mean"]["Dice"], "{:.4f}")
+    )
+    return [(name, None if nn is None else value(nn), value(sf), form) for name, value, form in measures]
 
 
 def print_table(table) -> None:
@@ -211,7 +215,7 @@ def print_table(table) -> None:
     print("|---|---|---|---|")
     for name, nn, sf, form in table:
         ratio = f"{sf / nn:.2f}" if nn else "n/a"
-        print(f"| {name} | {form.format(nn)} | {form.format(sf)} | {ratio} |")
+        print(f"| {name} | {'not run' if nn is None else form.format(nn)} | {form.format(sf)} | {ratio} |")
 
 
 def foreground_labels(dataset: Path) -> dict[str, str]:
@@ -233,21 +237,23 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=10, help="test images to predict")
     parser.add_argument("--work", type=Path, default=Path("/tmp/segflow-bench-compare"))
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    add_segflow_only(parser)
     args = parser.parse_args()
-    if not (args.nnunet_venv / "bin" / "nnUNetv2_train").exists():
+    if not args.segflow_only and not (args.nnunet_venv / "bin" / "nnUNetv2_train").exists():
         raise SystemExit(f"no nnunetv2 in {args.nnunet_venv}; install it (../shared/reference/anchor-nnunetv2.md)")
     args.dataset, args.work = args.dataset.resolve(), args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     cases = len(msd_test_images(args.dataset, args.work / "images", args.cases))
-    nn = run_nnunet(args)
+    nn = None if args.segflow_only else run_nnunet(args)
     sf = run_segflow(args)
     budget = f"{args.epochs} epochs x {args.iterations} iterations + {args.val_iterations} validation iterations"
     print(f"== {args.dataset.name}, {CONFIGURATION} fold 0, {budget}, {args.device}, {args.threads} threads")
     print_table(rows(nn, sf, cases, args.iterations, foreground_labels(args.dataset)))
+    runs = [("segflow", sf)] if nn is None else [("nnunetv2", nn), ("segflow", sf)]
     for loss in ("train_loss", "val_loss"):
-        per_epoch = {name: " ".join(f"{v:.3f}" for v in f[loss]) for name, f in (("nnunetv2", nn), ("segflow", sf))}
-        print(f"{loss} per epoch (Dice + CE): nnunetv2 {per_epoch['nnunetv2']}; segflow {per_epoch['segflow']}")
-    same_split = sorted(nn["fold0_val"]) == sorted(sf["fold0_val"])
+        per_epoch = "; ".join(f"{name} " + " ".join(f"{v:.3f}" for v in f[loss]) for name, f in runs)
+        print(f"{loss} per epoch (Dice + CE): {per_epoch}")
+    same_split = "not compared" if nn is None else sorted(nn["fold0_val"]) == sorted(sf["fold0_val"])
     print(f"fold-0 validation cases: {len(sf['fold0_val'])}, the same in both: {same_split}; predicted cases: {cases}")
     if args.json:
         args.json.write_text(json.dumps({"nnunetv2": nn, "segflow": sf, "budget": budget}, indent=1))

@@ -9,6 +9,7 @@ network class; so the two frameworks' segmentations should agree, and the benchm
 between them per label).
 
 Usage: python bench/predict.py [--cases 10] [--folds 5] [--nnunet-python /opt/nnunet-venv/bin/python]
+       python bench/predict.py --segflow-only --hippocampus TASK --cases 1 --folds 1   (segflow alone)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from benchlib import (
     REPO,
+    add_segflow_only,
     hippocampus_default,
     msd_test_images,
     nnunet_env,
@@ -139,7 +141,8 @@ def agreement(cases, first: Path, second: Path) -> dict:
 
 
 def compare_devices(args, segflow_model: Path) -> None:
-    """segflow's prediction timed on two devices (say the GPU and the CPU) and the two results compared."""
+    """segflow's prediction timed on one device, or on two (say the GPU and the CPU) and the two results
+    compared."""
     images = args.work / "images"
     cases = msd_test_images(args.hippocampus, images, args.cases)
     figures = {}
@@ -149,9 +152,10 @@ def compare_devices(args, segflow_model: Path) -> None:
         command = [sys.executable, "-m", "segflow.cli", "predict", "-i", str(images), "-o", str(out)]
         figures[device] = timed([*command, "-m", str(segflow_model), "--device", device]) / len(cases)
         print(f"   segflow on {device}: {figures[device]:.3f} s per case ({len(cases)} cases, whole command)")
-    first, second = (args.work / f"out_{d}" for d in args.devices)
-    figures.update(agreement(cases, first, second))
-    print(f"   agreement {args.devices[0]} / {args.devices[1]}: Dice {figures['dice_between']}")
+    if len(args.devices) == 2:
+        first, second = (args.work / f"out_{d}" for d in args.devices)
+        figures.update(agreement(cases, first, second))
+        print(f"   agreement {args.devices[0]} / {args.devices[1]}: Dice {figures['dice_between']}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 
@@ -170,7 +174,10 @@ def main() -> None:
         "--devices", nargs=2, metavar=("A", "B"), help="time segflow alone on two devices (e.g. cuda cpu) instead"
     )
     parser.add_argument("--worker-nnunet-model", type=Path, help=argparse.SUPPRESS)
+    add_segflow_only(parser)
     args = parser.parse_args()
+    if args.segflow_only:
+        args.devices = [args.device]
     if args.worker_nnunet_model:
         return worker_nnunet_model(args.worker_nnunet_model, args.work / "nnunet_model")
     args.hippocampus = args.hippocampus.resolve()

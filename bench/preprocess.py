@@ -11,6 +11,7 @@ preprocessed arrays agree. Peak memory is sampled every 50 ms over the whole pro
 largest sum over all processes at one moment, "largest process" the largest single process.
 
 Usage: python bench/preprocess.py [--nnunet-venv /opt/nnunet-venv] [--hippocampus PATH] [--work DIR]
+       python bench/preprocess.py --segflow-only --hippocampus TASK --large-cases 2 --large-size anisotropic
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from benchlib import hippocampus_default, measure, nnunet_env, snakemake_command
+from benchlib import add_segflow_only, hippocampus_default, measure, nnunet_env, snakemake_command
+
+from segflow.demo import SIZES, generate_raw
 
 COMPARE = r"""
 import glob, json, os, pickle, sys
@@ -66,7 +69,7 @@ def run_segflow(dataset: Path, work: Path) -> dict:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    command = snakemake_command(work, f"dataset={dataset}")
+    command = snakemake_command(work, f"dataset={dataset}", targets=["preprocessing"])
     return measure(command, log=work.parent / f"{work.name}.log")
 
 
@@ -97,17 +100,20 @@ def compare(venv: Path, ours: Path, theirs: Path) -> dict:
     return json.loads(result.stdout)
 
 
-def report(title: str, nn: dict, sf: dict, target: float, parity: dict, extra: str = "") -> dict:
-    ratio = sf["wall_s"] / nn["wall_s"]
+def report(title: str, nn: dict | None, sf: dict, target: float, parity: dict | None, extra: str = "") -> dict:
     print(f"\n== {title}")
-    print(
-        f"   nnunetv2 2.8.1 plan_and_preprocess: {nn['wall_s']:7.1f} s   peak RSS tree {nn['peak_tree_gb']:.2f} GB, "
-        f"largest process {nn['peak_largest_gb']:.2f} GB{extra}"
-    )
+    if nn is not None:
+        print(
+            f"   nnunetv2 2.8.1 plan_and_preprocess: {nn['wall_s']:7.1f} s   peak RSS tree "
+            f"{nn['peak_tree_gb']:.2f} GB, largest process {nn['peak_largest_gb']:.2f} GB{extra}"
+        )
     print(
         f"   segflow (snakemake --cores 2):      {sf['wall_s']:7.1f} s   peak RSS tree {sf['peak_tree_gb']:.2f} GB, "
         f"largest process {sf['peak_largest_gb']:.2f} GB"
     )
+    if nn is None:
+        return {"segflow": sf}
+    ratio = sf["wall_s"] / nn["wall_s"]
     print(
         f"   time ratio segflow / nnunetv2: {ratio:.2f} (target <= {target})   "
         f"peak RSS ratio (tree): {sf['peak_tree_gb'] / nn['peak_tree_gb']:.2f} (target <= 1)"
@@ -122,57 +128,54 @@ def main() -> None:
     parser.add_argument("--hippocampus", type=Path, default=hippocampus_default())
     parser.add_argument("--work", type=Path, default=Path("/tmp/segflow-bench-preprocess"))
     parser.add_argument("--large-cases", type=int, default=20)
+    parser.add_argument("--large-size", default="large", choices=list(SIZES), help="size of the generated volumes")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    add_segflow_only(parser)
     args = parser.parse_args()
-    if not (args.nnunet_venv / "bin" / "nnUNetv2_plan_and_preprocess").exists():
+    if not args.segflow_only and not (args.nnunet_venv / "bin" / "nnUNetv2_plan_and_preprocess").exists():
         raise SystemExit(f"no nnunetv2 in {args.nnunet_venv}; install it (../shared/reference/anchor-nnunetv2.md)")
     work = args.work.resolve()
     base = work / "nnunet"
     (base / "raw").mkdir(parents=True, exist_ok=True)
-    env = nnunet_env(base, args.nnunet_venv)
     results = {}
 
     # (a) Hippocampus. nnunetv2 needs its own MSD conversion first (timed separately, not in the ratio).
-    hippo_raw = base / "raw" / "Dataset004_Hippocampus"
-    shutil.rmtree(hippo_raw, ignore_errors=True)
-    conversion = measure(
-        [str(args.nnunet_venv / "bin" / "nnUNetv2_convert_MSD_dataset"), "-i", str(args.hippocampus), "-np", "2"],
-        env=env,
-        log=base / "convert_msd.log",
-    )
-    nn = run_nnunet(args.nnunet_venv, base, 4, "Dataset004_Hippocampus")
+    nn, parity, extra = None, None, ""
+    if not args.segflow_only:
+        hippo_raw = base / "raw" / "Dataset004_Hippocampus"
+        shutil.rmtree(hippo_raw, ignore_errors=True)
+        conversion = measure(
+            [str(args.nnunet_venv / "bin" / "nnUNetv2_convert_MSD_dataset"), "-i", str(args.hippocampus), "-np", "2"],
+            env=nnunet_env(base, args.nnunet_venv),
+            log=base / "convert_msd.log",
+        )
+        extra = f"  (+ {conversion['wall_s']:.1f} s for nnUNetv2_convert_MSD_dataset)"
+        nn = run_nnunet(args.nnunet_venv, base, 4, "Dataset004_Hippocampus")
     sf = run_segflow(args.hippocampus, work / "segflow_hippocampus")
-    parity = compare(
-        args.nnunet_venv,
-        work / "segflow_hippocampus" / "results" / args.hippocampus.name,
-        base / "preprocessed" / "Dataset004_Hippocampus",
-    )
-    results["hippocampus"] = report(
-        "(a) MSD Task04 Hippocampus, 260 cases (segflow includes its MSD conversion)",
-        nn,
-        sf,
-        1.0,
-        parity,
-        extra=f"  (+ {conversion['wall_s']:.1f} s for nnUNetv2_convert_MSD_dataset)",
-    )
+    if nn is not None:
+        ours = work / "segflow_hippocampus" / "results" / args.hippocampus.name
+        parity = compare(args.nnunet_venv, ours, base / "preprocessed" / "Dataset004_Hippocampus")
+    title = f"(a) MSD {args.hippocampus.name} (segflow includes its MSD conversion)"
+    results["hippocampus"] = report(title, nn, sf, 1.0, parity, extra=extra)
 
     # (b) Large anisotropic 2-channel volumes, as an nnU-Net v2 raw folder both read in place.
-    large = work / "data" / "Dataset901_SegflowLarge"
+    large = work / "data" / f"Dataset901_Segflow_{args.large_size}_{args.large_cases}"
     if not (large / "dataset.json").is_file():
-        from segflow.demo import generate_raw
-
-        print(f"generating {args.large_cases} large volumes in {large} ...", flush=True)
-        generate_raw(large, args.large_cases, channels=2, size="large")
-    link = base / "raw" / large.name
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(large)
-    nn = run_nnunet(args.nnunet_venv, base, 901, large.name)
+        print(f"generating {args.large_cases} {args.large_size} volumes in {large} ...", flush=True)
+        generate_raw(large, args.large_cases, channels=2, size=args.large_size)
+    nn, parity = None, None
+    if not args.segflow_only:
+        link = base / "raw" / "Dataset901_SegflowLarge"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(large)
+        nn = run_nnunet(args.nnunet_venv, base, 901, link.name)
     sf = run_segflow(large, work / "segflow_large")
-    parity = compare(
-        args.nnunet_venv, work / "segflow_large" / "results" / large.name, base / "preprocessed" / large.name
-    )
-    results["large"] = report(f"(b) {args.large_cases} large anisotropic 2-channel volumes", nn, sf, 0.7, parity)
+    if nn is not None:
+        ours = work / "segflow_large" / "results" / large.name
+        parity = compare(args.nnunet_venv, ours, base / "preprocessed" / link.name)
+    title = f"(b) {args.large_cases} {args.large_size} anisotropic 2-channel volumes"
+    results["large"] = report(title, nn, sf, 0.7, parity)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from benchlib import (
     REPO,
+    add_segflow_only,
     hippocampus_default,
     nnunet_budget_trainer,
     nnunet_env,
@@ -188,6 +189,7 @@ def main() -> None:
     parser.add_argument("--worker-segflow", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-export", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    add_segflow_only(parser)
     args = parser.parse_args()
     if args.worker_segflow:
         return worker_segflow(args)
@@ -195,13 +197,15 @@ def main() -> None:
         return export_for_nnunet(args.worker_export, args.work / "nnunetv2")
     args.hippocampus = args.hippocampus.resolve()
     results = preprocessed_hippocampus(args.hippocampus, args.work, args.segflow_results)
-    subprocess.run(
-        [args.nnunet_python, str(Path(__file__).resolve()), "--worker-export", str(results), "--work", str(args.work)],
-        check=True,
-    )
+    if not args.segflow_only:
+        export = [args.nnunet_python, str(Path(__file__).resolve()), "--worker-export", str(results)]
+        subprocess.run([*export, "--work", str(args.work)], check=True)
     base = args.work / "nnunetv2"
     nn, sf = [], []
     for repeat in range(args.repeats):
+        if args.segflow_only:
+            sf.append(run_segflow(args, results, repeat))
+            continue
         if args.parallel:
             thread, box = in_background(run_nnunet, args, base, repeat)
             sf.append(run_segflow(args, results, repeat))
@@ -214,7 +218,8 @@ def main() -> None:
             raise SystemExit("nnunetv2 training failed (see above)")
     budget = f"{args.epochs} epochs x {args.iterations} iterations, {args.val_iterations} validation iterations"
     print(f"== Hippocampus fold 0, {CONFIGURATION}, {budget}, {args.device}, {args.repeats} run(s) each")
-    print(summarise("nnunetv2 2.8.1:", nn))
+    if nn:
+        print(summarise("nnunetv2 2.8.1:", nn))
     print(summarise("segflow:", sf))
     if args.json:
         args.json.write_text(json.dumps({"nnunetv2": nn, "segflow": sf, "budget": budget}, indent=2))

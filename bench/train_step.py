@@ -13,6 +13,7 @@ dataset is needed. torch.compile stays off for both (nnunetv2: nnUNet_compile=Fa
 
 Usage (CPU here):  python bench/train_step.py --nnunet-python /opt/nnunet-venv/bin/python
 On a GPU machine:  python bench/train_step.py --device cuda --nnunet-python python3 --workers 12 --threads 13
+segflow alone:     python bench/train_step.py --segflow-only --plans hippocampus --iterations 2 --warmup 1
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchlib import nnunet_env, save_nnunet_case  # noqa: E402
+from benchlib import add_segflow_only, nnunet_env, save_nnunet_case  # noqa: E402
 
 from segflow.plan import plan_experiment  # noqa: E402
 from segflow.preprocess import class_locations  # noqa: E402
@@ -262,6 +263,7 @@ def main() -> None:
     parser.add_argument("--compare-layouts", action="store_true", help="also time segflow with the other layout")
     parser.add_argument("--worker", choices=["segflow", "nnunetv2"], help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
+    add_segflow_only(parser)
     args = parser.parse_args()
     if args.worker:
         work = args.work / args.plan
@@ -273,10 +275,13 @@ def main() -> None:
     for name in args.plans:
         args.plan = name
         work = args.work
-        nn = run_worker(args.nnunet_python, "nnunetv2", args, work)
+        nn = None if args.segflow_only else run_worker(args.nnunet_python, "nnunetv2", args, work)
         sf = run_worker(sys.executable, "segflow", args, work)
-        nn_median, sf_median = statistics.median(nn["times"]), statistics.median(sf["times"])
-        results[name] = {"nnunetv2": nn, "segflow": sf, "ratio": sf_median / nn_median}
+        sf_median = statistics.median(sf["times"])
+        results[name] = {"segflow": sf}
+        if nn is not None:
+            nn_median = statistics.median(nn["times"])
+            results[name].update({"nnunetv2": nn, "ratio": sf_median / nn_median})
         if args.compare_layouts:
             chosen = args.channels_last
             args.channels_last = "off" if chosen in ("auto", "on") and args.device == "cuda" else "on"
@@ -288,12 +293,14 @@ def main() -> None:
             f"== {name}: patch {sf['patch']} batch {sf['batch']} on {sf['device']} "
             f"({args.threads} threads, {args.workers} augmentation workers; torch {sf['torch']})"
         )
-        print(
-            f"   nnunetv2 2.8.1: {nn_median:8.3f} s/iteration (median of {len(nn['times'])}; "
-            f"patch {nn['patch']} batch {nn['batch']})"
-        )
+        if nn is not None:
+            print(
+                f"   nnunetv2 2.8.1: {nn_median:8.3f} s/iteration (median of {len(nn['times'])}; "
+                f"patch {nn['patch']} batch {nn['batch']})"
+            )
         print(f"   segflow:        {sf_median:8.3f} s/iteration (median of {len(sf['times'])})")
-        print(f"   ratio segflow / nnunetv2: {sf_median / nn_median:.2f} (target <= 0.9)", flush=True)
+        if nn is not None:
+            print(f"   ratio segflow / nnunetv2: {sf_median / nn_median:.2f} (target <= 0.9)", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

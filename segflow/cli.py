@@ -58,6 +58,8 @@ def input_images(folder: Path, dataset_json: dict, scratch: Path) -> dict[str, l
     from segflow.dataset import CHANNEL_SUFFIX, images_to_predict
 
     ending = dataset_json["file_ending"]
+    if not folder.is_dir():
+        raise InputError("is not a folder.", file=folder, fix="point -i at a folder of images.")
     files = sorted(p for p in folder.iterdir() if p.name.endswith(ending) and not p.name.startswith("."))
     if not files:
         raise InputError(f"holds no {ending} images.", file=folder, fix="point -i at a folder of images.")
@@ -153,12 +155,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
+    from segflow.progress import show_on_terminal
+
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    show_on_terminal()
     try:
         args.run(args)
     except InputError as err:
         print(f"segflow: bad input: {err}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:  # a file named on the command line that is missing or cannot be read
+        print(f"segflow: cannot use {err.filename}: {err.strerror}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -154,11 +154,27 @@ def _check_training_list(entries, root: Path) -> None:
         seen.add(case)
 
 
+def _check_msd_file_endings(root: Path) -> None:
+    """The MSD layout is NIfTI only; files of other formats would otherwise be ignored without a word."""
+    for folder in ("imagesTr", "labelsTr"):
+        others = sorted(p.name for p in (root / folder).iterdir() if _visible(p) and not p.name.endswith(".nii.gz"))
+        if others:
+            raise InputError(
+                f"holds {len(others)} files that are not .nii.gz (e.g. {others[0]}); an MSD Task folder "
+                "(dataset.json in the Decathlon's form, with `modality` and `training`) is read as .nii.gz only.",
+                file=root / folder,
+                fix="convert the files to .nii.gz, or lay the dataset out as an nnU-Net v2 raw folder, which reads "
+                "NIfTI, NRRD and MHA: dataset.json with channel_names, labels, numTraining and file_ending (e.g. "
+                '".nrrd"), images as imagesTr/CASE_0000.nrrd, labels as labelsTr/CASE.nrrd.',
+            )
+
+
 def discover_msd(root: Path, raw: dict) -> Dataset:
     v2 = v1_to_v2_dataset_json(raw)
     check_labels(v2, root / "dataset.json")
     _require_folder(root / "imagesTr", "imagesTr")
     _require_folder(root / "labelsTr", "labelsTr")
+    _check_msd_file_endings(root)
     images = _images(root / "imagesTr", ".nii.gz")
     cases = sorted(p.name[: -len(".nii.gz")] for p in images)
     _check_training_list(raw.get("training", []), root)

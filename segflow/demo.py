@@ -163,8 +163,8 @@ def generate(
     oblique: bool = True,
     seed: int = 0,
 ) -> None:
-    size = "anisotropic" if anisotropic else "isotropic"
     """Write the demo Task folder at ``root`` (dataset.json last, so its presence means complete)."""
+    size = "anisotropic" if anisotropic else "isotropic"
     root = Path(root)
     files = demo_files(root, cases, test_cases)
     for number, (img_path, lbl_path) in enumerate(zip(files["images"], files["labels"], strict=True)):

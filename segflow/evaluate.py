@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segflow.errors import InputError
 from segflow.io import read_image, save_json
 from segflow.labels import has_regions, output_channels
 
@@ -186,14 +187,26 @@ def evaluate_into(pairs, labels: dict, out_dir, tolerance: float = DEFAULT_TOLER
 def evaluate_folder(reference_dir, prediction_dir, labels, file_ending: str, ignore_label=None, tolerance=1.0) -> dict:
     """Every prediction in ``prediction_dir`` against the reference of the same name (nnU-Net's "chill"
     mode: references without a prediction are skipped)."""
+    for folder, what in ((reference_dir, "reference"), (prediction_dir, "prediction")):
+        if not Path(folder).is_dir():
+            raise InputError(f"is not a folder (the {what} folder).", file=folder, fix="check the path.")
     predictions = sorted(p for p in Path(prediction_dir).iterdir() if p.name.endswith(file_ending))
     if not predictions:
-        raise ValueError(f"no {file_ending} files in {prediction_dir}")
+        raise InputError(
+            f"holds no {file_ending} files.",
+            file=prediction_dir,
+            fix="point -pred at the segmentations, or give their ending with --file-ending.",
+        )
     pairs = []
     for prediction in predictions:
         reference = Path(reference_dir) / prediction.name
         if not reference.is_file():
-            raise FileNotFoundError(f"no reference {reference} for prediction {prediction}")
+            raise InputError(
+                f"is missing: the prediction {prediction} has no reference of the same name.",
+                file=reference,
+                case=prediction.name[: -len(file_ending)],
+                fix="add the reference, or remove the prediction from the folder.",
+            )
         pairs.append((reference, prediction))
     return evaluate_pairs(pairs, labels, ignore_label, tolerance)
 

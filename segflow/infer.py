@@ -189,7 +189,8 @@ class Predictor:
         """K x Z x Y x X logits (float32, CPU) of one C x Z x Y x X preprocessed case with the current weights."""
         pads = padding_for(data.shape[1:], self.patch)
         padded = np.pad(data, [(0, 0), *pads], constant_values=0) if any(sum(p) for p in pads) else data
-        image = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32)).to(self.device)
+        # Writable: torch warns about (and cannot share) a read-only, memory-mapped array.
+        image = torch.from_numpy(np.require(padded, np.float32, ["C", "W"])).to(self.device)
         logits, weights = self.accumulators(image.shape[1:])
         gaussian = self.gaussian.to(logits.device)
         for slicer in tile_slicers(image.shape[1:], self.patch, self.step):
@@ -215,7 +216,7 @@ class Predictor:
 
 
 def probabilities_from_logits(logits: np.ndarray, regions: bool) -> np.ndarray:
-    tensor = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+    tensor = torch.from_numpy(np.require(logits, np.float32, ["C", "W"]))
     return (torch.sigmoid(tensor) if regions else torch.softmax(tensor, 0)).numpy()
 
 

@@ -1,6 +1,7 @@
 """What every rule script shares: logging to the rule's log file and turning bad input into a clean exit.
 
-A script calls ``run_job(snakemake.log[0], function, ...)``. Python's logging goes to the log file; an
+A script calls ``run_job(snakemake.log[0], function, ...)``. Python's logging goes to the log file, progress
+lines (``segflow.progress``) to the terminal as well; an
 InputError ends the job with its message (file, case, fix) on stderr and in the log, without a traceback,
 and Snakemake then removes the job's outputs.
 """
@@ -12,6 +13,7 @@ import sys
 import time
 
 from segflow.errors import InputError
+from segflow.progress import show_on_terminal
 
 
 def chunks(flat, sizes):
@@ -32,6 +34,7 @@ def run_job(log_path, function, *args, **kwargs):
     logging.basicConfig(
         filename=log_path, filemode="w", level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
     )
+    show_on_terminal()
     log = logging.getLogger("segflow")
     started = time.perf_counter()
     log.info("start %s", function.__qualname__)

@@ -23,6 +23,7 @@ from segflow.io import load_json, read_case
 from segflow.plan import resolved_configuration
 from segflow.postprocess import apply_postprocessing
 from segflow.preprocess import preprocess_arrays
+from segflow.progress import Countdown
 
 log = logging.getLogger("segflow.predict")
 
@@ -77,6 +78,7 @@ def predict_cases(
     applied; one label map per case in its own geometry (and, if asked, its probabilities as CASE.npz)."""
     predictor = CasePredictor(model_dir, selection["configurations"], selection["folds"], device, mirror)
     dataset_json = predictor.dataset_json
+    countdown = Countdown("prediction: case", len(out_files))
     for files, out in zip(image_files, out_files, strict=True):
         image = read_case(files, None, Path(out).name)
         cache: dict = {}
@@ -89,3 +91,4 @@ def predict_cases(
             name = Path(out).name[: -len(dataset_json["file_ending"])]
             save_probabilities(probabilities, Path(out).parent / f"{name}.npz")
         log.info("predicted %s", out)
+        countdown.step(Path(out).name)

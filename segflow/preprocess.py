@@ -23,6 +23,7 @@ from segflow.crop import crop_to_nonzero
 from segflow.io import load_json, read_case, save_json, save_npy
 from segflow.labels import has_regions, plain_labels, regions
 from segflow.plan import compute_new_shape, resolved_configuration
+from segflow.progress import Countdown
 from segflow.resample import resample
 
 CLASS_LOCATION_SAMPLES = 10_000
@@ -223,6 +224,7 @@ def preprocess_batch(
 ) -> None:
     plans = load_json(plans_path)
     labels = load_json(dataset_json_path)["labels"]
+    countdown = Countdown(f"preprocessing {configuration_name}: case", len(cases), interval=30)
     for i, case in enumerate(cases):
         preprocess_case(
             case,
@@ -235,6 +237,7 @@ def preprocess_batch(
             out_seg[i],
             out_properties[i],
         )
+        countdown.step(case)
 
 
 def preprocessing_signature(plans: dict, configuration_name: str) -> dict:

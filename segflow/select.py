@@ -7,11 +7,14 @@ winner's cross-validation predictions. ``selection.json``:
 * ``scores``: candidate -> foreground-mean Dice; ``best``: its name, ``configurations`` (one, or the two
   of an ensemble) and ``folds``;
 * ``postprocessing``: the accepted keep-largest-component steps, with the Dice before and after;
-* ``reproduce``: the Snakemake target and the ``segflow predict`` command that apply the winner.
+* ``reproduce``: the Snakemake stage target (run where the workflow ran, with the run's configuration, which
+  the select rule writes to ``config.yaml`` beside it) and the ``segflow predict`` command that apply the
+  winner.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -80,9 +83,20 @@ def select(
             "dice_before_postprocessing": postprocessing["dice_before"],
             "dice_after_postprocessing": postprocessing["dice_after"],
             "reproduce": {
-                "snakemake": f"snakemake --cores all {Path(results_dir) / 'predictions'}",
+                "snakemake": f"snakemake --cores all prediction --configfile {Path(results_dir) / 'config.yaml'}",
                 "command": f"segflow predict -i IMAGES -o OUTPUT -m {results_dir} -f {fold_args}",
             },
         },
         out,
     )
+
+
+def write_config(config, out) -> None:
+    """The run's resolved configuration as YAML: passed back with ``--configfile``, it asks for exactly the
+    run's jobs, so the ``reproduce`` command reruns nothing that exists."""
+    import yaml
+
+    from segflow.io import atomic_path
+
+    with atomic_path(out) as tmp:
+        tmp.write_text(yaml.safe_dump(json.loads(json.dumps(dict(config))), sort_keys=False))

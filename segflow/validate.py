@@ -25,6 +25,7 @@ from segflow.infer import (
 from segflow.io import load_json, load_npy, save_npy
 from segflow.labels import has_regions
 from segflow.plan import data_configuration, resolved_configuration
+from segflow.progress import Countdown
 from segflow.resample import resample
 from segflow.train.loop import fold_cases, previous_stage_files
 
@@ -78,6 +79,7 @@ def validate_fold(
     if next_stage:
         (out / "next_stage").mkdir(exist_ok=True)
     pairs = []
+    countdown = Countdown(f"validation of {configuration} fold {fold}: case", len(cases), interval=10)
     for case in cases:
         properties = load_json(folder / f"{case}.json")
         data = load_npy(folder / f"{case}.npy", mmap=True)
@@ -97,4 +99,5 @@ def validate_fold(
             )
         pairs.append((Path(labels_dir) / f"{case}{ending}", out / f"{case}{ending}"))
         log.info("validated %s", case)
+        countdown.step(case)
     evaluate_into(pairs, dataset_json["labels"], out, tolerance)

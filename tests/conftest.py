@@ -131,9 +131,18 @@ def write_msd_dataset_json(root: Path, cases) -> None:
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
-    """The default run (the built-in demo) once, locally with ``--cores 2``; returns its working directory."""
+    """The default run (the built-in demo) once, locally with ``--cores 2``; returns its working directory.
+
+    It runs in two calls, as a user stopping after a stage would: the stage target ``preprocessing`` first
+    (the files it left are listed in ``preprocessing_stage_files.json``), then the rest. What snakemake
+    printed on the terminal is kept in ``preprocessing_stage.out`` and ``snakemake.out``."""
     workdir = tmp_path_factory.mktemp("demo")
-    run_snakemake(workdir)
+    stage = run_snakemake(workdir, "preprocessing")
+    (workdir / "preprocessing_stage.out").write_text(stage.stdout)
+    results = workdir / "results"
+    files = sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file())
+    save_json(files, workdir / "preprocessing_stage_files.json")
+    (workdir / "snakemake.out").write_text(run_snakemake(workdir).stdout)
     return workdir
 
 

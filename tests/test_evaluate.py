@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -110,3 +112,44 @@ def test_foreground_mean_is_the_mean_over_labels(tmp_path):
     from_command = json.loads((tmp_path / "pred" / "summary.json").read_text())
     assert from_command["foreground_mean"]["Dice"] == pytest.approx(summary["foreground_mean"]["Dice"])
     assert (tmp_path / "pred" / "per_case.csv").is_file()
+
+
+def segflow_command(*args):
+    """``segflow ARGS`` as a user runs it: exit status and everything it printed."""
+    result = subprocess.run([sys.executable, "-m", "segflow.cli", *args], capture_output=True, text=True)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_commands_report_missing_and_unreadable_files_in_one_line(tmp_path):
+    geometry = {"spacing": [1.0, 1.0, 1.0], "origin": [0.0, 0.0, 0.0], "direction": np.eye(3).flatten().tolist()}
+    for folder in ("ref", "pred"):
+        (tmp_path / folder).mkdir()
+    write_image(np.ones((4, 4, 4), np.uint8), geometry, tmp_path / "pred" / "a.nii.gz")
+    evaluate = ["evaluate", "-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "pred"), "-l", "1"]
+    cases = {
+        "reference missing": (evaluate, str(tmp_path / "ref" / "a.nii.gz")),
+        "folder missing": (
+            ["evaluate", "-ref", str(tmp_path / "nowhere"), "-pred", str(tmp_path / "pred"), "-l", "1"],
+            str(tmp_path / "nowhere"),
+        ),
+        "dataset.json missing": (
+            [*evaluate[:5], "-dj", str(tmp_path / "dataset.json")],
+            str(tmp_path / "dataset.json"),
+        ),
+        "model missing": (
+            ["predict", "-i", str(tmp_path / "pred"), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "model")],
+            str(tmp_path / "model" / "plans.json"),
+        ),
+    }
+    (tmp_path / "ref" / "b.nii.gz").write_bytes(b"not an image")
+    (tmp_path / "pred" / "b.nii.gz").write_bytes(b"not an image")
+    (tmp_path / "ref" / "a.nii.gz").unlink(missing_ok=True)
+    for name, (args, file) in cases.items():
+        status, output = segflow_command(*args)
+        assert status == 1, (name, output)
+        assert file in output and "Traceback" not in output and len(output.strip().splitlines()) == 1, (name, output)
+    # An unreadable reference: the reader's error, naming the file.
+    write_image(np.ones((4, 4, 4), np.uint8), geometry, tmp_path / "ref" / "a.nii.gz")
+    status, output = segflow_command(*evaluate)
+    assert status == 1 and str(tmp_path / "ref" / "b.nii.gz") in output and "cannot be read" in output, output
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1, output

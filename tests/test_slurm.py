@@ -8,6 +8,9 @@ import json
 import os
 import re
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -24,24 +27,36 @@ DEMO = "Task900_SegflowDemo"
 
 @pytest.fixture(scope="session")
 def slurm():
-    """The local SLURM, started if this process may (root). In CI (SEGFLOW_CI set) a missing SLURM fails."""
+    """A running SLURM, or the local one started for these tests and stopped after them. It is started only
+    where asked for: in CI (SEGFLOW_CI=1, where a missing SLURM fails) or with SEGFLOW_START_SLURM=1; it
+    needs root and Debian (slurm-wlm and munge from apt). Anywhere else the tests are skipped."""
     if subprocess.run(["bash", str(LOCAL_SLURM), "status"], capture_output=True).returncode == 0:
+        yield
         return
-    if os.geteuid() == 0:
+    ci, asked = os.environ.get("SEGFLOW_CI"), os.environ.get("SEGFLOW_START_SLURM")
+    if not (ci or asked):
+        pytest.skip(
+            "no SLURM is running: start one (tests/slurm/local_slurm.sh start, as root on Debian) or set "
+            "SEGFLOW_START_SLURM=1 to let the tests install, start and stop it"
+        )
+    if os.geteuid() != 0:
+        message = "no local SLURM, and only root can start one (tests/slurm/local_slurm.sh start)"
+    else:
         started = subprocess.run(["bash", str(LOCAL_SLURM), "start"], capture_output=True, text=True)
         if started.returncode == 0:
+            yield
+            subprocess.run(["bash", str(LOCAL_SLURM), "stop"], capture_output=True)
             return
         message = f"tests/slurm/local_slurm.sh start failed:\n{started.stdout}{started.stderr}"
-    else:
-        message = "no local SLURM, and only root can start one (tests/slurm/local_slurm.sh start)"
-    if os.environ.get("SEGFLOW_CI"):
+    if ci:
         pytest.fail(message)
     pytest.skip(message)
 
 
 def run_on_slurm(workdir: Path, *args, config: dict | None = None, check: bool = True):
     """The workflow through profiles/slurm. The local cluster has no accounting database, hence squeue for the
-    job states; status checks start after 2 s instead of 40 so the test does not idle."""
+    job states; status checks start after 2 s instead of 40, and come every 2 s instead of 10, so the test
+    does not idle."""
     return run_snakemake(
         workdir,
         "--profile",
@@ -49,6 +64,8 @@ def run_on_slurm(workdir: Path, *args, config: dict | None = None, check: bool =
         "--slurm-status-command",
         "squeue",
         "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--seconds-between-status-checks",
         "2",
         *args,
         config=config,
@@ -65,29 +82,79 @@ def slurm_records(workdir: Path) -> list[dict]:
         fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
         if fields.get("WorkDir") != str(workdir):
             continue
-        fields["rule"] = fields["Comment"].removeprefix("rule_").split("_wildcards_")[0]
+        rule, _, wildcards = fields["Comment"].removeprefix("rule_").partition("_wildcards_")
+        fields["rule"], fields["wildcards"] = rule, wildcards
         records.append(fields)
     return records
 
 
-def test_demo_on_slurm_runs_gpu_jobs_on_the_gpu_partition_and_matches_the_local_run(slurm, demo_run, tmp_path):
+def freeze_once_it_has_trained_an_epoch(workdir: Path, configuration: str, fold: int, stopped: list) -> None:
+    """Wait until the SLURM job training (configuration, fold) has logged a finished epoch, then stop all its
+    processes (SIGSTOP to the batch step and every job step): from then on only its time limit ends it, however
+    fast or slow this machine is. Appends the job id to ``stopped``."""
+    log = workdir / "results" / DEMO / "train" / configuration / f"fold_{fold}" / "training_log.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if log.is_file() and log.read_text().strip():
+            running = [
+                r
+                for r in slurm_records(workdir)
+                if r["rule"] == "train" and r["wildcards"] == f"{configuration}_{fold}" and r["JobState"] == "RUNNING"
+            ]
+            if running:
+                subprocess.run(["scancel", "--full", "--signal=STOP", running[0]["JobId"]], check=True)
+                stopped.append(running[0]["JobId"])
+                return
+        time.sleep(0.2)
+
+
+def test_demo_on_slurm_with_a_training_killed_by_its_time_limit_matches_the_local_run(slurm, demo_run, tmp_path):
+    """The demo through profiles/slurm: every GPU job in partition gpu with a GPU allocated, every other job in
+    cpu, as SLURM's own records show. Training jobs get a one-minute limit, and one of them is frozen after
+    its first epoch, so SLURM kills it (TIMEOUT); the retries resubmit it and it continues after its last
+    finished epoch. The results, weights included, equal those of the local run."""
+    stopped: list = []
+    watcher = threading.Thread(
+        target=freeze_once_it_has_trained_an_epoch, args=(tmp_path, "3d_fullres", 0, stopped), daemon=True
+    )
+    watcher.start()
     # Two batches instead of eight: fewer submissions; the outputs do not depend on how cases are batched.
-    run_on_slurm(tmp_path, config={"case_batches": 2})
+    run_on_slurm(tmp_path, "--set-resources", "train:runtime=1", "--retries", "20", config={"case_batches": 2})
+    watcher.join()
     records = slurm_records(tmp_path)
     rules = [r["rule"] for r in records]
-    assert sorted(r for r in rules if r in ("train", "validate")) == ["train"] * 4 + ["validate"] * 4
+    trained = {(r["rule"], r["wildcards"]) for r in records if r["rule"] in ("train", "validate")}
+    assert trained == {
+        (rule, f"{c}_{f}") for rule in ("train", "validate") for c in ("2d", "3d_fullres") for f in (0, 1)
+    }
     assert {"plan", "fingerprint", "crossval", "ensemble", "select"} <= set(rules)
     assert any(r.startswith("predict_b") for r in rules) and any(r.startswith("preprocess_3d_fullres_b") for r in rules)
     # A batch's conversion, verification and crop went as one submission (the group cases_bNNN).
     groups = sorted(r for r in rules if r.startswith("cases_b"))
     assert groups == [f"cases_b00{b}_convert_b00{b}_crop_b00{b}_verify_b00{b}" for b in (0, 1)], rules
+    by_job = {r["JobId"]: r for r in records}
+    assert len(stopped) == 1 and by_job[stopped[0]]["JobState"] == "TIMEOUT", stopped
     for record in records:
-        assert record["JobState"] == "COMPLETED", record
         gres = record.get("JOB_GRES", "(null)")
         if GPU_RULES.fullmatch(record["rule"]):
             assert record["Partition"] == "gpu" and gres.startswith("gpu:"), record
         else:
             assert record["Partition"] == "cpu" and "gpu" not in gres, record
+        if record["rule"] == "train":
+            assert record["TimeLimit"] == "00:01:00" and record["JobState"] in ("COMPLETED", "TIMEOUT"), record
+        else:
+            assert record["JobState"] == "COMPLETED", record
+    for wildcards in {r["wildcards"] for r in records if r["rule"] == "train"}:
+        attempts = [r for r in records if r["rule"] == "train" and r["wildcards"] == wildcards]
+        attempts.sort(key=lambda r: int(r["JobId"]))
+        assert attempts[-1]["JobState"] == "COMPLETED", attempts
+    # The frozen training's attempts, each with its own log: every epoch once, and the second attempt resumes
+    # right after the epochs the first one finished.
+    fold = tmp_path / "results" / DEMO / "train" / "3d_fullres" / "fold_0"
+    logs = [p.read_text() for p in sorted(fold.glob("training_log_*.txt"))]
+    finished = [[int(e) for e in re.findall(r"INFO epoch (\d+): ", log)] for log in logs]
+    assert len(logs) >= 2 and sum(finished, []) == [0, 1, 2], finished
+    assert finished[0] and f"after epoch {len(finished[0])}" in logs[1], logs[1][:500]
     assert_same_results(demo_run / "results" / DEMO, tmp_path / "results" / DEMO)
 
 
@@ -125,54 +192,6 @@ def without_paths(value, root: Path):
     return json.loads(json.dumps(value).replace(str(root.parent.parent), "WORKDIR"))
 
 
-def test_training_killed_by_its_time_limit_is_resubmitted_and_resumes(slurm, tmp_path):
-    """A one-minute limit for a training of several minutes: SLURM kills the job (TIMEOUT), the retries
-    resubmit it, and each attempt continues after the last finished epoch.
-
-    Sized so that neither a fast nor a busy machine changes the outcome: an epoch takes 3-3.5 s on an idle
-    2-core machine, so the first attempt (killed after 60-90 s) cannot finish 45 epochs unless the machine
-    is 1.7 times faster; an attempt makes progress as long as start-up plus one epoch fits in a minute,
-    and 20 attempts finish the training even on a machine several times slower than this one."""
-    epochs = 45
-    settings = tmp_path / "short_limit.yaml"
-    settings.write_text(
-        json.dumps(
-            {
-                "configurations": ["3d_fullres"],
-                "folds": [0],
-                "test_images": None,
-                "train": {"epochs": epochs, "iterations_per_epoch": 3, "val_iterations": 1},
-            }
-        )
-    )
-    # The data locally; only the training goes to SLURM.
-    data = [f"results/{DEMO}/preprocessed/3d_fullres/demo_{i:03d}.npy" for i in range(10)]
-    run_snakemake(tmp_path, *data, f"results/{DEMO}/splits.json", "--configfile", str(settings))
-    fold = tmp_path / "results" / DEMO / "train" / "3d_fullres" / "fold_0"
-    # Relative to the working directory, and before the options that take several values.
-    target = str((fold / "checkpoint_final.pt").relative_to(tmp_path))
-    run_on_slurm(
-        tmp_path, target, "--configfile", str(settings), "--set-resources", "train:runtime=1", "--retries", "20"
-    )
-    attempts = sorted((r for r in slurm_records(tmp_path) if r["rule"] == "train"), key=lambda r: int(r["JobId"]))
-    states = [r["JobState"] for r in attempts]
-    assert states[-1] == "COMPLETED" and "TIMEOUT" in states and len(states) >= 2, states
-    assert all(r["TimeLimit"] == "00:01:00" and r["Partition"] == "gpu" for r in attempts)
-    # Each attempt's own log: every finished epoch once, and each attempt after the first resumes right after
-    # the last epoch the one before it finished.
-    logs = [p.read_text() for p in sorted(fold.glob("training_log_*.txt"))]
-    assert len(logs) == len(states), [p.name for p in fold.glob("training_log_*.txt")]
-    finished = [[int(e) for e in re.findall(r"INFO epoch (\d+): ", log)] for log in logs]
-    assert sum(finished, []) == list(range(epochs)), finished
-    done = 0
-    for log, epochs_of_attempt in zip(logs, finished, strict=True):
-        if done:
-            assert f"after epoch {done}" in log, log[:500]
-        done += len(epochs_of_attempt)
-    final = torch.load(fold / "checkpoint_final.pt", weights_only=True)
-    assert final["current_epoch"] == epochs and len(final["logging"]["train_loss"]) == epochs
-
-
 def test_dry_run_of_a_thousand_cases_on_slurm_submits_batches_not_cases(slurm, tmp_path):
     dataset = tmp_path / "Dataset999_Many"
     write_tiny_dataset(dataset, 1000)
@@ -184,3 +203,15 @@ def test_dry_run_of_a_thousand_cases_on_slurm_submits_batches_not_cases(slurm, t
         assert batches == [f"{stage}_b{i:03d}" for i in range(8)], jobs
     # Until the plan exists, the rest of the DAG is the plan's checkpoint: 8 + 8 per-case jobs, not 2 000.
     assert sum(jobs.values()) < 30, jobs
+
+
+def test_bench_dry_run_on_a_small_dataset(slurm):
+    """bench/dry_run.py's smoke test (it needs SLURM): it times both dry-runs and counts their jobs."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "dry_run.py"), "--cases", "20", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for when in ("before the plan", "with the plan"):
+        assert re.search(rf"{when}, run 1: [\d.]+ s, \d+ jobs for 20 cases", result.stdout), result.stdout

@@ -1,5 +1,7 @@
-"""Training as a process: bit-identical weights for identical configs, and a SIGKILLed run that resumes ends
-exactly where an uninterrupted one does, without repeating a finished epoch."""
+"""Training as a process: bit-identical weights for identical configs, a finished training's resumable state,
+and a SIGKILLed run whose latest checkpoint is damaged, which resumes one epoch back and ends exactly where an
+uninterrupted one does. (A run killed mid-epoch and resumed from its latest checkpoint through Snakemake is
+tests/test_faults.py's.)"""
 
 import json
 import os
@@ -68,6 +70,18 @@ def start_training(root, out):
     )
 
 
+def kill_after_two_epochs(process, out) -> None:
+    """SIGKILL a training (its whole process group) once it has logged two finished epochs."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        log = out / "training_log.jsonl"
+        if log.is_file() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def finish(process) -> str:
     output, _ = process.communicate(timeout=600)
     assert process.returncode == 0, output
@@ -82,48 +96,46 @@ def logged_epochs(out):
     return [json.loads(line)["epoch"] for line in (out / "training_log.jsonl").read_text().splitlines()]
 
 
-def test_same_config_gives_bit_identical_weights_and_resume_continues_exactly(dataset, tmp_path):
-    first, second, resumed = tmp_path / "first", tmp_path / "second", tmp_path / "resumed"
-    finish(start_training(dataset, first))
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """One uninterrupted training of the module's dataset."""
+    out = tmp_path_factory.mktemp("trained") / "fold"
+    finish(start_training(dataset, out))
+    return out
+
+
+def test_same_config_gives_identical_weights_and_a_finished_training_rewrites_its_outputs(dataset, trained, tmp_path):
+    first, second = trained, tmp_path / "second"
     finish(start_training(dataset, second))
     a, b = weights(first), weights(second)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert logged_epochs(first) == list(range(EPOCHS))
     assert (first / "progress.png").is_file() and (first / "checkpoint_best.pt").is_file()
-    # The resumable state is kept: killed after training but before Snakemake registered the job's success, a
-    # job loses checkpoint_final.pt (a declared output); the next attempt writes it again without training.
-    assert torch.load(first / "checkpoint_latest.pt", weights_only=True)["current_epoch"] == EPOCHS
+    # The resumable state is kept, as a second name of checkpoint_final.pt (no extra disk): killed after
+    # training but before Snakemake registered the job's success, a job loses checkpoint_final.pt (a declared
+    # output); the next attempt writes it again without training. The fallback one epoch back is gone.
+    assert (first / "checkpoint_latest.pt").samefile(first / "checkpoint_final.pt")
+    assert not (first / "checkpoint_previous.pt").exists()
     (first / "checkpoint_final.pt").unlink()
     (first / "progress.png").unlink()
     output = finish(start_training(dataset, first))
     assert f"after epoch {EPOCHS}" in output and "epoch 0:" not in output
     assert all(torch.equal(a[k], weights(first)[k]) for k in a) and (first / "progress.png").is_file()
-    # A damaged resumable state (cut short): training falls back to the checkpoint before it, trains the one
-    # epoch again and ends with the same weights.
-    latest = first / "checkpoint_latest.pt"
-    latest.write_bytes(latest.read_bytes()[:5000])
-    (first / "checkpoint_final.pt").unlink()
-    output = finish(start_training(dataset, first))
-    assert f"not resuming from {latest}" in output and "cannot be read as a checkpoint" in output, output
-    assert f"resuming {first / 'checkpoint_previous.pt'} after epoch {EPOCHS - 1}" in output
-    assert f"epoch {EPOCHS - 1}:" in output and f"epoch {EPOCHS - 2}:" not in output
-    assert all(torch.equal(a[k], weights(first)[k]) for k in a)
+    assert (first / "checkpoint_latest.pt").samefile(first / "checkpoint_final.pt")
 
-    process = start_training(dataset, resumed)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        log = resumed / "training_log.jsonl"
-        if log.is_file() and len(log.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = torch.load(resumed / "checkpoint_latest.pt", weights_only=True)["current_epoch"]
-    assert 2 <= killed_at < EPOCHS
-    assert not (resumed / "checkpoint_final.pt").exists()
-    output = finish(start_training(dataset, resumed))
-    assert f"resuming {resumed / 'checkpoint_latest.pt'} after epoch {killed_at}" in output
-    assert f"epoch {killed_at - 1}:" not in output  # no finished epoch is trained again
-    assert logged_epochs(resumed) == list(range(EPOCHS))
-    c = weights(resumed)
-    assert all(torch.equal(a[k], c[k]) for k in a)
+
+def test_a_damaged_resumable_state_falls_back_one_epoch(dataset, trained, tmp_path):
+    """Killed in the middle of a training, with checkpoint_latest.pt found damaged (cut short): training resumes
+    from checkpoint_previous.pt, one epoch earlier, trains that epoch again and ends with the same weights."""
+    reference, damaged = trained, tmp_path / "damaged"
+    kill_after_two_epochs(start_training(dataset, damaged), damaged)
+    latest = damaged / "checkpoint_latest.pt"
+    killed_at = torch.load(latest, weights_only=True)["current_epoch"]
+    assert killed_at < EPOCHS
+    latest.write_bytes(latest.read_bytes()[:5000])
+    output = finish(start_training(dataset, damaged))
+    assert f"not resuming from {latest}" in output and "cannot be read as a checkpoint" in output, output
+    assert f"resuming {damaged / 'checkpoint_previous.pt'} after epoch {killed_at - 1}" in output
+    assert f"epoch {killed_at - 1}:" in output and f"epoch {killed_at - 2}:" not in output
+    a, b = weights(reference), weights(damaged)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,6 +1,11 @@
 """The workflow run for real with Snakemake: the demo, the Hippocampus acceptance values, incremental runs."""
 
 import json
+import os
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +16,8 @@ from conftest import REPO, blob_case, load, run_snakemake, scheduled_jobs, write
 from segflow.batches import assign_batches
 from segflow.cli import main
 from segflow.config import merged, resolve
+
+DEMO = "Task900_SegflowDemo"
 
 
 def test_demo_runs_end_to_end_and_is_then_up_to_date(demo_run):
@@ -38,12 +45,90 @@ def test_demo_runs_end_to_end_and_is_then_up_to_date(demo_run):
             assert final["current_epoch"] == 3 and final["fold"] == str(fold)
             assert len(final["logging"]["ema_fg_dice"]) == 3
             assert (folder / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-            assert torch.load(folder / "checkpoint_latest.pt", weights_only=True)["current_epoch"] == 3
+            # What a finished fold keeps: the final and the best weights, as nnU-Net; the resumable state is the
+            # final checkpoint under a second name (a hard link), so it costs no disk.
+            assert (folder / "checkpoint_final.pt").samefile(folder / "checkpoint_latest.pt")
+            assert (folder / "checkpoint_best.pt").is_file() and not (folder / "checkpoint_previous.pt").exists()
             epochs = [json.loads(line) for line in (folder / "training_log.jsonl").read_text().splitlines()]
             assert [e["epoch"] for e in epochs] == [0, 1, 2] and epochs[-1]["lr"] < epochs[0]["lr"]
     check_demo_evaluation(out)
     dry = run_snakemake(demo_run, "-n")
     assert "Nothing to be done" in dry.stdout
+
+
+def test_demo_shows_its_progress_on_the_terminal(demo_run):
+    """Training prints a line per epoch (losses, pseudo Dice, epoch time, time left), validation one per
+    case; they reach snakemake's terminal output, and no library warning does."""
+    terminal = (demo_run / "snakemake.out").read_text()
+    epoch_line = re.compile(
+        r"(2d|3d_fullres) fold ([01]): epoch ([123])/3 train loss -?[\d.]+, val loss -?[\d.]+, "
+        r"pseudo Dice [\d.]+ [\d.]+ \(EMA [\d.]+\), [\d.]+ s(, about [\d a-z]+ left)?$"
+    )
+    epochs = {}
+    for line in terminal.splitlines():
+        found = epoch_line.search(line)
+        if found:
+            configuration, fold, epoch, left = found.groups()
+            epochs[(configuration, int(fold), int(epoch))] = left
+    assert set(epochs) == {(c, f, e) for c in ("2d", "3d_fullres") for f in (0, 1) for e in (1, 2, 3)}, terminal
+    assert all(epochs[key] for key in epochs if key[2] < 3)  # a time left on every epoch but the last
+    for configuration in ("2d", "3d_fullres"):
+        for fold in (0, 1):
+            line = rf"validation of {configuration} fold {fold}: case 1/2 demo_\d+, about [\d a-z]+ left"
+            assert re.search(line, terminal), terminal
+    assert "Warning" not in terminal, [line for line in terminal.splitlines() if "Warning" in line]
+
+
+def test_preprocessing_stage_target_stops_before_training(demo_run):
+    """``snakemake preprocessing`` leaves every planned configuration's arrays, and nothing of training."""
+    files = set(load(demo_run / "preprocessing_stage_files.json"))
+    plans = load(demo_run / "results" / "Task900_SegflowDemo" / "plans.json")
+    assert set(plans["configurations"]) == {"2d", "3d_fullres"}
+    for configuration in plans["configurations"]:
+        for i in range(10):
+            for suffix in (".npy", "_seg.npy", ".json"):
+                assert f"Task900_SegflowDemo/preprocessed/{configuration}/demo_{i:03d}{suffix}" in files
+    assert not [f for f in files if f.split("/")[1] in ("train", "crossval", "predictions", "selection.json")]
+    terminal = (demo_run / "preprocessing_stage.out").read_text()
+    assert re.search(r"preprocessing 3d_fullres: case \d/\d demo_\d+", terminal)
+    assert "rule train:" not in terminal
+
+
+def test_stage_targets_name_a_missing_configuration_clearly(demo_run):
+    """--list-rules lists a preprocessing rule per data configuration any plan can have; naming one the
+    demo's plan lacks, or a file of such a configuration, says so instead of failing with a KeyError."""
+    for target in ("preprocess_3d_lowres_b000", f"results/{DEMO}/train/3d_lowres/fold_0/checkpoint_final.pt"):
+        result = run_snakemake(demo_run, "-n", target, check=False)
+        assert result.returncode != 0
+        assert "has no configuration 3d_lowres (it has ['2d', '3d_fullres'])" in result.stdout, result.stdout[-2000:]
+        assert "KeyError" not in result.stdout
+
+
+def test_the_reproduce_commands_of_the_selection_run_as_written(demo_run, tmp_path):
+    """selection.json's `reproduce` commands, run where the workflow ran: snakemake finds nothing to do (the
+    run's own configuration, asking for the predictions), and segflow predict on the demo's test images
+    gives the workflow's predictions, with a progress line per case."""
+    out = demo_run / "results" / "Task900_SegflowDemo"
+    reproduce = load(out / "selection.json")["reproduce"]
+    # The Snakefile lies in the checkout, not in this working directory: the one thing added is -s.
+    command = shlex.split(reproduce["snakemake"])
+    assert command[0] == "snakemake"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.run(
+        [*command, "-s", str(REPO / "Snakefile")], cwd=demo_run, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0 and "Nothing to be done" in run.stderr + run.stdout, run.stderr[-3000:]
+    images = demo_run / "resources" / "Task900_SegflowDemo" / "imagesTs"
+    command = reproduce["command"].replace("IMAGES", str(images)).replace("OUTPUT", str(tmp_path / "cli"))
+    run = subprocess.run(shlex.split(command), cwd=demo_run, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for i, case in enumerate(("demo_500", "demo_501", "demo_502")):
+        left = ", about [\\d a-z]+ left" if i < 2 else "$"
+        assert re.search(rf"prediction: case {i + 1}/3 {case}.nii.gz{left}", run.stderr, re.MULTILINE), run.stderr
+        cli = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "cli" / f"{case}.nii.gz")))
+        workflow = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "predictions" / f"{case}.nii.gz")))
+        np.testing.assert_array_equal(cli, workflow)
+    assert "Warning" not in run.stderr
 
 
 def check_demo_evaluation(out):
@@ -82,17 +167,19 @@ def check_demo_evaluation(out):
         assert np.allclose(prediction.GetOrigin(), image.GetOrigin())
         assert np.allclose(prediction.GetDirection(), image.GetDirection())
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) == {0, 1, 2}
-    # The same model through the command line, from the demo's own MSD test images, gives the same maps.
-    cli_out = out.parent.parent / "cli_predictions"
+    # The same model through the command line, from one of the demo's own MSD test images, with probabilities.
+    images = out.parent.parent / "cli_images"
+    images.mkdir()
     demo_images = out.parent.parent / "resources" / "Task900_SegflowDemo" / "imagesTs"
-    main(["predict", "-i", str(demo_images), "-o", str(cli_out), "-m", str(out), "--save-probabilities"])
-    for case in ("demo_500", "demo_501", "demo_502"):
-        cli = sitk.GetArrayFromImage(sitk.ReadImage(str(cli_out / f"{case}.nii.gz")))
-        workflow = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "predictions" / f"{case}.nii.gz")))
-        np.testing.assert_array_equal(cli, workflow)
-        with np.load(cli_out / f"{case}.npz", allow_pickle=False) as npz:
-            assert npz["probabilities"].shape == (3, *cli.shape)
-            np.testing.assert_allclose(npz["probabilities"].sum(0), 1, atol=1e-5)
+    (images / "demo_501.nii.gz").symlink_to(demo_images / "demo_501.nii.gz")
+    cli_out = out.parent.parent / "cli_predictions"
+    main(["predict", "-i", str(images), "-o", str(cli_out), "-m", str(out), "--save-probabilities"])
+    cli = sitk.GetArrayFromImage(sitk.ReadImage(str(cli_out / "demo_501.nii.gz")))
+    workflow = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "predictions" / "demo_501.nii.gz")))
+    np.testing.assert_array_equal(cli, workflow)
+    with np.load(cli_out / "demo_501.npz", allow_pickle=False) as npz:
+        assert npz["probabilities"].shape == (3, *cli.shape)
+        np.testing.assert_allclose(npz["probabilities"].sum(0), 1, atol=1e-5)
 
 
 def test_hippocampus_plans_and_splits(hippocampus, hippocampus_run):
@@ -195,8 +282,11 @@ def test_region_based_training_on_the_demo(tmp_path):
     """The demo's labels as nested regions (organ = organ + lesion, lesion): sigmoid outputs per region,
     evaluation per region, and label maps painted in regions_class_order."""
     settings = {
-        "configurations": ["3d_fullres"],
+        # Region handling is the same in 2D, and 2D trains several times faster (twice the demo's epochs
+        # here: three leave the regions' Dice near 0.4).
+        "configurations": ["2d"],
         "folds": [0],
+        "train": {"epochs": 6},
         "inference": {"mirror": False},
         "labels": {"background": 0, "organ": [1, 2], "lesion": 2},
         "regions_class_order": [1, 2],
@@ -206,13 +296,13 @@ def test_region_based_training_on_the_demo(tmp_path):
     out = tmp_path / "results" / "Task900_SegflowDemo"
     dataset_json = load(out / "raw" / "dataset.json")
     assert dataset_json["labels"]["organ"] == [1, 2] and dataset_json["regions_class_order"] == [1, 2]
-    weights = torch.load(out / "train" / "3d_fullres" / "fold_0" / "checkpoint_final.pt", weights_only=True)
+    weights = torch.load(out / "train" / "2d" / "fold_0" / "checkpoint_final.pt", weights_only=True)
     heads = [v for k, v in weights["network_weights"].items() if k.startswith("heads.") and k.endswith("weight")]
     assert all(h.shape[0] == 2 for h in heads), "one sigmoid output per region"
-    crossval = load(out / "crossval" / "3d_fullres" / "summary.json")
+    crossval = load(out / "crossval" / "2d" / "summary.json")
     assert set(crossval["mean"]) == {"(1, 2)", "2"}
     selection = load(out / "selection.json")
-    assert selection["configurations"] == ["3d_fullres"] and selection["scores"]["3d_fullres"] > 0.5
+    assert selection["configurations"] == ["2d"] and selection["scores"]["2d"] > 0.5
     for case in ("demo_500", "demo_501", "demo_502"):
         values = set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "predictions" / f"{case}.nii.gz")))))
         assert values == {0, 1, 2}

@@ -10,11 +10,12 @@ output, background excluded) is smoothed by an exponential moving average (0.9),
 Files in the fold folder:
 
 * ``checkpoint_latest.pt`` - everything needed to resume (weights, optimiser, scaler, logs, epoch), written
-  atomically after every epoch; the one before it stays as ``checkpoint_previous.pt``, the fallback when
-  the latest cannot be read. It is not a declared output of the Snakemake rule, so a failed or killed
-  job keeps it and the next attempt continues after the last finished epoch. Unlike nnU-Net, it is kept at
-  the end (see ``Trainer.fit``).
-* ``checkpoint_best.pt``, ``checkpoint_final.pt`` - weights (+ the same metadata), ``final`` last of all.
+  atomically after every epoch; during training the one before it stays as ``checkpoint_previous.pt``, the
+  fallback when the latest cannot be read. It is not a declared output of the Snakemake rule, so a failed
+  or killed job keeps it and the next attempt continues after the last finished epoch.
+* ``checkpoint_final.pt`` - the state after the last epoch, last of all: a hard link to
+  ``checkpoint_latest.pt`` (one file on disk; see ``Trainer.finish``). ``checkpoint_best.pt`` - the state at
+  the best EMA pseudo Dice.
 * ``progress.png`` - losses, pseudo Dice and its EMA; epoch duration; learning rate.
 * ``training_log.jsonl`` - one JSON object per epoch.
 * ``training_log_<UTC time>.txt`` - the log of one attempt (start, resume point, every finished epoch).
@@ -31,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 import zlib
 from contextlib import contextmanager
@@ -47,6 +49,7 @@ from segflow.io import atomic_path, load_checkpoint, load_json
 from segflow.labels import has_regions, output_channels
 from segflow.labels import regions as label_regions
 from segflow.plan import data_configuration, resolved_configuration
+from segflow.progress import Countdown, Heartbeat
 from segflow.train.augment import AugmentationSettings, training_pipeline, validation_pipeline
 from segflow.train.cascade import foreground_labels
 from segflow.train.data import Case, PatchLoader
@@ -152,6 +155,7 @@ class Trainer:
         self.configuration = resolved_configuration(plans, configuration)
         self.settings = settings
         self.fold = str(fold)
+        self.name = f"{configuration} fold {self.fold}"
         self.out = Path(out_dir)
         self.device = resolve_device(device)
         self.workers = workers
@@ -268,11 +272,13 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.network.train()
+        heartbeat = Heartbeat(f"{self.name}: epoch {epoch + 1}/{self.settings.epochs}")
         generator, closer = self.batches(epoch, validation=False)
+        losses = []
         try:
-            losses = [
-                self.train_step(*self.to_device(next(generator))) for _ in range(self.settings.iterations_per_epoch)
-            ]
+            for i in range(self.settings.iterations_per_epoch):
+                losses.append(self.train_step(*self.to_device(next(generator))))
+                heartbeat.beat(f"training iteration {i + 1}/{self.settings.iterations_per_epoch}")
         finally:
             if closer is not None:
                 closer._finish()
@@ -280,10 +286,11 @@ class Trainer:
         generator, closer = self.batches(epoch, validation=True)
         val_losses, counts = [], 0
         try:
-            for _ in range(self.settings.val_iterations):
+            for i in range(self.settings.val_iterations):
                 loss, batch_counts = self.validation_step(*self.to_device(next(generator)))
                 val_losses.append(loss)
                 counts = counts + batch_counts
+                heartbeat.beat(f"validation iteration {i + 1}/{self.settings.val_iterations}")
         finally:
             if closer is not None:
                 closer._finish()
@@ -372,9 +379,18 @@ class Trainer:
             tmp.write_text("".join(line + "\n" for line in lines))
         return lines[-1] if lines else ""
 
+    def epoch_summary(self) -> str:
+        h = self.history
+        dice = " ".join("-" if d is None else f"{d:.3f}" for d in h["pseudo_dice"][-1])
+        return (
+            f"train loss {h['train_loss'][-1]:.4f}, val loss {h['val_loss'][-1]:.4f}, pseudo Dice {dice} "
+            f"(EMA {h['ema_fg_dice'][-1]:.4f}), {h['epoch_seconds'][-1]:.1f} s"
+        )
+
     def fit(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         self.try_resume()
+        countdown = Countdown(f"{self.name}: epoch", self.settings.epochs, done=self.start_epoch)
         for epoch in range(self.start_epoch, self.settings.epochs):
             self.run_epoch(epoch)
             ema = self.history["ema_fg_dice"][-1]
@@ -384,14 +400,27 @@ class Trainer:
             # The resumable state first: whatever is logged below belongs to a saved epoch.
             self.save_resumable(epoch + 1)
             log.info("epoch %d: %s", epoch, self.write_log())
+            countdown.step(self.epoch_summary())
             write_progress(self.history, self.out / "progress.png")
-        # checkpoint_latest.pt stays. A job killed after this point but before Snakemake has seen it succeed
-        # loses its declared outputs (checkpoint_final.pt, progress.png); its next attempt resumes after the
-        # last epoch and only writes them again, instead of training from scratch.
         if self.start_epoch == self.settings.epochs:
             self.write_log()
             write_progress(self.history, self.out / "progress.png")
-        self.save("checkpoint_final.pt", self.settings.epochs)
+        self.finish()
+
+    def finish(self) -> None:
+        """checkpoint_final.pt is the state after the last epoch, a second name (hard link) of
+        checkpoint_latest.pt, so that keeping the resumable state costs no disk: a job killed after this
+        point but before Snakemake registered its success loses its declared outputs, and its next attempt
+        resumes after the last epoch and only writes them again. The fallback one epoch back is no longer
+        needed. A finished fold thus holds what nnU-Net keeps: the final and the best weights."""
+        latest, final = self.out / "checkpoint_latest.pt", self.out / "checkpoint_final.pt"
+        with atomic_path(final) as tmp:
+            tmp.unlink(missing_ok=True)  # left by a job killed here
+            try:
+                os.link(latest, tmp)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(latest, tmp)
+        (self.out / "checkpoint_previous.pt").unlink(missing_ok=True)
 
 
 def previous_stage_files(configuration: dict, folders, cases) -> dict[str, Path]:

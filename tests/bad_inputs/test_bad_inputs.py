@@ -8,6 +8,9 @@ from conftest import blob_case, run_snakemake, write_case, write_msd_dataset_jso
 from corpus import BROKEN, ERRORS, MSD_LISTS, WARNINGS
 
 from segflow.batches import assign_batches
+from segflow.io import write_image
+
+GEOMETRY = {"spacing": [1.0, 1.0, 1.0], "origin": [0.0, 0.0, 0.0], "direction": [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]}
 
 
 @pytest.mark.parametrize("defect", list(ERRORS), ids=[f.__name__ for f in ERRORS])
@@ -56,3 +59,20 @@ def test_msd_training_list_that_contradicts_the_files_is_an_error(tmp_path, defe
     assert result.returncode != 0
     message = result.stdout
     assert f"file {root / 'dataset.json'}" in message and MSD_LISTS[defect] in message, message[-2000:]
+
+
+def test_msd_folder_of_nrrd_files_says_what_the_msd_layout_reads(tmp_path):
+    """An MSD-form folder holding NRRD images: the message names the folder, says the layout is .nii.gz only
+    and how to bring other formats (an nnU-Net v2 raw folder with its file_ending), with no traceback."""
+    root = tmp_path / "Task55_Nrrd"
+    cases = [f"case_{i:03d}" for i in range(2)]
+    for i, case in enumerate(cases):
+        image, label = blob_case(i)
+        write_image(image[0], GEOMETRY, root / "imagesTr" / f"{case}.nrrd")
+        write_image(label, GEOMETRY, root / "labelsTr" / f"{case}.nrrd")
+    write_msd_dataset_json(root, cases)
+    result = run_snakemake(tmp_path, "-n", config={"dataset": str(root)}, check=False)
+    assert result.returncode != 0
+    for words in (f"file {root / 'imagesTr'}", "not .nii.gz (e.g. case_000.nrrd)", "file_ending", "nnU-Net v2 raw"):
+        assert words in result.stdout, result.stdout[-2000:]
+    assert "numTraining" not in result.stdout.split("Fix:")[0] and "Traceback" not in result.stdout

@@ -219,17 +219,23 @@ def ensemble_dirs(plans):
     return [f"{OUT}/crossval/ensemble__{a}__{b}" for a, b in ensemble_pairs(plans)]
 
 
-def evaluation_targets(plans):
-    """Cross-validation of each trained configuration and ensemble, the selection, test predictions."""
+def crossvalidation_targets(plans):
+    """Cross-validation of each trained configuration and ensemble, and the selection."""
     if not CV_FOLDS:
         return []
     targets = [
         f"{OUT}/crossval/{c}/summary.json" for c in selected_configurations(plans)
     ]
-    targets += ensemble_dirs(plans)
-    targets.append(f"{OUT}/selection.json")
-    ending = DATASET.file_ending
-    return targets + [f"{OUT}/predictions/{case}{ending}" for case in TEST]
+    return targets + ensemble_dirs(plans) + [f"{OUT}/selection.json"]
+
+
+def prediction_targets():
+    return [f"{OUT}/predictions/{case}{DATASET.file_ending}" for case in TEST]
+
+
+def evaluation_targets(plans):
+    """Cross-validation, the selection and the test predictions."""
+    return crossvalidation_targets(plans) + prediction_targets()
 
 
 # The test images the report shows (the first few, sorted).
@@ -288,6 +294,29 @@ def planned_targets(wildcards):
     )
 
 
+def require_planned(plans, configuration):
+    """Stop with a message, not a KeyError, when a job of a configuration the plan lacks is asked for (by a
+    rule name that `snakemake --list-rules` shows, or by a file path)."""
+    available = list(plans["configurations"])
+    if configuration not in available:
+        raise WorkflowError(
+            f"segflow: the plan for {DATASET.name} has no configuration {configuration} (it has "
+            f"{available}), so nothing can be made for it. Stage targets: preprocessing, training, "
+            "crossvalidation, prediction."
+        )
+
+
+def planned_plans(configuration):
+    """plans.json as the input of a preprocessing rule of ``configuration``, once the plan has it."""
+
+    def plans(wildcards):
+        path = plans_json()
+        require_planned(load_json(path), configuration)
+        return ancient(path)
+
+    return plans
+
+
 def preprocessing_params(configuration):
     """The preprocessing settings of ``configuration``, as a params function of its preprocess rules."""
 
@@ -305,6 +334,7 @@ def preprocessing_params(configuration):
 
 def training_inputs(wildcards):
     plans = load_json(plans_json())
+    require_planned(plans, wildcards.configuration)
     data = data_configuration(plans, wildcards.configuration)
     cases = [f"{OUT}/preprocessed/{data}/{c}" for c in DATASET.cases]
     return {
@@ -333,6 +363,7 @@ def training_params(wildcards):
 
 def validation_inputs(wildcards):
     plans = load_json(plans_json())
+    require_planned(plans, wildcards.configuration)
     following = next_stage(plans, wildcards.configuration)
     grid = (
         [

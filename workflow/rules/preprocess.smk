@@ -13,7 +13,7 @@ for configuration in DATA_CONFIGURATIONS:
             input:
                 images=[f for c in cases for f in raw_images(c)],
                 labels=[raw_label(c) for c in cases],
-                plans=lambda wildcards: ancient(plans_json()),
+                plans=planned_plans(configuration),
                 dataset_json=ancient(DATASET_JSON),
             output:
                 data=per_case(f"{OUT}/preprocessed/{configuration}/{{case}}.npy", cases),

@@ -1,11 +1,13 @@
 # The best configuration or ensemble by cross-validation Dice, and its postprocessing (selection.json).
-# dataset.json is copied beside plans.json so that {results}/{dataset} is a complete model folder.
+# dataset.json is copied beside plans.json so that {results}/{dataset} is a complete model folder; config.yaml
+# records the run's configuration (selection.json's `reproduce` command passes it to snakemake).
 rule select:
     input:
         unpack(selection_inputs),
     output:
         selection=f"{OUT}/selection.json",
         dataset_json=f"{OUT}/dataset.json",
+        config=f"{OUT}/config.yaml",
     log:
         f"{LOGS}/select.log",
     conda:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from segflow.io import copy_file
 from segflow.jobs import run_job
-from segflow.select import select
+from segflow.select import select, write_config
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 candidates = sm.params.candidates
@@ -19,3 +19,4 @@ run_job(
     Path(sm.output.selection),
 )
 copy_file(sm.input.dataset_json, sm.output.dataset_json)
+write_config(sm.config, sm.output.config)

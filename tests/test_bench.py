@@ -1,0 +1,181 @@
+"""Every benchmark in bench/ run on a tiny input, segflow's side alone (CI has no nnunetv2): each must still run
+to its end and print its figures, so that none rots unnoticed. The figures themselves are not judged here
+(speed belongs to the benchmarks); what is checked is that they are there. bench/dry_run.py needs SLURM and
+is smoke-tested in test_slurm.py; bench/train_parity.py runs in nnunetv2's Python, so only its segflow side is
+checked; the GPU scripts are checked for syntax and for the options they pass."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_snakemake
+
+from segflow import demo
+
+BENCH = REPO / "bench"
+TINY_BUDGET = ("--epochs", "1", "--iterations", "2", "--val-iterations", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory) -> Path:
+    """An MSD Task folder of six small single-channel cases and two test images (the demo's generator)."""
+    root = tmp_path_factory.mktemp("bench") / "Task950_Tiny"
+    demo.generate(root, cases=6, test_cases=2, channels=1)
+    return root
+
+
+def bench(script: str, *args, cwd=None) -> str:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tiny_task, tmp_path_factory) -> Path:
+    """bench/preprocess.py on the tiny task and two small generated volumes; returns segflow's results folder."""
+    work = tmp_path_factory.mktemp("preprocess")
+    output = bench(
+        "preprocess.py",
+        "--segflow-only",
+        "--hippocampus",
+        tiny_task,
+        "--work",
+        work,
+        "--large-cases",
+        "2",
+        "--large-size",
+        "anisotropic",
+        "--json",
+        work / "figures.json",
+    )
+    assert re.search(r"segflow \(snakemake --cores 2\):\s+[\d.]+ s\s+peak RSS tree [\d.]+ GB", output), output
+    figures = json.loads((work / "figures.json").read_text())
+    assert set(figures) == {"hippocampus", "large"} and figures["large"]["segflow"]["wall_s"] > 0
+    results = work / "segflow_hippocampus" / "results" / tiny_task.name
+    # The preprocessing stage target, not the whole workflow: arrays of both configurations, no training.
+    assert len(list((results / "preprocessed" / "3d_fullres").glob("*_seg.npy"))) == 6
+    assert not (results / "train").exists()
+    # The training benchmarks also need the splits.
+    run_snakemake(results.parent.parent, f"results/{tiny_task.name}/splits.json", config={"dataset": str(tiny_task)})
+    return results
+
+
+def test_bench_preprocess(preprocessed):
+    assert (preprocessed / "plans.json").is_file()
+
+
+def test_bench_compare(tiny_task, tmp_path):
+    output = bench(
+        "compare.py",
+        "--segflow-only",
+        "--dataset",
+        tiny_task,
+        "--work",
+        tmp_path,
+        *TINY_BUDGET,
+        "--cases",
+        "1",
+        "--json",
+        tmp_path / "figures.json",
+    )
+    assert re.search(r"\| training, seconds per iteration \| not run \| [\d.]+ \| n/a \|", output), output
+    assert re.search(r"\| prediction, seconds per case \| not run \| [\d.]+ \|", output), output
+    assert json.loads((tmp_path / "figures.json").read_text())["nnunetv2"] is None
+
+
+def test_bench_predict(tiny_task, preprocessed, tmp_path):
+    output = bench(
+        "predict.py",
+        "--segflow-only",
+        "--hippocampus",
+        tiny_task,
+        "--segflow-results",
+        preprocessed,
+        "--cases",
+        "2",
+        "--folds",
+        "1",
+        "--work",
+        tmp_path,
+        "--json",
+        tmp_path / "figures.json",
+    )
+    assert re.search(r"segflow on cpu: [\d.]+ s per case \(2 cases, whole command\)", output), output
+    assert len(list((tmp_path / "out_cpu").glob("*.nii.gz"))) == 2
+
+
+def test_bench_train_quality(tiny_task, preprocessed, tmp_path):
+    output = bench(
+        "train_quality.py",
+        "--segflow-only",
+        "--hippocampus",
+        tiny_task,
+        "--segflow-results",
+        preprocessed,
+        *TINY_BUDGET,
+        "--work",
+        tmp_path,
+    )
+    assert re.search(r"segflow:\s+EMA pseudo Dice [\d.]+; median \d+ s per run", output), output
+
+
+def test_bench_train_step(tmp_path):
+    output = bench(
+        "train_step.py",
+        "--segflow-only",
+        "--plans",
+        "hippocampus",
+        "--iterations",
+        "1",
+        "--warmup",
+        "0",
+        "--cases",
+        "6",
+        "--workers",
+        "1",
+        "--work",
+        tmp_path,
+    )
+    assert re.search(r"segflow:\s+[\d.]+ s/iteration \(median of 1\)", output), output
+
+
+def test_bench_train_parity_segflow_side():
+    """train_parity.py copies nnunetv2's weights into segflow's network group by group and steps segflow's loss:
+    those names must exist on segflow's side."""
+    spec = importlib.util.spec_from_file_location("train_parity", BENCH / "train_parity.py")
+    parity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parity)
+    from segflow.train import loss
+    from segflow.train.network import build_network
+
+    source = (BENCH / "train_parity.py").read_text()
+    for name in re.findall(r"from segflow\.train\.loss import (.+)", source)[0].split(","):
+        assert hasattr(loss, name.strip()), name
+    plans = REPO / "tests" / "data" / "nnunetv2" / "expected" / "nnUNetPlans.json"
+    configuration = json.loads(plans.read_text())["configurations"]
+    network = build_network(configuration["3d_fullres"], 2, 3)
+    assert all(sum(p.numel() for p in group.parameters()) for group in parity.parameter_groups_segflow(network))
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.sh")))
+def test_bench_gpu_scripts_parse_and_pass_options_their_benchmarks_take(script):
+    subprocess.run(["bash", "-n", str(BENCH / script)], check=True)
+    text = (BENCH / script).read_text().replace("\\\n", " ")
+    calls = re.findall(r"python3? (bench/\w+\.py)([^\n|;&]*)", text)
+    assert calls, f"{script} runs no benchmark"
+    for called, arguments in calls:
+        options = [a for a in shlex.split(arguments, posix=True) if a.startswith("--")]
+        helptext = subprocess.run(
+            [sys.executable, str(REPO / called), "--help"], capture_output=True, text=True, check=True
+        ).stdout
+        for option in options:
+            assert option.split("=")[0] in helptext, f"{script}: {called} has no option {option}"

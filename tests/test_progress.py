@@ -1,0 +1,64 @@
+"""Progress lines: durations as a person reads them, the time left at the pace so far, a heartbeat in long
+steps. A fake clock stands in for time, so the figures are exact."""
+
+import logging
+
+from segflow.progress import Countdown, Heartbeat, duration
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_durations_read_as_seconds_minutes_hours():
+    assert [duration(s) for s in (0, 42.4, 60, 185, 3600, 7620)] == [
+        "0 s",
+        "42 s",
+        "1 min 00 s",
+        "3 min 05 s",
+        "1 h 00 min",
+        "2 h 07 min",
+    ]
+
+
+def test_countdown_estimates_the_time_left_from_the_steps_it_timed(caplog):
+    clock = Clock()
+    # A resumed training: 4 of 10 epochs were done by an earlier attempt, and are not timed.
+    countdown = Countdown("2d fold 0: epoch", 10, done=4, clock=clock)
+    with caplog.at_level(logging.INFO, logger="segflow.progress"):
+        for _ in range(6):
+            clock.now += 30
+            countdown.step("loss 0.1")
+    assert caplog.messages[0] == "2d fold 0: epoch 5/10 loss 0.1, about 2 min 30 s left"
+    assert caplog.messages[1] == "2d fold 0: epoch 6/10 loss 0.1, about 2 min 00 s left"
+    assert caplog.messages[-1] == "2d fold 0: epoch 10/10 loss 0.1"
+
+
+def test_countdown_with_an_interval_reports_the_first_the_last_and_one_step_per_interval(caplog):
+    clock = Clock()
+    countdown = Countdown("preprocessing 2d: case", 100, interval=30, clock=clock)
+    with caplog.at_level(logging.INFO, logger="segflow.progress"):
+        for _ in range(100):
+            clock.now += 1
+            countdown.step()
+    assert caplog.messages[0] == "preprocessing 2d: case 1/100, about 1 min 39 s left"
+    assert caplog.messages[1] == "preprocessing 2d: case 31/100, about 1 min 09 s left"
+    assert caplog.messages[-1] == "preprocessing 2d: case 100/100"
+    assert len(caplog.messages) == 5  # cases 1, 31, 61, 91 and 100
+
+
+def test_heartbeat_speaks_once_per_interval_within_a_long_step(caplog):
+    clock = Clock()
+    heartbeat = Heartbeat("3d_fullres fold 0: epoch 1/1000", interval=60, clock=clock)
+    with caplog.at_level(logging.INFO, logger="segflow.progress"):
+        for i in range(250):
+            clock.now += 1
+            heartbeat.beat(f"training iteration {i + 1}/250")
+    assert caplog.messages == [
+        f"3d_fullres fold 0: epoch 1/1000: training iteration {i}/250, {duration(i)} so far"
+        for i in (60, 120, 180, 240)
+    ]
