@@ -3,7 +3,9 @@
 An iteration is what a training epoch repeats: wait for the next augmented batch (data loading and
 augmentation included, in background workers), move it to the device, forward, loss with deep
 supervision, backward, gradient clipping and the optimiser step. Reported: the median over
-``--iterations`` iterations after ``--warmup`` iterations.
+``--iterations`` iterations after ``--warmup`` iterations, and the CPU seconds (user + system) the
+data-loading worker processes spent per timed iteration (read from /proc: all descendants of the
+benchmark's process, nnunetv2's idle validation workers included).
 
 Plans, from segflow's planner (equal to nnunetv2's for these fingerprints):
 * ``hippocampus``: MSD Hippocampus 3d_fullres, 1 channel, patch 40 x 56 x 40, batch 9, 4 stages;
@@ -118,15 +120,41 @@ def splits_for(n_cases: int) -> list[dict]:
     return [{"train": ids, "val": ids[:2]}]
 
 
-def timed_iterations(step, warmup: int, iterations: int, synchronize) -> list[float]:
-    times = []
+def descendant_cpu_seconds() -> float:
+    """User + system CPU seconds spent so far by this process's live descendants: the data-loading worker
+    processes (read from /proc, so that it works in nnunetv2's environment too, which has no psutil)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent_of, seconds = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        pid = int(entry.name)
+        parent_of[pid] = int(fields[1])
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    descendants, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parent_of.items() if parent in frontier} - descendants
+        descendants |= frontier
+    return sum(seconds[pid] for pid in descendants)
+
+
+def timed_iterations(step, warmup: int, iterations: int, synchronize) -> tuple[list[float], float]:
+    """Seconds of each timed iteration, and the CPU seconds the data-loading processes spent per timed
+    iteration (their prefetching included, so in steady state it is the cost of one batch)."""
+    times, loader_cpu = [], 0.0
     for i in range(warmup + iterations):
+        if i == warmup:
+            loader_cpu = descendant_cpu_seconds()
         started = time.perf_counter()
         step()
         synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - started)
-    return times
+    return times, (descendant_cpu_seconds() - loader_cpu) / iterations
 
 
 def worker_segflow(args, work: Path) -> dict:
@@ -158,7 +186,7 @@ def worker_segflow(args, work: Path) -> dict:
     trainer.network.train()
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     try:
-        times = timed_iterations(
+        times, loader_cpu = timed_iterations(
             lambda: trainer.train_step(*trainer.to_device(next(generator))), args.warmup, args.iterations, sync
         )
     finally:
@@ -167,6 +195,7 @@ def worker_segflow(args, work: Path) -> dict:
     configuration = trainer.configuration
     return {
         "times": times,
+        "loader_cpu_s_per_batch": loader_cpu,
         "patch": configuration["patch_size"],
         "batch": configuration["batch_size"],
         "device": torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu",
@@ -197,7 +226,7 @@ def worker_nnunet(args, work: Path) -> dict:
     trainer.network.train()
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     try:
-        times = timed_iterations(
+        times, loader_cpu = timed_iterations(
             lambda: trainer.train_step(next(trainer.dataloader_train)), args.warmup, args.iterations, sync
         )
     finally:
@@ -206,6 +235,7 @@ def worker_nnunet(args, work: Path) -> dict:
                 loader._finish()
     return {
         "times": times,
+        "loader_cpu_s_per_batch": loader_cpu,
         "patch": list(trainer.configuration_manager.patch_size),
         "batch": trainer.configuration_manager.batch_size,
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
@@ -296,11 +326,18 @@ def main() -> None:
         if nn is not None:
             print(
                 f"   nnunetv2 2.8.1: {nn_median:8.3f} s/iteration (median of {len(nn['times'])}; "
-                f"patch {nn['patch']} batch {nn['batch']})"
+                f"patch {nn['patch']} batch {nn['batch']}); data loading {nn['loader_cpu_s_per_batch']:.3f} CPU s "
+                "per batch"
             )
-        print(f"   segflow:        {sf_median:8.3f} s/iteration (median of {len(sf['times'])})")
+        print(
+            f"   segflow:        {sf_median:8.3f} s/iteration (median of {len(sf['times'])}); data loading "
+            f"{sf['loader_cpu_s_per_batch']:.3f} CPU s per batch"
+        )
         if nn is not None:
             print(f"   ratio segflow / nnunetv2: {sf_median / nn_median:.2f} (target <= 0.9)", flush=True)
+            loading = sf["loader_cpu_s_per_batch"] / nn["loader_cpu_s_per_batch"]
+            print(f"   data-loading CPU ratio segflow / nnunetv2: {loading:.2f}", flush=True)
+            results[name]["loader_cpu_ratio"] = loading
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -144,8 +144,13 @@ def test_bench_train_step(tmp_path):
         "1",
         "--work",
         tmp_path,
+        "--json",
+        tmp_path / "figures.json",
     )
-    assert re.search(r"segflow:\s+[\d.]+ s/iteration \(median of 1\)", output), output
+    line = r"segflow:\s+[\d.]+ s/iteration \(median of 1\); data loading [\d.]+ CPU s per batch"
+    assert re.search(line, output), output
+    # The one worker process cut and augmented the batch: its CPU time is seen.
+    assert json.loads((tmp_path / "figures.json").read_text())["hippocampus"]["segflow"]["loader_cpu_s_per_batch"] > 0
 
 
 def test_bench_train_parity_segflow_side():
