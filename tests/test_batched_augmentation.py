@@ -8,6 +8,7 @@ import torch
 from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
 from batchgeneratorsv2.transforms.intensity.contrast import BGContrast, ContrastTransform
 from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
+from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
 from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
 
 from segflow.train import batched
@@ -102,3 +103,21 @@ def test_gamma_equals_batchgeneratorsv2(dims):
     assert applied.any() and invert[applied].any() and not invert[applied].all() and retain[applied].any()
     result = batched.gamma(batch, gammas, applied, invert, retain)
     torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_gaussian_noise_has_batchgeneratorsv2s_distribution():
+    """Noise draws cannot be shared, so the distributions are compared: over the 32^3 voxels of each channel,
+    the noise added by each has mean 0 and the drawn standard deviation, within five standard errors; channels
+    left alone are unchanged."""
+    batch = a_batch((4, 2, 32, 32, 32), 8)
+    transform = GaussianNoiseTransform(noise_variance=(0.05, 0.1), p_per_channel=0.5, synchronize_channels=False)
+    expected, parameters = per_sample(transform, batch, 9)
+    sigmas, applied = channel_table(parameters, batch.shape[1], "sigmas", index_key="apply_idx", fill=0.0)
+    assert applied.any() and not applied.all()
+    result = batched.add_noise(batch, sigmas, applied, torch.Generator().manual_seed(10))
+    for ours_or_theirs in (result, expected):
+        noise = (ours_or_theirs - batch).flatten(2)
+        assert torch.equal(noise[~applied], torch.zeros_like(noise[~applied]))
+        voxels = noise.shape[-1]  # within five standard errors of mean and standard deviation
+        assert (noise[applied].mean(-1).abs() < 5 * sigmas[applied] / voxels**0.5).all()
+        torch.testing.assert_close(noise[applied].std(-1), sigmas[applied], rtol=5 / (2 * voxels) ** 0.5, atol=0)

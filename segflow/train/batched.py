@@ -3,7 +3,8 @@
 batchgeneratorsv2 transforms one sample at a time in CPU workers. The functions here do the same arithmetic
 for a batch B x C x (Z x) Y x X in a few tensor operations, given each sample's parameters as tensors: a
 B x D flip mask, B x C factors and masks. They equal batchgeneratorsv2's ``_apply_to_image`` applied sample
-by sample with the same parameters (tests/test_batched_augmentation.py), so that the parameters can be drawn
+by sample with the same parameters (tests/test_batched_augmentation.py; Gaussian noise, whose draws cannot be
+shared, by its distribution), so that the parameters can be drawn
 as nnunetv2 draws them and only the work moves to the device.
 
 Channels a transform leaves alone have ``applied`` False; their values pass through unchanged.
@@ -72,3 +73,12 @@ def gamma(
     restored = (out - new_mean) * (std / new_std.clamp(min=EPS)) + mean
     out = torch.where(_per_channel(retain_stats, batch).bool(), restored, out) * sign
     return torch.where(_per_channel(applied, batch).bool(), out, batch)
+
+
+def add_noise(
+    batch: torch.Tensor, sigmas: torch.Tensor, applied: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Gaussian noise with standard deviation ``sigmas[b, c]``. (nnunetv2 calls its range (0, 0.1) a noise
+    variance, but batchgeneratorsv2 uses the drawn value as the standard deviation; so does this.)"""
+    noise = torch.randn(batch.shape, generator=generator, device=batch.device, dtype=batch.dtype)
+    return batch + noise * _per_channel(torch.where(applied, sigmas, torch.zeros_like(sigmas)), batch)
