@@ -3,9 +3,9 @@
 batchgeneratorsv2 transforms one sample at a time in CPU workers. The functions here do the same arithmetic
 for a batch B x C x (Z x) Y x X in a few tensor operations, given each sample's parameters as tensors: a
 B x D flip mask, B x C factors and masks. They equal batchgeneratorsv2's ``_apply_to_image`` applied sample
-by sample with the same parameters (tests/test_batched_augmentation.py; Gaussian noise, whose draws cannot be
-shared, by its distribution), so that the parameters can be drawn
-as nnunetv2 draws them and only the work moves to the device.
+by sample with the same parameters (tests/test_batched_augmentation.py; Gaussian noise, whose draws cannot
+be shared, by its distribution), so that the parameters can be drawn as nnunetv2 draws them and only the
+work moves to the device.
 
 Channels a transform leaves alone have ``applied`` False; their values pass through unchanged.
 """
