@@ -1,6 +1,7 @@
 """segflow/train/batched.py against batchgeneratorsv2 (the version nnunetv2 2.8.1 augments with): each sample's
 parameters are drawn by batchgeneratorsv2's own transform, which then transforms the sample; the batched
-function, given the same parameters for the whole batch, must give the same values (within 1e-4)."""
+function, given the same parameters for the whole batch, must give the same values (within 1e-4). The batched
+functions work in place, so each gets a copy."""
 
 import numpy as np
 import pytest
@@ -53,12 +54,12 @@ def test_mirror_equals_batchgeneratorsv2(dims):
     for b, params in enumerate(parameters):
         flips[b, params["axes"]] = True
     assert flips.any() and not flips.all(), "the draw should flip some axes of some samples"
-    assert torch.equal(batched.mirror(batch, flips), expected)
+    assert torch.equal(batched.mirror(batch.clone(), flips), expected)
     labels = (batch > 60).to(torch.int16)
     expected_labels = torch.stack(
         [MirrorTransform(())._apply_to_segmentation(s, **p) for s, p in zip(labels, parameters, strict=True)]
     )
-    assert torch.equal(batched.mirror(labels, flips), expected_labels)
+    assert torch.equal(batched.mirror(labels.clone(), flips), expected_labels)
 
 
 @pytest.mark.parametrize("dims", list(SHAPES))
@@ -70,7 +71,7 @@ def test_multiplicative_brightness_equals_batchgeneratorsv2(dims):
     expected, parameters = per_sample(transform, batch, 3)
     factors, applied = channel_table(parameters, batch.shape[1], "multipliers")
     assert applied.any() and not applied.all()
-    torch.testing.assert_close(batched.multiply(batch, factors, applied), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(batched.multiply(batch.clone(), factors, applied), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("preserve_range", [True, False])
@@ -83,7 +84,7 @@ def test_contrast_equals_batchgeneratorsv2(dims, preserve_range):
     expected, parameters = per_sample(transform, batch, 5)
     factors, applied = channel_table(parameters, batch.shape[1], "multipliers")
     assert applied.any() and not applied.all()
-    result = batched.contrast(batch, factors, applied, preserve_range)
+    result = batched.contrast(batch.clone(), factors, applied, preserve_range)
     torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -101,7 +102,7 @@ def test_gamma_equals_batchgeneratorsv2(dims):
         for k, c in enumerate(params["apply_to_channel"].tolist()):
             invert[b, c], retain[b, c] = bool(params["invert_image"][k]), bool(params["retain_stats"][k])
     assert applied.any() and invert[applied].any() and not invert[applied].all() and retain[applied].any()
-    result = batched.gamma(batch, gammas, applied, invert, retain)
+    result = batched.gamma(batch.clone(), gammas, applied, invert, retain)
     torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -114,7 +115,7 @@ def test_gaussian_noise_has_batchgeneratorsv2s_distribution():
     expected, parameters = per_sample(transform, batch, 9)
     sigmas, applied = channel_table(parameters, batch.shape[1], "sigmas", index_key="apply_idx", fill=0.0)
     assert applied.any() and not applied.all()
-    result = batched.add_noise(batch, sigmas, applied, torch.Generator().manual_seed(10))
+    result = batched.add_noise(batch.clone(), sigmas, applied, torch.Generator().manual_seed(10))
     for ours_or_theirs in (result, expected):
         noise = (ours_or_theirs - batch).flatten(2)
         assert torch.equal(noise[~applied], torch.zeros_like(noise[~applied]))

@@ -7,7 +7,9 @@ by sample with the same parameters (tests/test_batched_augmentation.py; Gaussian
 be shared, by its distribution), so that the parameters can be drawn as nnunetv2 draws them and only the
 work moves to the device.
 
-Channels a transform leaves alone have ``applied`` False; their values pass through unchanged.
+Channels a transform leaves alone have ``applied`` False; their values pass through unchanged. The batch is
+changed in place (and returned): on a CPU the work is bound by memory traffic, so only the (sample, channel)
+rows a transform applies to are gathered, transformed in place and written back.
 """
 
 from __future__ import annotations
@@ -17,39 +19,54 @@ import torch
 EPS = 1e-7
 
 
-def _per_channel(values: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-    """B x C values shaped to broadcast over a batch's spatial axes."""
-    return values.reshape(*values.shape, *[1] * (batch.ndim - 2)).to(batch.dtype)
+def _on_applied(batch: torch.Tensor, applied: torch.Tensor, transform) -> torch.Tensor:
+    """Run ``transform(rows, index)`` on the (sample, channel) rows where ``applied`` (B x C), each row a
+    channel's voxels flattened, and write the result back into ``batch``."""
+    rows = batch.view(batch.shape[0] * batch.shape[1], -1)
+    index = applied.flatten().nonzero().flatten().to(batch.device)
+    if index.numel() == len(rows):  # every row: in place, no copies
+        transform(rows, index)
+    elif index.numel():
+        rows.index_copy_(0, index, transform(rows.index_select(0, index), index))
+    return batch
 
 
-def _channel_reduce(batch: torch.Tensor, how) -> torch.Tensor:
-    """A per-(sample, channel) statistic, shaped to broadcast over the spatial axes."""
-    flat = batch.flatten(2)
-    return how(flat).reshape(*batch.shape[:2], *[1] * (batch.ndim - 2))
+def _selected(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The per-row values of the chosen rows, as a column that broadcasts over a row's voxels."""
+    return values.flatten().to(index.device)[index][:, None]
+
+
+def _per_row(rows: torch.Tensor, statistic) -> torch.Tensor:
+    """A statistic of each row, as a column. Row by row: on a CPU, whole-tensor reductions of one row are several
+    times faster than the same reduction along a dimension (measured: std, mean and min/max of 8 rows of 128^3)."""
+    return torch.stack([statistic(row) for row in rows])[:, None]
 
 
 def mirror(batch: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     """Flip sample b along spatial axis d where ``flips[b, d]``; works for images and label maps alike."""
-    for axis in range(flips.shape[1]):
-        chosen = flips[:, axis].reshape(-1, *[1] * (batch.ndim - 1))
-        batch = torch.where(chosen, batch.flip(axis + 2), batch)
+    for b, axes in enumerate(flips.tolist()):
+        dims = [d + 1 for d, flip in enumerate(axes) if flip]
+        if dims:
+            batch[b] = batch[b].flip(dims)
     return batch
 
 
 def multiply(batch: torch.Tensor, factors: torch.Tensor, applied: torch.Tensor) -> torch.Tensor:
     """Multiplicative brightness: channel c of sample b times ``factors[b, c]``."""
-    return batch * _per_channel(torch.where(applied, factors, torch.ones_like(factors)), batch)
+    return _on_applied(batch, applied, lambda rows, index: rows.mul_(_selected(factors, index)))
 
 
 def contrast(batch: torch.Tensor, factors: torch.Tensor, applied: torch.Tensor, preserve_range: bool) -> torch.Tensor:
     """Contrast around each channel's mean, clipped to the channel's former range if ``preserve_range``."""
-    mean = _channel_reduce(batch, lambda x: x.mean(-1))
-    out = (batch - mean) * _per_channel(factors, batch) + mean
-    if preserve_range:
-        low = _channel_reduce(batch, lambda x: x.amin(-1))
-        high = _channel_reduce(batch, lambda x: x.amax(-1))
-        out = torch.minimum(torch.maximum(out, low), high)
-    return torch.where(_per_channel(applied, batch).bool(), out, batch)
+
+    def transform(rows, index):
+        mean = _per_row(rows, torch.mean)
+        if preserve_range:
+            low, high = _per_row(rows, torch.amin), _per_row(rows, torch.amax)
+        rows.sub_(mean).mul_(_selected(factors, index)).add_(mean)
+        return rows.clamp_(low, high) if preserve_range else rows
+
+    return _on_applied(batch, applied, transform)
 
 
 def gamma(
@@ -61,18 +78,21 @@ def gamma(
 ) -> torch.Tensor:
     """Gamma on the channel's range scaled to [0, 1], optionally on the inverted image (inverted back after)
     and with the channel's mean and standard deviation restored."""
-    sign = _per_channel(torch.where(invert, -1.0, 1.0), batch)
-    x = batch * sign
-    mean = _channel_reduce(x, lambda v: v.mean(-1))
-    std = _channel_reduce(x, lambda v: v.std(-1))
-    low = _channel_reduce(x, lambda v: v.amin(-1))
-    span = _channel_reduce(x, lambda v: v.amax(-1)) - low
-    out = ((x - low) / span.clamp(min=EPS)) ** _per_channel(gammas, batch) * span + low
-    new_mean = _channel_reduce(out, lambda v: v.mean(-1))
-    new_std = _channel_reduce(out, lambda v: v.std(-1))
-    restored = (out - new_mean) * (std / new_std.clamp(min=EPS)) + mean
-    out = torch.where(_per_channel(retain_stats, batch).bool(), restored, out) * sign
-    return torch.where(_per_channel(applied, batch).bool(), out, batch)
+
+    def transform(rows, index):
+        sign = 1.0 - 2.0 * _selected(invert, index).to(rows.dtype)
+        retain = _selected(retain_stats, index)
+        rows.mul_(sign)
+        std, mean = _per_row(rows, torch.std), _per_row(rows, torch.mean)
+        low, high = _per_row(rows, torch.amin), _per_row(rows, torch.amax)
+        span = high - low
+        rows.sub_(low).div_(span.clamp(min=EPS)).pow_(_selected(gammas, index).to(rows.dtype)).mul_(span).add_(low)
+        new_std, new_mean = _per_row(rows, torch.std), _per_row(rows, torch.mean)
+        scale = torch.where(retain, std / new_std.clamp(min=EPS), 1.0)
+        shift = torch.where(retain, mean - new_mean * scale, 0.0)
+        return rows.mul_(scale).add_(shift).mul_(sign)
+
+    return _on_applied(batch, applied, transform)
 
 
 def add_noise(
@@ -80,5 +100,9 @@ def add_noise(
 ) -> torch.Tensor:
     """Gaussian noise with standard deviation ``sigmas[b, c]``. (nnunetv2 calls its range (0, 0.1) a noise
     variance, but batchgeneratorsv2 uses the drawn value as the standard deviation; so does this.)"""
-    noise = torch.randn(batch.shape, generator=generator, device=batch.device, dtype=batch.dtype)
-    return batch + noise * _per_channel(torch.where(applied, sigmas, torch.zeros_like(sigmas)), batch)
+
+    def transform(rows, index):
+        noise = torch.randn(rows.shape, generator=generator, device=rows.device, dtype=rows.dtype)
+        return rows.add_(noise.mul_(_selected(sigmas, index).to(rows.dtype)))
+
+    return _on_applied(batch, applied, transform)
