@@ -122,6 +122,14 @@ def report(title: str, nn: dict | None, sf: dict, target: float, parity: dict | 
     return {"nnunetv2": nn, "segflow": sf, "time_ratio": ratio, "parity": parity}
 
 
+def segflow_against(args, dataset: Path, work: Path, nn: dict | None, theirs: Path, title, target, extra=""):
+    """segflow's preprocessing of ``dataset`` in ``work``, checked against nnunetv2's preprocessed folder
+    ``theirs`` when nnunetv2 ran (``nn``), and reported."""
+    sf = run_segflow(dataset, work)
+    parity = None if nn is None else compare(args.nnunet_venv, work / "results" / dataset.name, theirs)
+    return report(title, nn, sf, target, parity, extra=extra)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nnunet-venv", type=Path, default=Path(os.environ.get("NNUNET_VENV", "/opt/nnunet-venv")))
@@ -140,7 +148,7 @@ def main() -> None:
     results = {}
 
     # (a) Hippocampus. nnunetv2 needs its own MSD conversion first (timed separately, not in the ratio).
-    nn, parity, extra = None, None, ""
+    nn, extra = None, ""
     if not args.segflow_only:
         hippo_raw = base / "raw" / "Dataset004_Hippocampus"
         shutil.rmtree(hippo_raw, ignore_errors=True)
@@ -151,31 +159,33 @@ def main() -> None:
         )
         extra = f"  (+ {conversion['wall_s']:.1f} s for nnUNetv2_convert_MSD_dataset)"
         nn = run_nnunet(args.nnunet_venv, base, 4, "Dataset004_Hippocampus")
-    sf = run_segflow(args.hippocampus, work / "segflow_hippocampus")
-    if nn is not None:
-        ours = work / "segflow_hippocampus" / "results" / args.hippocampus.name
-        parity = compare(args.nnunet_venv, ours, base / "preprocessed" / "Dataset004_Hippocampus")
     title = f"(a) MSD {args.hippocampus.name} (segflow includes its MSD conversion)"
-    results["hippocampus"] = report(title, nn, sf, 1.0, parity, extra=extra)
+    results["hippocampus"] = segflow_against(
+        args,
+        args.hippocampus,
+        work / "segflow_hippocampus",
+        nn,
+        base / "preprocessed" / "Dataset004_Hippocampus",
+        title,
+        1.0,
+        extra,
+    )
 
     # (b) Large anisotropic 2-channel volumes, as an nnU-Net v2 raw folder both read in place.
     large = work / "data" / f"Dataset901_Segflow_{args.large_size}_{args.large_cases}"
     if not (large / "dataset.json").is_file():
         print(f"generating {args.large_cases} {args.large_size} volumes in {large} ...", flush=True)
         generate_raw(large, args.large_cases, channels=2, size=args.large_size)
-    nn, parity = None, None
+    nn, link = None, base / "raw" / "Dataset901_SegflowLarge"
     if not args.segflow_only:
-        link = base / "raw" / "Dataset901_SegflowLarge"
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(large)
         nn = run_nnunet(args.nnunet_venv, base, 901, link.name)
-    sf = run_segflow(large, work / "segflow_large")
-    if nn is not None:
-        ours = work / "segflow_large" / "results" / large.name
-        parity = compare(args.nnunet_venv, ours, base / "preprocessed" / link.name)
     title = f"(b) {args.large_cases} {args.large_size} anisotropic 2-channel volumes"
-    results["large"] = report(title, nn, sf, 0.7, parity)
+    results["large"] = segflow_against(
+        args, large, work / "segflow_large", nn, base / "preprocessed" / link.name, title, 0.7
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

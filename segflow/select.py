@@ -98,5 +98,6 @@ def write_config(config, out) -> None:
 
     from segflow.io import atomic_path
 
+    plain = json.loads(json.dumps(dict(config)))  # nested mappings as plain dicts: safe_dump refuses others
     with atomic_path(out) as tmp:
-        tmp.write_text(yaml.safe_dump(json.loads(json.dumps(dict(config))), sort_keys=False))
+        tmp.write_text(yaml.safe_dump(plain, sort_keys=False))

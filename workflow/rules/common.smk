@@ -148,17 +148,14 @@ def plans_json():
     return checkpoints.plan.get().output.plans
 
 
+STAGE_TARGETS_HINT = "nothing can be made for it. Stage targets: preprocessing, training, crossvalidation, prediction."
+
+
 def selected_configurations(plans):
     wanted = config["configurations"]
-    available = list(plans["configurations"])
     if wanted == "all":
-        wanted = available
-    missing = [c for c in wanted if c not in available]
-    if missing:
-        raise WorkflowError(
-            f"segflow: the plan for {DATASET.name} has no configuration {missing} "
-            f"(it has {available}); change `configurations` in the config."
-        )
+        return list(plans["configurations"])
+    require_planned(plans, wanted, "change `configurations` in the config.")
     return wanted
 
 
@@ -294,15 +291,16 @@ def planned_targets(wildcards):
     )
 
 
-def require_planned(plans, configuration):
-    """Stop with a message, not a KeyError, when a job of a configuration the plan lacks is asked for (by a
-    rule name that `snakemake --list-rules` shows, or by a file path)."""
+def require_planned(plans, configurations, fix=STAGE_TARGETS_HINT):
+    """Stop with a message, not a KeyError, when the config or a requested job (by a rule name that
+    `snakemake --list-rules` shows, or by a file path) names configurations the plan lacks.
+    """
     available = list(plans["configurations"])
-    if configuration not in available:
+    missing = [c for c in configurations if c not in available]
+    if missing:
         raise WorkflowError(
-            f"segflow: the plan for {DATASET.name} has no configuration {configuration} (it has "
-            f"{available}), so nothing can be made for it. Stage targets: preprocessing, training, "
-            "crossvalidation, prediction."
+            f"segflow: the plan for {DATASET.name} has no configuration {', '.join(missing)} "
+            f"(it has {available}); {fix}"
         )
 
 
@@ -311,7 +309,7 @@ def planned_plans(configuration):
 
     def plans(wildcards):
         path = plans_json()
-        require_planned(load_json(path), configuration)
+        require_planned(load_json(path), [configuration])
         return ancient(path)
 
     return plans
@@ -332,10 +330,10 @@ def preprocessing_params(configuration):
     return signature
 
 
-def training_inputs(wildcards):
-    plans = load_json(plans_json())
-    require_planned(plans, wildcards.configuration)
-    data = data_configuration(plans, wildcards.configuration)
+def fold_inputs(plans, configuration):
+    """What a training or validation job of ``configuration`` reads (the plan must have it)."""
+    require_planned(plans, [configuration])
+    data = data_configuration(plans, configuration)
     cases = [f"{OUT}/preprocessed/{data}/{c}" for c in DATASET.cases]
     return {
         "plans": ancient(plans_json()),
@@ -344,8 +342,12 @@ def training_inputs(wildcards):
         "data": [f"{c}.npy" for c in cases],
         "seg": [f"{c}_seg.npy" for c in cases],
         "properties": [f"{c}.json" for c in cases],
-        "previous_stage": previous_stage_dirs(plans, wildcards.configuration),
+        "previous_stage": previous_stage_dirs(plans, configuration),
     }
+
+
+def training_inputs(wildcards):
+    return fold_inputs(load_json(plans_json()), wildcards.configuration)
 
 
 def training_params(wildcards):
@@ -363,7 +365,7 @@ def training_params(wildcards):
 
 def validation_inputs(wildcards):
     plans = load_json(plans_json())
-    require_planned(plans, wildcards.configuration)
+    inputs = fold_inputs(plans, wildcards.configuration)
     following = next_stage(plans, wildcards.configuration)
     grid = (
         [
@@ -374,7 +376,7 @@ def validation_inputs(wildcards):
         else []
     )
     return {
-        **training_inputs(wildcards),
+        **inputs,
         "checkpoint": f"{OUT}/train/{wildcards.configuration}/fold_{wildcards.fold}/checkpoint_final.pt",
         "labels": [raw_label(c) for c in DATASET.cases],
         "next_stage_grid": grid,
