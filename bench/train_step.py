@@ -157,6 +157,31 @@ def timed_iterations(step, warmup: int, iterations: int, synchronize) -> tuple[l
     return times, (descendant_cpu_seconds() - loader_cpu) / iterations
 
 
+def peak_gpu_memory_gb() -> float | None:
+    """The most GPU memory torch held for tensors in this process, or None on a CPU."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+
+
+def timed_calls(owner, method: str) -> list[float]:
+    """Wraps ``owner.method`` to record the wall seconds of each call (on CUDA, up to the end of its kernels)."""
+    import torch
+
+    original, seconds = getattr(owner, method), []
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        result = original(*args, **kwargs)
+        if torch.cuda.is_available():
+            torch.cuda.current_stream().synchronize()
+        seconds.append(time.perf_counter() - started)
+        return result
+
+    setattr(owner, method, timed)
+    return seconds
+
+
 def worker_segflow(args, work: Path) -> dict:
     import torch
 
@@ -178,27 +203,27 @@ def worker_segflow(args, work: Path) -> dict:
         splits_for(args.cases),
         0,
         work / "segflow" / "out",
-        TrainSettings(epochs=1),
+        TrainSettings(epochs=1, augment_on=args.augment_on),
         args.device,
         args.workers,
     )
-    generator, closer = trainer.batches(0, validation=False)
+    augmenting = timed_calls(trainer.batched_augmentation, "apply")
     trainer.network.train()
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
-    try:
+    with trainer.batch_stream(0, validation=False) as batches:
         times, loader_cpu = timed_iterations(
-            lambda: trainer.train_step(*trainer.to_device(next(generator))), args.warmup, args.iterations, sync
+            lambda: trainer.train_step(*next(batches)), args.warmup, args.iterations, sync
         )
-    finally:
-        if closer is not None:
-            closer._finish()
     configuration = trainer.configuration
     return {
         "times": times,
         "loader_cpu_s_per_batch": loader_cpu,
+        "augment_on": args.augment_on,
+        "device_augmentation_s_per_batch": statistics.median(augmenting) if augmenting else None,
         "patch": configuration["patch_size"],
         "batch": configuration["batch_size"],
         "device": torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu",
+        "peak_gpu_memory_gb": peak_gpu_memory_gb(),
         "torch": torch.__version__,
     }
 
@@ -239,6 +264,7 @@ def worker_nnunet(args, work: Path) -> dict:
         "patch": list(trainer.configuration_manager.patch_size),
         "batch": trainer.configuration_manager.batch_size,
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "peak_gpu_memory_gb": peak_gpu_memory_gb(),
         "torch": torch.__version__,
     }
 
@@ -263,6 +289,8 @@ def run_worker(python: str, framework: str, args, work: Path) -> dict:
         str(args.workers),
         "--threads",
         str(args.threads),
+        "--augment-on",
+        args.augment_on,
         "--work",
         str(work),
     ]
@@ -289,6 +317,12 @@ def main() -> None:
         default="auto",
         choices=["auto", "on", "off"],
         help="segflow's memory format (auto: channels-last 3D on CUDA)",
+    )
+    parser.add_argument(
+        "--augment-on",
+        default="device",
+        choices=["device", "workers"],
+        help="segflow: augment whole batches on the training device (default) or samples in the workers",
     )
     parser.add_argument("--compare-layouts", action="store_true", help="also time segflow with the other layout")
     parser.add_argument("--worker", choices=["segflow", "nnunetv2"], help=argparse.SUPPRESS)
@@ -331,8 +365,17 @@ def main() -> None:
             )
         print(
             f"   segflow:        {sf_median:8.3f} s/iteration (median of {len(sf['times'])}); data loading "
-            f"{sf['loader_cpu_s_per_batch']:.3f} CPU s per batch"
+            f"{sf['loader_cpu_s_per_batch']:.3f} CPU s per batch; augmentation on the {args.augment_on}"
+            + (
+                f" ({sf['device_augmentation_s_per_batch']:.3f} s per batch in the training process"
+                + (", overlapping the step)" if args.device == "cuda" else ")")
+                if sf["device_augmentation_s_per_batch"] is not None
+                else ""
+            )
         )
+        for framework, figures in (("nnunetv2", nn), ("segflow", sf)):
+            if figures is not None and figures.get("peak_gpu_memory_gb") is not None:
+                print(f"   {framework} peak GPU memory: {figures['peak_gpu_memory_gb']:.2f} GiB")
         if nn is not None:
             print(f"   ratio segflow / nnunetv2: {sf_median / nn_median:.2f} (target <= 0.9)", flush=True)
             loading = sf["loader_cpu_s_per_batch"] / nn["loader_cpu_s_per_batch"]

@@ -149,8 +149,15 @@ def test_bench_train_step(tmp_path):
     )
     line = r"segflow:\s+[\d.]+ s/iteration \(median of 1\); data loading [\d.]+ CPU s per batch"
     assert re.search(line, output), output
-    # The one worker process cut and augmented the batch: its CPU time is seen.
-    assert json.loads((tmp_path / "figures.json").read_text())["hippocampus"]["segflow"]["loader_cpu_s_per_batch"] > 0
+    # The one worker process cut the patches (its CPU time is seen); the training process augmented them.
+    figures = json.loads((tmp_path / "figures.json").read_text())["hippocampus"]["segflow"]
+    assert figures["loader_cpu_s_per_batch"] > 0 and figures["device_augmentation_s_per_batch"] > 0
+
+
+def test_bench_augment():
+    output = bench("augment.py", "--plans", "hippocampus", "--batches", "1")
+    assert re.search(r"batchgeneratorsv2 per sample, 1 CPU thread .*: [\d.]+ s per batch", output), output
+    assert re.search(r"segflow batched on cpu \(2 torch threads\): +[\d.]+ s per batch", output), output
 
 
 def test_bench_train_parity_segflow_side():

@@ -48,6 +48,7 @@ def test_a_config_file_setting_only_epochs_keeps_the_other_train_keys():
         "iterations_per_epoch": 250,
         "val_iterations": 50,
         "seed": 0,
+        "augment_on": "device",
         "threads": 8,
         "mem_mb": 16000,
         "runtime_minutes": 2880,

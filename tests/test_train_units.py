@@ -1,6 +1,8 @@
 """Training building blocks on hand-made inputs: network shapes, loss values, schedules, sampling."""
 
 import math
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from segflow.plan import architecture, topology
 from segflow.preprocess import class_locations
 from segflow.train.augment import AugmentationSettings
 from segflow.train.data import Case, PatchLoader, forced_foreground
-from segflow.train.loop import poly_lr
+from segflow.train.loop import Prefetcher, poly_lr
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
 from segflow.train.network import build_network
 
@@ -86,12 +88,13 @@ def test_ignore_label_is_left_out_of_both_terms():
 
 
 def test_regions_for_nested_brats_labels():
-    seg = np.array([0, 1, 2, 3]).reshape(1, 1, 4)
+    seg = torch.tensor([0, 1, 2, 3, 4], dtype=torch.int16).reshape(1, 1, 5)
     regions = [(1, 2, 3), (2, 3), (3,)]
-    target = region_targets(seg, regions)
-    assert target[0].tolist() == [[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1]]
-    logits = torch.tensor(target, dtype=torch.float32) * 200 - 100  # sigmoid = target
-    assert DiceBCELoss(batch_dice=True)(logits, torch.tensor(target)).item() == pytest.approx(-1.0, abs=1e-5)
+    target = region_targets(seg, regions, ignore_label=4)
+    assert target[0].tolist() == [[0, 1, 1, 1, 0], [0, 0, 1, 1, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1]]
+    target = region_targets(seg[..., :4], regions)
+    logits = target.float() * 200 - 100  # sigmoid = target
+    assert DiceBCELoss(batch_dice=True)(logits, target).item() == pytest.approx(-1.0, abs=1e-5)
 
 
 def test_deep_supervision_loss_weights_outputs():
@@ -141,3 +144,25 @@ def test_loader_forces_foreground_into_the_patch_and_pads_with_minus_one(tmp_pat
     assert (batch["seg"] == -1).any()  # the 10-voxel axis is padded to the 12-voxel patch
     flat = PatchLoader([case], 2, [16, 16], [12, 12], is_2d=True).generate_train_batch()
     assert flat["data"].shape == (2, 1, 16, 16) and (flat["seg"][1] == 1).any()
+
+
+def test_batches_prepared_ahead_in_a_thread_come_in_order_and_closing_waits_for_the_one_in_preparation():
+    made, threads = [], set()
+
+    def prepare():
+        threads.add(threading.get_ident())
+        time.sleep(0.01)
+        made.append(len(made))
+        return torch.tensor([made[-1]]), [torch.tensor([-made[-1]])]
+
+    ahead = Prefetcher(prepare, torch.device("cpu"), ahead=True)
+    taken = [next(ahead) for _ in range(5)]
+    ahead.close()
+    assert [int(d) for d, _ in taken] == [0, 1, 2, 3, 4] and [int(t[0]) for _, t in taken] == [0, -1, -2, -3, -4]
+    finished = len(made)
+    time.sleep(0.05)
+    assert finished in (5, 6) and len(made) == finished, "at most one batch ahead, none made after close"
+    assert threading.get_ident() not in threads, "prepared in the background thread"
+    inline = Prefetcher(prepare, torch.device("cpu"))
+    assert int(next(inline)[0]) == finished and len(made) == finished + 1, "on a CPU, made when asked for"
+    inline.close()

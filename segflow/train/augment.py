@@ -1,5 +1,9 @@
 """nnU-Net's data augmentation (method reference §5.6), composed from batchgeneratorsv2's transforms.
 
+This per-sample pipeline runs in the loader workers when training with ``augment_on: workers``; by default
+segflow applies the same transforms to whole batches on the training device (``device_augment.py``), and
+validation batches always come from here.
+
 nnunetv2 2.8.1 augments each sample with batchgeneratorsv2; segflow composes the same transforms with the
 same parameters and in the same order, so that a sample drawn with the same numpy and torch seeds is
 augmented identically (tests/test_nnunetv2_parity.py compares with pipelines recorded from nnunetv2):

@@ -106,3 +106,153 @@ def add_noise(
         return rows.add_(noise.mul_(_selected(sigmas, index).to(rows.dtype)))
 
     return _on_applied(batch, applied, transform)
+
+
+def _blur_kernels(sigmas: torch.Tensor) -> torch.Tensor:
+    """R x K Gaussian kernels for R sigmas, each as batchgeneratorsv2 builds it (odd size nearest to
+    6 sigma + 0.5, normalised) and centred in the common size K of the largest, padded with zero taps."""
+    sizes = [_nearest_odd(6 * s + 0.5) for s in sigmas.tolist()]
+    half = max(sizes) // 2
+    taps = torch.arange(-half, half + 1, dtype=torch.float32, device=sigmas.device)
+    reach = torch.tensor([(k - 1) / 2 for k in sizes], device=sigmas.device)[:, None]
+    pdf = torch.exp(-0.5 * (taps[None] / sigmas[:, None].float()) ** 2) * (taps[None].abs() <= reach)
+    return pdf / pdf.sum(1, keepdim=True)
+
+
+def _nearest_odd(value: float) -> int:
+    rounded = round(value)
+    if rounded % 2 == 1:
+        return rounded
+    return rounded + 1 if value - rounded >= 0 else rounded - 1
+
+
+def blur(batch: torch.Tensor, sigmas: torch.Tensor, applied: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of the applied rows, ``sigmas[b, c, d]`` along spatial axis d, reflecting at the
+    border: one grouped convolution per axis for all rows (a row's kernel padded with zero taps to the
+    largest, which reflects further but weighs the extra voxels 0)."""
+    index = applied.flatten().nonzero().flatten().to(batch.device)
+    if not index.numel():
+        return batch
+    spatial = batch.shape[2:]
+    rows = batch.view(-1, *spatial).index_select(0, index)[None]
+    row_sigmas = sigmas.reshape(-1, len(spatial)).to(batch.device)[index]
+    convolve = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
+    for d in range(len(spatial)):
+        kernels = _blur_kernels(row_sigmas[:, d]).to(batch.dtype)
+        half = kernels.shape[1] // 2
+        shape = [1] * len(spatial)
+        shape[d] = kernels.shape[1]
+        padding = [0, 0] * len(spatial)
+        padding[2 * (len(spatial) - 1 - d) : 2 * (len(spatial) - d)] = [half, half]
+        padded = torch.nn.functional.pad(rows, padding, mode="reflect")
+        rows = convolve[len(spatial)](padded, kernels.view(-1, 1, *shape), groups=len(index))
+    batch.view(-1, *spatial).index_copy_(0, index, rows[0])
+    return batch
+
+
+def simulate_low_resolution(batch: torch.Tensor, scales: torch.Tensor, applied: torch.Tensor) -> torch.Tensor:
+    """Each applied row downsampled (nearest-exact) to ``round(size * scales[b, c, d])`` voxels per axis and
+    linearly interpolated back. Row by row: the sizes differ, and interpolation is cheap next to the rest."""
+    spatial = batch.shape[2:]
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
+    rows = batch.view(-1, *spatial)
+    for r in applied.flatten().nonzero().flatten().tolist():
+        size = [round(n * s) for n, s in zip(spatial, scales.reshape(-1, len(spatial))[r].tolist(), strict=True)]
+        small = torch.nn.functional.interpolate(rows[r][None, None], size, mode="nearest-exact")
+        rows[r] = torch.nn.functional.interpolate(small, spatial, mode=mode)[0, 0]
+    return batch
+
+
+def mask_outside(batch: torch.Tensor, seg: torch.Tensor, channels, value: float = 0.0) -> torch.Tensor:
+    """Channels normalised inside the non-zero mask set to ``value`` where the label map's first channel is
+    negative (outside the mask, or outside the image)."""
+    if channels:
+        outside = (seg[:, :1] < 0).expand(-1, len(channels), *seg.shape[2:])
+        batch[:, list(channels)] = batch[:, list(channels)].masked_fill(outside, value)
+    return batch
+
+
+def _centred_grid(patch_size, device) -> torch.Tensor:
+    """Voxel coordinates of a patch relative to its centre, patch x dim (batchgeneratorsv2's base grid)."""
+    axes = [torch.linspace((1 - s) / 2, (s - 1) / 2, s, device=device) for s in patch_size]
+    return torch.stack(torch.meshgrid(axes, indexing="ij"), -1)
+
+
+def sampling_grids(matrices: torch.Tensor, input_shape, patch_size) -> torch.Tensor:
+    """``grid_sample`` grids, n x patch x dim, of a patch centred in an input of ``input_shape`` whose voxel
+    offsets from the centre are mapped by each sample's matrix (rotation and scaling, n x dim x dim)."""
+    base = _centred_grid(patch_size, matrices.device)
+    points = base.reshape(1, -1, len(patch_size))
+    grid = torch.matmul(points, matrices.float().transpose(1, 2))
+    grid = grid / torch.tensor([s / 2 for s in input_shape], device=matrices.device)
+    return grid.flip(-1).reshape(len(matrices), *patch_size, len(patch_size))
+
+
+def _sample(volumes: torch.Tensor, grids: torch.Tensor, mode: str) -> torch.Tensor:
+    return torch.nn.functional.grid_sample(volumes, grids, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def _reaches_outside(grids: torch.Tensor, input_shape) -> torch.Tensor:
+    """Per sample, whether a linear kernel at some grid point draws on voxels outside the input."""
+    bound = min(1 - 1 / s for s in input_shape)
+    return grids.flatten(1).abs().amax(1) > bound
+
+
+SCORE = 1000  # batchgeneratorsv2 scales the label indicators to settle ties in float16 as it does
+
+
+def resample_labels(seg: torch.Tensor, grids: torch.Tensor, pad_label: int) -> torch.Tensor:
+    """Label maps n x S x ... resampled on ``grids`` as batchgeneratorsv2 2.8.1's spatial transform does: each
+    label's indicator (x 1000) interpolated linearly and rounded to float16, the highest score wins (the lowest
+    label on a tie, and where the nearest neighbour's label is among the best, it wins); a sample whose
+    kernels reach outside the input counts ``pad_label`` there; a sample with two labels takes the second where
+    its score passes half."""
+    n, channels, *_ = seg.shape
+    patch = grids.shape[1:-1]
+    out = torch.empty((n, channels, *patch), dtype=seg.dtype, device=seg.device)
+    outside = _reaches_outside(grids, seg.shape[2:])
+    view = (n, 1, *[1] * len(patch))
+    for c in range(channels):
+        volumes = seg[:, c : c + 1]
+        nearest = (_sample(volumes.float() - pad_label, grids, "nearest") + pad_label).to(seg.dtype)
+        labels = torch.unique(volumes)
+        if outside.any():
+            labels = torch.unique(torch.cat([labels, labels.new_tensor([pad_label])]))
+        present = torch.stack([(volumes == u).flatten(1).any(1) | (outside & (u == pad_label)) for u in labels])
+        scores = torch.empty((len(labels), n, *patch), dtype=torch.float16, device=seg.device)
+        for i, u in enumerate(labels.tolist()):
+            indicator = (volumes == u).float()
+            if u == pad_label:  # outside the input the padding label's indicator is 1
+                shift = outside.float().view(view)
+                scores[i] = (_sample((indicator - shift) * SCORE, grids, "bilinear") + shift * SCORE)[:, 0].half()
+            else:
+                scores[i] = _sample(indicator * SCORE, grids, "bilinear")[:, 0].half()
+        scores.masked_fill_(~present.view(len(labels), n, *[1] * len(patch)), float("-inf"))
+        winner = scores.argmax(0)  # the first, i.e. lowest, label on a tie
+        best = scores.gather(0, winner[None])[0]
+        own = scores.gather(0, torch.searchsorted(labels, nearest[:, 0].contiguous())[None].clamp(max=len(labels) - 1))[
+            0
+        ]
+        result = torch.where(own == best, nearest[:, 0], labels[winner])
+        pairs = present.sum(0) == 2
+        if pairs.any():  # two labels: the second where its score passes half of SCORE, the nearest on a tie
+            second = len(labels) - 1 - present.flip(0).int().argmax(0)
+            first = present.int().argmax(0)
+            high = scores.gather(0, second.view(1, n, *[1] * len(patch)).expand(1, n, *patch))[0]
+            paired = torch.where(
+                high > SCORE / 2, labels[second].view(view[:1] + view[2:]), labels[first].view(view[:1] + view[2:])
+            )
+            paired = torch.where(high == SCORE / 2, nearest[:, 0], paired)
+            result = torch.where(pairs.view(view[:1] + view[2:]), paired, result)
+        out[:, c] = result
+    return out
+
+
+def resample(
+    image: torch.Tensor, seg: torch.Tensor, matrices: torch.Tensor, patch_size, pad_label: int = -1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The centred ``patch_size`` patch of each (enlarged) sample, resampled through its matrix (rotation and
+    scaling): images linearly with zeros outside, label maps by ``resample_labels``. A sample that is neither
+    rotated nor scaled is only cut out of the centre, which the loader does (``PatchLoader.centred``)."""
+    grids = sampling_grids(matrices.to(image.device), image.shape[2:], patch_size)
+    return _sample(image, grids, "bilinear"), resample_labels(seg, grids, pad_label)

@@ -1,5 +1,6 @@
 """Training batches: patch sampling as nnunetv2 2.8.1's ``nnUNetDataLoader`` (§5.5), each sample augmented
-as it is cut (``augment.py``, §5.6).
+as it is cut (``augment.py``, §5.6), or cut only and sent with its augmentation's parameters, which the
+training device applies to the whole batch (``device_augment.py``).
 
 Cases are drawn uniformly with replacement; sample j of a batch is forced to contain foreground when
 ``j >= round(batch_size * (1 - 0.33))``. A forced sample picks a class present in the case uniformly (the
@@ -30,6 +31,7 @@ import torch
 from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
 
 from segflow.io import load_json, load_npy
+from segflow.train.device_augment import centre_window
 
 OVERSAMPLE_FOREGROUND = 0.33
 
@@ -66,16 +68,20 @@ def annotated_key(class_locations: dict) -> str | None:
 
 class PatchLoader(SlimDataLoaderBase):
     """Infinite batches of (enlarged) patches with nnU-Net's foreground oversampling, each sample passed
-    through ``transforms`` (a batchgeneratorsv2 pipeline) as it is cut; batches are torch tensors, which
-    torch hands between processes in shared memory."""
+    through ``transforms`` (a batchgeneratorsv2 pipeline) as it is cut, or, with ``draw``, left as cut and
+    sent with the parameters of its augmentation on the training device (``device_augment.py``); batches are
+    torch tensors, which torch hands between processes in shared memory."""
 
-    def __init__(self, cases: list[Case], batch_size: int, patch_size, final_patch_size, is_2d: bool, transforms=None):
+    def __init__(
+        self, cases: list[Case], batch_size: int, patch_size, final_patch_size, is_2d: bool, transforms=None, draw=None
+    ):
         super().__init__(cases, batch_size, None)
         self.is_2d = is_2d
         depth = [1] if is_2d else []  # 2D: a depth-1 patch of the volume, as nnunetv2 samples it
         self.patch_size = depth + [int(p) for p in patch_size]
         self.final_patch_size = depth + [int(p) for p in final_patch_size]
         self.transforms = transforms
+        self.draw = draw
         self.owner = os.getpid()  # the process that made the loader; workers are forked from it
 
     def bounding_box(self, shape, centre=None):
@@ -118,30 +124,39 @@ class PatchLoader(SlimDataLoaderBase):
         return voxels[np.random.choice(len(voxels))]
 
     @staticmethod
-    def crop(array: np.ndarray, lbs, ubs, fill) -> np.ndarray:
-        """Cut [lbs, ubs) from C x ... ``array``, ``fill`` where the box leaves the image (one copy)."""
+    def crop(array: np.ndarray, lbs, ubs, fill, out: np.ndarray) -> None:
+        """Cut [lbs, ubs) from C x ... ``array`` into ``out``, ``fill`` where the box leaves the image."""
         shape = array.shape[1:]
-        out = np.full((array.shape[0], *[hi - lo for lo, hi in zip(lbs, ubs, strict=True)]), fill, dtype=array.dtype)
         source = tuple(slice(max(0, lo), min(s, hi)) for lo, hi, s in zip(lbs, ubs, shape, strict=True))
         target = tuple(slice(src.start - lo, src.stop - lo) for src, lo in zip(source, lbs, strict=True))
-        if all(t.stop > t.start for t in target):
+        inside = all(t.stop > t.start for t in target)
+        if not inside or any(t.stop - t.start < o for t, o in zip(target, out.shape[1:], strict=True)):
+            out.fill(fill)
+        if inside:
             out[(slice(None), *target)] = array[(slice(None), *source)]
-        return out
 
-    def sample(self, case: Case, force_fg: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image, seg) of one augmented patch; the cascade's previous segmentation is a second seg channel."""
-        shape = case.data.shape[1:]
-        lbs, ubs = self.bounding_box(shape, self.centre(case, force_fg))
-        image = torch.from_numpy(self.crop(case.data, lbs, ubs, 0.0)).float()
-        seg = torch.from_numpy(self.crop(case.seg, lbs, ubs, -1).astype(np.int16))
-        if case.seg_prev is not None:
-            seg = torch.cat([seg, torch.from_numpy(self.crop(case.seg_prev, lbs, ubs, -1).astype(np.int16))])
-        if self.is_2d:
-            image, seg = image[:, 0], seg[:, 0]
-        if self.transforms is None:
-            return image, seg
-        out = self.transforms(image=image, segmentation=seg)
-        return out["image"], out["segmentation"]
+    def cut(self, cases: list[Case], boxes, size) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``boxes`` (lower, upper corners) of ``cases`` as a batch: N x C x size image, N x S x size int16
+        label map (the cascade's previous segmentation as channel 1), each voxel copied once from the
+        memory-mapped arrays; 2D configurations drop the depth-1 axis."""
+        channels, seg_channels = self._data[0].data.shape[0], 1 + (self._data[0].seg_prev is not None)
+        data = torch.empty((len(cases), channels, *size))
+        seg = torch.empty((len(cases), seg_channels, *size), dtype=torch.int16)
+        for j, (case, (lbs, ubs)) in enumerate(zip(cases, boxes, strict=True)):
+            image, labels = data[j].numpy(), seg[j].numpy()
+            self.crop(case.data, lbs, ubs, 0.0, image)
+            self.crop(case.seg, lbs, ubs, -1, labels[:1])
+            if case.seg_prev is not None:
+                self.crop(case.seg_prev, lbs, ubs, -1, labels[1:])
+        return (data[:, :, 0], seg[:, :, 0]) if self.is_2d else (data, seg)
+
+    def centred(self, lbs) -> tuple[list[int], list[int]]:
+        """The final patch at the centre of the enlarged one starting at ``lbs`` (where the spatial transform
+        cuts it when it neither rotates nor scales)."""
+        window = centre_window(self.patch_size, self.final_patch_size)
+        return [lo + w.start for lo, w in zip(lbs, window, strict=True)], [
+            lo + w.stop for lo, w in zip(lbs, window, strict=True)
+        ]
 
     def generate_train_batch(self) -> dict:
         # Workers seed numpy only; torch's generator (batchgeneratorsv2 draws from both) follows from numpy's
@@ -149,8 +164,29 @@ class PatchLoader(SlimDataLoaderBase):
         torch.manual_seed(numpy_state_digest())
         with one_torch_thread(restore=os.getpid() == self.owner), torch.no_grad():
             picks = np.random.choice(len(self._data), self.batch_size, replace=True)
-            samples = [self.sample(self._data[i], forced_foreground(j, self.batch_size)) for j, i in enumerate(picks)]
-            return {"data": torch.stack([s[0] for s in samples]), "seg": torch.stack([s[1] for s in samples])}
+            cases = [self._data[i] for i in picks]
+            boxes = [
+                self.bounding_box(case.data.shape[1:], self.centre(case, forced_foreground(j, self.batch_size)))
+                for j, case in enumerate(cases)
+            ]
+            if self.draw is not None:
+                return self.cut_for_the_device(cases, boxes)
+            data, seg = self.cut(cases, boxes, self.patch_size)
+            if self.transforms is not None:  # as nnunetv2: every sample cut first, then augmented one by one
+                samples = [self.transforms(image=d, segmentation=s) for d, s in zip(data, seg, strict=True)]
+                data = torch.stack([s["image"] for s in samples])
+                seg = torch.stack([s["segmentation"] for s in samples])
+        return {"data": data, "seg": seg}
+
+    def cut_for_the_device(self, cases, boxes) -> dict:
+        """A batch for augmentation on the device: its parameters, the final patches at the centres of the
+        enlarged ones (what a sample neither rotated nor scaled becomes), and the enlarged patches of the
+        samples that are (so only they travel at the enlarged size)."""
+        params = self.draw(len(cases), cases[0].data.shape[0])
+        moved = np.flatnonzero(params["spatial"])
+        data, seg = self.cut(cases, [self.centred(lbs) for lbs, _ in boxes], self.final_patch_size)
+        moved_data, moved_seg = self.cut([cases[j] for j in moved], [boxes[j] for j in moved], self.patch_size)
+        return {"data": data, "seg": seg, "moved_data": moved_data, "moved_seg": moved_seg, "augmentation": params}
 
 
 @contextmanager

@@ -111,10 +111,10 @@ class DeepSupervisionLoss(nn.Module):
         return total
 
 
-def region_targets(seg: np.ndarray, regions, ignore_label: int | None = None) -> np.ndarray:
+def region_targets(seg: torch.Tensor, regions, ignore_label: int | None = None) -> torch.Tensor:
     """B x 1 x ... label map -> B x R(+1) x ... uint8 region channels (a voxel belongs to a region when its
-    label is one of the region's labels); with an ignore label one more channel marks it."""
-    channels = [np.isin(seg[:, 0], region) for region in regions]
+    label is one of the region's labels); with an ignore label one more channel marks it. On seg's device."""
+    channels = [torch.isin(seg[:, 0], torch.tensor(region, dtype=seg.dtype, device=seg.device)) for region in regions]
     if ignore_label is not None:
         channels.append(seg[:, 0] == ignore_label)
-    return np.stack(channels, axis=1).astype(np.uint8)
+    return torch.stack(channels, dim=1).to(torch.uint8)

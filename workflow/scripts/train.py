@@ -11,6 +11,7 @@ settings = TrainSettings(
     iterations_per_epoch=s["iterations_per_epoch"],
     val_iterations=s["val_iterations"],
     seed=s["seed"],
+    augment_on=s["augment_on"],
 )
 with claimed_gpu(enabled=sm.params.device != "cpu"):  # a workstation's GPUs, one per job
     run_job(

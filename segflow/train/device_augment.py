@@ -1,0 +1,160 @@
+"""nnU-Net's training augmentation (method reference §5.6) for a whole batch on the training device (issue 14).
+
+The loader workers only cut the enlarged patches and draw each sample's parameters (``draw``: numpy's
+generator, which the workers seed from (seed, fold, epoch, worker)), with nnunetv2 2.8.1's probabilities and
+ranges; the training process applies them to the batch in a few tensor operations (``apply``, the functions
+of ``batched.py``, each equal to batchgeneratorsv2's transform given the same parameters), in nnunetv2's order:
+
+rotation and scaling (one resampling, per-sample matrices), Gaussian noise, Gaussian blur, brightness,
+contrast, simulated low resolution, gamma on the inverted image, gamma, mirroring, masking outside the
+non-zero mask, label -1 to 0.
+
+Parameters travel with the batch as small numpy arrays, so a batch depends only on the worker's seed, never
+on the device or the thread that augments it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from segflow.train import batched
+from segflow.train.augment import SCALE_RANGE, AugmentationSettings
+
+# (probability per sample, per channel) of nnunetv2 2.8.1's transforms; ranges as in augment.py
+P_ROTATION, P_SCALING = 0.2, 0.2
+P_NOISE, NOISE_SIGMA = 0.1, (0.0, 0.1)
+P_BLUR, P_BLUR_CHANNEL, BLUR_SIGMA = 0.2, 0.5, (0.5, 1.0)
+P_BRIGHTNESS, BRIGHTNESS = 0.15, (0.75, 1.25)
+P_CONTRAST, CONTRAST = 0.15, (0.75, 1.25)
+P_LOW_RES, P_LOW_RES_CHANNEL, LOW_RES_ZOOM = 0.25, 0.5, (0.5, 1.0)
+P_GAMMA_INVERTED, P_GAMMA, GAMMA = 0.1, 0.3, (0.7, 1.5)
+P_MIRROR = 0.5
+
+
+def around_one(low: float, high: float) -> float:
+    """batchgeneratorsv2's BGContrast draw: half the time below 1, U(low, 1), else U(1, high)."""
+    if np.random.uniform() < 0.5 and low < 1:
+        return np.random.uniform(low, 1)
+    return np.random.uniform(max(low, 1), high)
+
+
+def rotation_matrix(angles, scale: float) -> np.ndarray:
+    """batchgeneratorsv2's affine: rotations about the axes (Rz Ry Rx in 3D, by the last angle in 2D) after a
+    uniform scaling."""
+    if len(angles) == 2:
+        c, s = math.cos(angles[-1]), math.sin(angles[-1])
+        return np.array([[c, -s], [s, c]]) * scale
+    (cx, sx), (cy, sy), (cz, sz) = [(math.cos(a), math.sin(a)) for a in angles]
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx * scale
+
+
+def centre_window(enlarged, final) -> tuple[slice, ...]:
+    """Where the final patch lies in the enlarged one when the sample is neither rotated nor scaled."""
+    return tuple(slice(e // 2 - f // 2, e // 2 - f // 2 + f) for e, f in zip(enlarged, final, strict=True))
+
+
+def as_loaded(image: torch.Tensor, seg: torch.Tensor, params: dict, final) -> dict:
+    """The batch ``PatchLoader.cut_for_the_device`` sends for these enlarged patches (benchmarks, tests)."""
+    window = (slice(None), slice(None), *centre_window(image.shape[2:], final))
+    moved = torch.from_numpy(np.flatnonzero(params["spatial"]))
+    return {
+        "data": image[window].clone(),
+        "seg": seg[window].clone(),
+        "moved_data": image[moved],
+        "moved_seg": seg[moved],
+        "augmentation": params,
+    }
+
+
+class BatchedAugmentation:
+    """Draw (in a worker) and apply (on the training device) nnU-Net's training augmentation of a batch."""
+
+    def __init__(self, settings: AugmentationSettings, masked_channels=()):
+        self.settings = settings
+        self.masked_channels = list(masked_channels)
+        self.dims = len(settings.patch_size)  # of the image; the spatial transform's is 2 for dummy 2D
+        self.spatial_dims = 2 if settings.dummy_2d else self.dims
+
+    # --- in the worker: one sample's parameters at a time, nnunetv2's probabilities ----------------------
+
+    def draw(self, batch_size: int, channels: int) -> dict[str, np.ndarray]:
+        rows = [self.draw_sample(channels) for _ in range(batch_size)]
+        params = {key: np.stack([r[key] for r in rows]) for key in rows[0]}
+        params["noise_seed"] = np.array(np.random.randint(0, 2**31 - 1), dtype=np.int64)
+        return params
+
+    def draw_sample(self, channels: int) -> dict[str, np.ndarray]:
+        p = {}
+        rotate, scale = np.random.uniform() < P_ROTATION, np.random.uniform() < P_SCALING
+        angles = [np.random.uniform(*self.settings.rotation) if rotate else 0.0 for _ in range(self.spatial_dims)]
+        factor = np.random.uniform(*SCALE_RANGE) if scale else 1.0
+        p["spatial"] = np.array(rotate or scale)
+        p["matrix"] = rotation_matrix(angles, factor).astype(np.float32)
+        noise = np.random.uniform() < P_NOISE
+        p["noise"] = np.full(channels, np.random.uniform(*NOISE_SIGMA) if noise else 0.0, dtype=np.float32)
+        p["noise_applied"] = np.full(channels, noise)
+        blur = np.random.uniform() < P_BLUR
+        p["blur_applied"] = blur & (np.random.uniform(size=channels) < P_BLUR_CHANNEL)
+        p["blur"] = np.random.uniform(*BLUR_SIGMA, size=(channels, self.dims)).astype(np.float32)
+        for name, probability, bounds in (("brightness", P_BRIGHTNESS, BRIGHTNESS), ("contrast", P_CONTRAST, CONTRAST)):
+            applied = np.random.uniform() < probability
+            p[f"{name}_applied"] = np.full(channels, applied)
+            p[name] = np.array([around_one(*bounds) if applied else 1.0 for _ in range(channels)], dtype=np.float32)
+        low_res = np.random.uniform() < P_LOW_RES
+        p["low_res_applied"] = low_res & (np.random.uniform(size=channels) < P_LOW_RES_CHANNEL)
+        zoom = np.repeat(np.random.uniform(*LOW_RES_ZOOM, size=(channels, 1)), self.dims, axis=1)
+        if self.settings.dummy_2d:
+            zoom[:, 0] = 1
+        p["low_res"] = zoom.astype(np.float32)
+        for name, probability in (("gamma_inverted", P_GAMMA_INVERTED), ("gamma", P_GAMMA)):
+            applied = np.random.uniform() < probability
+            p[f"{name}_applied"] = np.full(channels, applied)
+            p[name] = np.array([around_one(*GAMMA) if applied else 1.0 for _ in range(channels)], dtype=np.float32)
+        p["mirror"] = np.random.uniform(size=self.dims) < P_MIRROR
+        return p
+
+    # --- on the device: the whole batch --------------------------------------------------------------
+
+    def apply(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented patches of a batch from ``PatchLoader.cut_for_the_device`` whose tensors are on the
+        device: final patches B x C x ... and B x S x ... (int16), the enlarged patches of the samples to
+        rotate or scale, and the parameters."""
+        p = {k: torch.as_tensor(v) for k, v in batch["augmentation"].items()}
+        image, seg = batch["data"], batch["seg"]
+        self.rotate_and_scale(image, seg, batch["moved_data"], batch["moved_seg"], p)
+        generator = torch.Generator(image.device).manual_seed(int(p["noise_seed"]))
+        batched.add_noise(image, p["noise"], p["noise_applied"], generator)
+        batched.blur(image, p["blur"], p["blur_applied"])
+        batched.multiply(image, p["brightness"], p["brightness_applied"])
+        batched.contrast(image, p["contrast"], p["contrast_applied"], preserve_range=True)
+        batched.simulate_low_resolution(image, p["low_res"], p["low_res_applied"])
+        for name, inverted in (("gamma_inverted", True), ("gamma", False)):
+            applied = p[f"{name}_applied"]
+            batched.gamma(image, p[name], applied, torch.full_like(applied, inverted), torch.ones_like(applied))
+        batched.mirror(image, p["mirror"])
+        batched.mirror(seg, p["mirror"])
+        batched.mask_outside(image, seg, self.masked_channels)
+        seg[seg == -1] = 0
+        return image, seg
+
+    def rotate_and_scale(self, image, seg, moved_image, moved_seg, p: dict) -> None:
+        """Rows of the rotated or scaled samples replaced by their resampled enlarged patches."""
+        moved = p["spatial"].nonzero().flatten()
+        if not len(moved):
+            return
+        matrices, patch = p["matrix"][moved], self.settings.patch_size
+        if self.settings.dummy_2d:  # the first axis folded into the channels, an in-plane transform per slice
+            n, c, z = moved_image.shape[:3]
+            flat_image, flat_seg = moved_image.flatten(1, 2), moved_seg.flatten(1, 2)
+            flat_image, flat_seg = batched.resample(flat_image, flat_seg, matrices, patch[1:])
+            resampled = flat_image.view(n, c, z, *patch[1:]), flat_seg.view(n, seg.shape[1], z, *patch[1:])
+        else:
+            resampled = batched.resample(moved_image, moved_seg, matrices, patch)
+        rows = moved.to(image.device)
+        image[rows], seg[rows] = resampled

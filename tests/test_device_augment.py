@@ -1,0 +1,223 @@
+"""segflow/train/device_augment.py: the parameters it draws per sample have nnunetv2 2.8.1's distributions
+(batchgeneratorsv2's own draws, 10 000 samples each, compared transform by transform), and a training batch
+augmented on the device has the shapes, labels and masking of nnunetv2's training batches."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import ks_2samp
+
+from segflow.io import save_json, save_npy
+from segflow.preprocess import class_locations
+from segflow.train import batched
+from segflow.train.augment import AugmentationSettings, intensity_transforms, spatial_transforms
+from segflow.train.data import Case, PatchLoader
+from segflow.train.device_augment import BatchedAugmentation, centre_window, rotation_matrix
+
+DRAWS = 10_000
+CHANNELS = 2
+PATCHES = {"3d": [4, 4, 4], "2d": [4, 4], "dummy 2d": [1, 4, 4]}
+
+
+def theirs(settings: AugmentationSettings, channels: int) -> dict[str, np.ndarray]:
+    """One sample's parameters drawn by nnunetv2's batchgeneratorsv2 pipeline, in device_augment's terms."""
+    image = torch.zeros((channels, *settings.patch_size))
+    dims = len(settings.patch_size)
+    spatial = spatial_transforms(settings)[1 if settings.dummy_2d else 0]
+    noise, blur, brightness, contrast, low_res, gamma_inverted, gamma = intensity_transforms(settings)
+    params = spatial.get_parameters(image=image[:, 0] if settings.dummy_2d else image)
+    plane = 2 if settings.dummy_2d else dims
+    p = {
+        "spatial": np.array(params["affine"] is not None),
+        "matrix": np.eye(plane) if params["affine"] is None else params["affine"],
+    }
+    p["noise_applied"] = np.full(channels, False)
+    p["noise"] = np.zeros(channels)
+    if noise.get_parameters()["apply_transform"]:
+        drawn = noise.transform.get_parameters(image=image)
+        p["noise_applied"][drawn["apply_idx"].numpy()] = True
+        p["noise"][:] = drawn["sigmas"]
+    p["blur_applied"], p["blur"] = np.full(channels, False), np.ones((channels, dims))
+    if blur.get_parameters()["apply_transform"]:
+        drawn = blur.transform.get_parameters(image=image)
+        p["blur_applied"] = drawn["apply_to_channel"].numpy()
+        p["blur"][p["blur_applied"]] = np.array(drawn["sigmas"]).reshape(-1, dims)
+    for name, transform in (("brightness", brightness), ("contrast", contrast)):
+        p[f"{name}_applied"], p[name] = np.full(channels, False), np.ones(channels)
+        if transform.get_parameters()["apply_transform"]:
+            drawn = transform.transform.get_parameters(image=image)
+            p[f"{name}_applied"][drawn["apply_to_channel"].numpy()] = True
+            p[name][drawn["apply_to_channel"].numpy()] = drawn["multipliers"].numpy()
+    p["low_res_applied"], p["low_res"] = np.full(channels, False), np.ones((channels, dims))
+    if low_res.get_parameters()["apply_transform"]:
+        drawn = low_res.transform.get_parameters(image=image)
+        if len(drawn["apply_to_channel"]) == 0:
+            drawn["scales"] = torch.ones((0, dims))
+        p["low_res_applied"][drawn["apply_to_channel"].numpy()] = True
+        p["low_res"][drawn["apply_to_channel"].numpy()] = drawn["scales"].numpy()
+    for name, transform in (("gamma_inverted", gamma_inverted), ("gamma", gamma)):
+        p[f"{name}_applied"], p[name] = np.full(channels, False), np.ones(channels)
+        if transform.get_parameters()["apply_transform"]:
+            drawn = transform.transform.get_parameters(image=image)
+            assert drawn["retain_stats"].all() and bool(drawn["invert_image"].all()) == (name == "gamma_inverted")
+            p[f"{name}_applied"][drawn["apply_to_channel"].numpy()] = True
+            p[name][drawn["apply_to_channel"].numpy()] = drawn["gamma"].numpy()
+    mirror = np.full(dims, False)
+    mirror[[a for a in settings.mirror_axes if torch.rand(1) < 0.5]] = True
+    p["mirror"] = mirror
+    return p
+
+
+def compare(ours: dict, reference: dict, key: str):
+    """Booleans: frequencies within five standard errors; numbers (where their transform applies): a
+    two-sample Kolmogorov-Smirnov test per entry."""
+    ours, reference, ours_applied, reference_applied = (
+        np.stack([p.get(k, np.array(True)) for p in params])
+        for k, params in ((key, ours), (key, reference), (f"{key}_applied", ours), (f"{key}_applied", reference))
+    )
+    if ours.dtype == bool:
+        frequency = reference.mean(0)
+        error = 5 * np.sqrt(np.maximum(frequency * (1 - frequency), 1e-4) * 2 / len(ours))
+        assert np.all(np.abs(ours.mean(0) - frequency) <= error), (key, ours.mean(0), frequency)
+        return
+    for column in range(ours[0].size):
+        a = ours.reshape(len(ours), -1)[:, column][applied_entries(ours_applied, ours)[:, column]]
+        b = reference.reshape(len(reference), -1)[:, column][applied_entries(reference_applied, reference)[:, column]]
+        assert min(len(a), len(b)) > 100, (key, column)
+        assert ks_2samp(a, b).pvalue > 1e-4, (key, column, np.mean(a), np.mean(b))
+
+
+def applied_entries(applied: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Draws x entries: whether the transform applies to each entry (a channel's flag covers its axes)."""
+    applied = applied.reshape(len(applied), *applied.shape[1:], *[1] * (values.ndim - applied.ndim))
+    return np.broadcast_to(applied, values.shape).reshape(len(values), -1)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """batchgeneratorsv2 draws with tiny tensor operations, which on more threads only wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("kind", list(PATCHES))
+def test_parameters_have_nnunetv2s_distributions(kind, one_torch_thread):
+    settings = AugmentationSettings(PATCHES[kind])
+    assert settings.dummy_2d == (kind == "dummy 2d")
+    augmentation = BatchedAugmentation(settings)
+    np.random.seed(0)
+    ours = [augmentation.draw_sample(CHANNELS) for _ in range(DRAWS)]
+    np.random.seed(1)
+    torch.manual_seed(1)
+    reference = [theirs(settings, CHANNELS) for _ in range(DRAWS)]
+    assert set(ours[0]) == set(reference[0])
+    for key in ours[0]:
+        compare(ours, reference, key)
+
+
+def nothing_drawn(augmentation: BatchedAugmentation, batch_size: int, channels: int) -> dict:
+    """Parameters of a batch that no transform changes (identity matrices, factors 1)."""
+    params = augmentation.draw(batch_size, channels)
+    for key, value in params.items():
+        if value.dtype == bool:
+            params[key] = np.zeros_like(value)
+    params["matrix"] = np.broadcast_to(np.eye(params["matrix"].shape[-1]), params["matrix"].shape).copy()
+    return params
+
+
+def a_case(folder: Path, shape) -> Case:
+    """A two-channel case of labels 0-2 with every third column -1 (outside the non-zero mask)."""
+    generator = np.random.default_rng(4)
+    seg = generator.integers(0, 3, (1, *shape)).astype(np.int8)
+    seg[..., ::3] = -1
+    save_npy(generator.normal(size=(CHANNELS, *shape)).astype(np.float32) + 3, folder / "case.npy")
+    save_npy(seg, folder / "case_seg.npy")
+    save_json({"class_locations": class_locations(seg, [1, 2])}, folder / "case.json")
+    return Case(folder, "case")
+
+
+LOADER_PATCHES = {
+    "3d": ([8, 10, 9], (12, 20, 18)),
+    "2d": ([10, 12], (6, 30, 28)),
+    "dummy 2d": ([2, 12, 12], (6, 30, 28)),
+}
+
+
+def loaders(kind, tmp_path, draw_with):
+    """The device loader, drawing with ``draw_with(augmentation, batch, channels)``, and a loader of the same
+    (enlarged) patches without any augmentation."""
+    patch, shape = LOADER_PATCHES[kind]
+    settings = AugmentationSettings(patch)
+    augmentation = BatchedAugmentation(settings, masked_channels=[1])
+    case = a_case(tmp_path, shape)
+    is_2d = kind == "2d"
+    plain = PatchLoader([case], 3, settings.enlarged_patch, patch, is_2d)
+    device = PatchLoader(
+        [case], 3, settings.enlarged_patch, patch, is_2d, draw=lambda b, c: draw_with(augmentation, b, c)
+    )
+    return augmentation, plain, device
+
+
+@pytest.mark.parametrize("kind", list(LOADER_PATCHES))
+def test_an_unchanged_sample_is_the_centre_of_its_enlarged_patch_masked_and_mirrored(kind, tmp_path):
+    """With every transform drawn off, the loader sends the centre of each enlarged patch and the device
+    batch is that, label -1 made 0 and the masked channel 0 there; mirroring sample 1 along every axis flips
+    exactly that sample."""
+
+    def mirror_sample_1(augmentation, batch, channels):
+        params = nothing_drawn(augmentation, batch, channels)
+        params["mirror"][1] = True
+        return params
+
+    augmentation, plain, device = loaders(kind, tmp_path, mirror_sample_1)
+    np.random.seed(5)
+    enlarged = plain.generate_train_batch()
+    np.random.seed(5)
+    loaded = device.generate_train_batch()
+    assert loaded["moved_data"].shape[0] == 0, "nothing to rotate: only final patches travel"
+    out_image, out_seg = augmentation.apply(loaded)
+    window = (slice(None), slice(None), *centre_window(enlarged["data"].shape[2:], augmentation.settings.patch_size))
+    expected_image, expected_seg = enlarged["data"][window].clone(), enlarged["seg"][window].clone()
+    outside = expected_seg[:, 0] < 0
+    expected_image[:, 1][outside] = 0
+    expected_seg = expected_seg.clamp(min=0)
+    axes = list(range(1, expected_seg.ndim - 1))
+    expected_image[1], expected_seg[1] = expected_image[1].flip(axes), expected_seg[1].flip(axes)
+    assert outside.any() and torch.equal(out_image, expected_image) and torch.equal(out_seg, expected_seg)
+
+
+@pytest.mark.parametrize("kind", list(LOADER_PATCHES))
+def test_rotated_samples_travel_enlarged_and_are_resampled_on_the_device(kind, tmp_path):
+    """Samples 0 and 2 rotated (and scaled): their enlarged patches travel and become the resampled patch
+    of batched.resample; sample 1 stays the centre of its own."""
+
+    def rotate_0_and_2(augmentation, batch, channels):
+        params = nothing_drawn(augmentation, batch, channels)
+        params["spatial"][[0, 2]] = True
+        angle, plane = 0.4, params["matrix"].shape[-1]
+        params["matrix"][[0, 2]] = rotation_matrix([angle] * plane, 1.2).astype(np.float32)
+        return params
+
+    augmentation, plain, device = loaders(kind, tmp_path, rotate_0_and_2)
+    np.random.seed(6)
+    enlarged = plain.generate_train_batch()
+    np.random.seed(6)
+    loaded = device.generate_train_batch()
+    assert torch.equal(loaded["moved_data"], enlarged["data"][[0, 2]])
+    out_image, out_seg = augmentation.apply(loaded)
+    patch, matrices = augmentation.settings.patch_size, torch.from_numpy(loaded["augmentation"]["matrix"][[0, 2]])
+    image, seg = enlarged["data"][[0, 2]], enlarged["seg"][[0, 2]]
+    if augmentation.settings.dummy_2d:
+        flat = batched.resample(image.flatten(1, 2), seg.flatten(1, 2), matrices, patch[1:])
+        resampled = flat[0].view(2, CHANNELS, *patch), flat[1].view(2, 1, *patch)
+    else:
+        resampled = batched.resample(image, seg, matrices, patch)
+    outside = resampled[1][:, 0] < 0
+    resampled[0][:, 1][outside] = 0
+    assert torch.equal(out_image[[0, 2]], resampled[0]) and torch.equal(out_seg[[0, 2]], resampled[1].clamp(min=0))
+    window = (slice(None), *centre_window(enlarged["data"].shape[2:], patch))
+    assert torch.equal(out_seg[1], enlarged["seg"][1][window].clamp(min=0))
