@@ -207,45 +207,48 @@ def resample_labels(seg: torch.Tensor, grids: torch.Tensor, pad_label: int) -> t
     label on a tie, and where the nearest neighbour's label is among the best, it wins); a sample whose
     kernels reach outside the input counts ``pad_label`` there; a sample with two labels takes the second where
     its score passes half."""
-    n, channels, *_ = seg.shape
-    patch = grids.shape[1:-1]
-    out = torch.empty((n, channels, *patch), dtype=seg.dtype, device=seg.device)
+    out = torch.empty((len(seg), seg.shape[1], *grids.shape[1:-1]), dtype=seg.dtype, device=seg.device)
     outside = _reaches_outside(grids, seg.shape[2:])
-    view = (n, 1, *[1] * len(patch))
-    for c in range(channels):
-        volumes = seg[:, c : c + 1]
-        nearest = (_sample(volumes.float() - pad_label, grids, "nearest") + pad_label).to(seg.dtype)
-        labels = torch.unique(volumes)
-        if outside.any():
-            labels = torch.unique(torch.cat([labels, labels.new_tensor([pad_label])]))
-        present = torch.stack([(volumes == u).flatten(1).any(1) | (outside & (u == pad_label)) for u in labels])
-        scores = torch.empty((len(labels), n, *patch), dtype=torch.float16, device=seg.device)
-        for i, u in enumerate(labels.tolist()):
-            indicator = (volumes == u).float()
-            if u == pad_label:  # outside the input the padding label's indicator is 1
-                shift = outside.float().view(view)
-                scores[i] = (_sample((indicator - shift) * SCORE, grids, "bilinear") + shift * SCORE)[:, 0].half()
-            else:
-                scores[i] = _sample(indicator * SCORE, grids, "bilinear")[:, 0].half()
-        scores.masked_fill_(~present.view(len(labels), n, *[1] * len(patch)), float("-inf"))
-        winner = scores.argmax(0)  # the first, i.e. lowest, label on a tie
-        best = scores.gather(0, winner[None])[0]
-        own = scores.gather(0, torch.searchsorted(labels, nearest[:, 0].contiguous())[None].clamp(max=len(labels) - 1))[
-            0
-        ]
-        result = torch.where(own == best, nearest[:, 0], labels[winner])
-        pairs = present.sum(0) == 2
-        if pairs.any():  # two labels: the second where its score passes half of SCORE, the nearest on a tie
-            second = len(labels) - 1 - present.flip(0).int().argmax(0)
-            first = present.int().argmax(0)
-            high = scores.gather(0, second.view(1, n, *[1] * len(patch)).expand(1, n, *patch))[0]
-            paired = torch.where(
-                high > SCORE / 2, labels[second].view(view[:1] + view[2:]), labels[first].view(view[:1] + view[2:])
-            )
-            paired = torch.where(high == SCORE / 2, nearest[:, 0], paired)
-            result = torch.where(pairs.view(view[:1] + view[2:]), paired, result)
-        out[:, c] = result
+    for c in range(seg.shape[1]):
+        out[:, c] = _resample_label_channel(seg[:, c : c + 1], grids, pad_label, outside)
     return out
+
+
+def _resample_label_channel(volumes, grids, pad_label: int, outside) -> torch.Tensor:
+    """One label channel (n x 1 x ...) of ``resample_labels``, as n x patch."""
+    n, spatial = len(volumes), grids.dim() - 2
+    per_sample = (n, *[1] * spatial)
+    nearest = (_sample(volumes.float() - pad_label, grids, "nearest") + pad_label).to(volumes.dtype)[:, 0]
+    labels = torch.unique(volumes)
+    if outside.any():
+        labels = torch.unique(torch.cat([labels, labels.new_tensor([pad_label])]))
+    present = torch.stack([(volumes == u).flatten(1).any(1) | (outside & (u == pad_label)) for u in labels])
+    scores = torch.stack([_label_scores(volumes, u, grids, pad_label, outside) for u in labels.tolist()])
+    scores.masked_fill_(~present.view(len(labels), *per_sample), float("-inf"))
+    winner = scores.argmax(0)  # the first, i.e. lowest, label on a tie
+    best = scores.gather(0, winner[None])[0]
+    nearest_index = torch.searchsorted(labels, nearest.contiguous()).clamp(max=len(labels) - 1)
+    nearest_score = scores.gather(0, nearest_index[None])[0]
+    result = torch.where(nearest_score == best, nearest, labels[winner])
+    pairs = present.sum(0) == 2
+    if pairs.any():  # two labels: the second where its score passes half of SCORE, the nearest on a tie
+        first = labels[present.int().argmax(0)].view(per_sample)
+        second_index = len(labels) - 1 - present.flip(0).int().argmax(0)
+        second = labels[second_index].view(per_sample)
+        high = scores.gather(0, second_index.view(1, *per_sample).expand(1, *scores.shape[1:]))[0]
+        paired = torch.where(high == SCORE / 2, nearest, torch.where(high > SCORE / 2, second, first))
+        result = torch.where(pairs.view(per_sample), paired, result)
+    return result
+
+
+def _label_scores(volumes, label: int, grids, pad_label: int, outside) -> torch.Tensor:
+    """n x patch float16 scores of one label: its indicator x SCORE interpolated linearly; outside the input
+    the padding label's indicator is 1 for the samples whose kernels reach there."""
+    indicator = (volumes == label).float()
+    if label != pad_label:
+        return _sample(indicator * SCORE, grids, "bilinear")[:, 0].half()
+    shift = outside.float().view(len(volumes), 1, *[1] * (grids.dim() - 2))
+    return (_sample((indicator - shift) * SCORE, grids, "bilinear") + shift * SCORE)[:, 0].half()
 
 
 def resample(
