@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from segflow.train.augment import AugmentationSettings, training_pipeline  # noqa: E402
-from segflow.train.device_augment import BatchedAugmentation, as_loaded  # noqa: E402
+from segflow.train.device_augment import BatchedAugmentation, centre_window  # noqa: E402
 
 # patch, batch size, channels and masked channels of bench/train_step.py's plans
 PLANS = {
@@ -46,6 +46,19 @@ def enlarged_batch(settings: AugmentationSettings, batch: int, channels: int, se
     seg = torch.nn.functional.interpolate(seg.float(), size=shape, mode="nearest").to(torch.int16)
     seg[:, :, : shape[0] // 8] = -1
     return image, seg
+
+
+def as_loaded(image: torch.Tensor, seg: torch.Tensor, params: dict, final) -> dict:
+    """The batch ``PatchLoader.cut_for_the_device`` would send for these enlarged patches."""
+    window = (slice(None), slice(None), *centre_window(image.shape[2:], final))
+    moved = torch.from_numpy(np.flatnonzero(params["spatial"]))
+    return {
+        "data": image[window].clone(),
+        "seg": seg[window].clone(),
+        "moved_data": image[moved],
+        "moved_seg": seg[moved],
+        "augmentation": params,
+    }
 
 
 def per_sample_seconds(settings, masked, image, seg, seed: int) -> float:

@@ -147,9 +147,10 @@ LOADER_PATCHES = {
 }
 
 
-def loaders(kind, tmp_path, draw_with):
-    """The device loader, drawing with ``draw_with(augmentation, batch, channels)``, and a loader of the same
-    (enlarged) patches without any augmentation."""
+def loaded_both_ways(kind, tmp_path, draw_with, seed: int):
+    """From the same seed, a batch of the device loader, drawing with ``draw_with(augmentation, batch,
+    channels)``, and the same (enlarged) patches from a loader without any augmentation; and the
+    augmentation."""
     patch, shape = LOADER_PATCHES[kind]
     settings = AugmentationSettings(patch)
     augmentation = BatchedAugmentation(settings, masked_channels=[1])
@@ -159,7 +160,10 @@ def loaders(kind, tmp_path, draw_with):
     device = PatchLoader(
         [case], 3, settings.enlarged_patch, patch, is_2d, draw=lambda b, c: draw_with(augmentation, b, c)
     )
-    return augmentation, plain, device
+    np.random.seed(seed)
+    enlarged = plain.generate_train_batch()
+    np.random.seed(seed)
+    return augmentation, enlarged, device.generate_train_batch()
 
 
 @pytest.mark.parametrize("kind", list(LOADER_PATCHES))
@@ -173,11 +177,7 @@ def test_an_unchanged_sample_is_the_centre_of_its_enlarged_patch_masked_and_mirr
         params["mirror"][1] = True
         return params
 
-    augmentation, plain, device = loaders(kind, tmp_path, mirror_sample_1)
-    np.random.seed(5)
-    enlarged = plain.generate_train_batch()
-    np.random.seed(5)
-    loaded = device.generate_train_batch()
+    augmentation, enlarged, loaded = loaded_both_ways(kind, tmp_path, mirror_sample_1, seed=5)
     assert loaded["moved_data"].shape[0] == 0, "nothing to rotate: only final patches travel"
     out_image, out_seg = augmentation.apply(loaded)
     window = (slice(None), slice(None), *centre_window(enlarged["data"].shape[2:], augmentation.settings.patch_size))
@@ -202,11 +202,7 @@ def test_rotated_samples_travel_enlarged_and_are_resampled_on_the_device(kind, t
         params["matrix"][[0, 2]] = rotation_matrix([angle] * plane, 1.2).astype(np.float32)
         return params
 
-    augmentation, plain, device = loaders(kind, tmp_path, rotate_0_and_2)
-    np.random.seed(6)
-    enlarged = plain.generate_train_batch()
-    np.random.seed(6)
-    loaded = device.generate_train_batch()
+    augmentation, enlarged, loaded = loaded_both_ways(kind, tmp_path, rotate_0_and_2, seed=6)
     assert torch.equal(loaded["moved_data"], enlarged["data"][[0, 2]])
     out_image, out_seg = augmentation.apply(loaded)
     patch, matrices = augmentation.settings.patch_size, torch.from_numpy(loaded["augmentation"]["matrix"][[0, 2]])

@@ -154,9 +154,8 @@ class PatchLoader(SlimDataLoaderBase):
         """The final patch at the centre of the enlarged one starting at ``lbs`` (where the spatial transform
         cuts it when it neither rotates nor scales)."""
         window = centre_window(self.patch_size, self.final_patch_size)
-        return [lo + w.start for lo, w in zip(lbs, window, strict=True)], [
-            lo + w.stop for lo, w in zip(lbs, window, strict=True)
-        ]
+        start = [lo + w.start for lo, w in zip(lbs, window, strict=True)]
+        return start, [s + f for s, f in zip(start, self.final_patch_size, strict=True)]
 
     def generate_train_batch(self) -> dict:
         # Workers seed numpy only; torch's generator (batchgeneratorsv2 draws from both) follows from numpy's

@@ -41,6 +41,15 @@ def around_one(low: float, high: float) -> float:
     return np.random.uniform(max(low, 1), high)
 
 
+def draw_factors(params: dict, name: str, probability: float, bounds, channels: int) -> None:
+    """A transform applied to a sample with ``probability``, then to all its channels, each with its own
+    factor around one (``around_one``); factor 1 where it is not applied."""
+    applied = np.random.uniform() < probability
+    params[f"{name}_applied"] = np.full(channels, applied)
+    factors = [around_one(*bounds) if applied else 1.0 for _ in range(channels)]
+    params[name] = np.array(factors, dtype=np.float32)
+
+
 def rotation_matrix(angles, scale: float) -> np.ndarray:
     """batchgeneratorsv2's affine: rotations about the axes (Rz Ry Rx in 3D, by the last angle in 2D) after a
     uniform scaling."""
@@ -57,19 +66,6 @@ def rotation_matrix(angles, scale: float) -> np.ndarray:
 def centre_window(enlarged, final) -> tuple[slice, ...]:
     """Where the final patch lies in the enlarged one when the sample is neither rotated nor scaled."""
     return tuple(slice(e // 2 - f // 2, e // 2 - f // 2 + f) for e, f in zip(enlarged, final, strict=True))
-
-
-def as_loaded(image: torch.Tensor, seg: torch.Tensor, params: dict, final) -> dict:
-    """The batch ``PatchLoader.cut_for_the_device`` sends for these enlarged patches (benchmarks, tests)."""
-    window = (slice(None), slice(None), *centre_window(image.shape[2:], final))
-    moved = torch.from_numpy(np.flatnonzero(params["spatial"]))
-    return {
-        "data": image[window].clone(),
-        "seg": seg[window].clone(),
-        "moved_data": image[moved],
-        "moved_seg": seg[moved],
-        "augmentation": params,
-    }
 
 
 class BatchedAugmentation:
@@ -102,20 +98,16 @@ class BatchedAugmentation:
         blur = np.random.uniform() < P_BLUR
         p["blur_applied"] = blur & (np.random.uniform(size=channels) < P_BLUR_CHANNEL)
         p["blur"] = np.random.uniform(*BLUR_SIGMA, size=(channels, self.dims)).astype(np.float32)
-        for name, probability, bounds in (("brightness", P_BRIGHTNESS, BRIGHTNESS), ("contrast", P_CONTRAST, CONTRAST)):
-            applied = np.random.uniform() < probability
-            p[f"{name}_applied"] = np.full(channels, applied)
-            p[name] = np.array([around_one(*bounds) if applied else 1.0 for _ in range(channels)], dtype=np.float32)
+        draw_factors(p, "brightness", P_BRIGHTNESS, BRIGHTNESS, channels)
+        draw_factors(p, "contrast", P_CONTRAST, CONTRAST, channels)
         low_res = np.random.uniform() < P_LOW_RES
         p["low_res_applied"] = low_res & (np.random.uniform(size=channels) < P_LOW_RES_CHANNEL)
         zoom = np.repeat(np.random.uniform(*LOW_RES_ZOOM, size=(channels, 1)), self.dims, axis=1)
         if self.settings.dummy_2d:
             zoom[:, 0] = 1
         p["low_res"] = zoom.astype(np.float32)
-        for name, probability in (("gamma_inverted", P_GAMMA_INVERTED), ("gamma", P_GAMMA)):
-            applied = np.random.uniform() < probability
-            p[f"{name}_applied"] = np.full(channels, applied)
-            p[name] = np.array([around_one(*GAMMA) if applied else 1.0 for _ in range(channels)], dtype=np.float32)
+        draw_factors(p, "gamma_inverted", P_GAMMA_INVERTED, GAMMA, channels)
+        draw_factors(p, "gamma", P_GAMMA, GAMMA, channels)
         p["mirror"] = np.random.uniform(size=self.dims) < P_MIRROR
         return p
 
