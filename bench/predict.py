@@ -42,8 +42,8 @@ def make_segflow_model(results: Path, model: Path, folds: int) -> None:
 
     sys.path.insert(0, str(REPO))
     from segflow.io import load_json, save_json
+    from segflow.networks import build_network
     from segflow.plan import resolved_configuration
-    from segflow.train.network import build_network
 
     shutil.rmtree(model, ignore_errors=True)
     model.mkdir(parents=True)
@@ -82,7 +82,7 @@ def worker_nnunet_model(segflow_model: Path, model: Path) -> None:
             manager, manager.get_configuration(CONFIGURATION), 1, len(dataset_json["labels"]), False
         )
         weights = torch.load(folder / "checkpoint_final.pt", weights_only=True)["network_weights"]
-        copy_segflow_weights(weights, network)
+        network.load_state_dict(weights)  # segflow names its parameters as nnU-Net does
         (model / folder.name).mkdir()
         checkpoint = {
             "network_weights": network.state_dict(),
@@ -91,22 +91,6 @@ def worker_nnunet_model(segflow_model: Path, model: Path) -> None:
             "inference_allowed_mirroring_axes": (0, 1, 2),
         }
         torch.save(checkpoint, model / folder.name / "checkpoint_final.pth")
-
-
-def copy_segflow_weights(weights: dict, network) -> None:
-    """segflow's parameters (encoder, decoder, upsample, heads) into nnunetv2's PlainConvUNet (encoder,
-    decoder.stages, decoder.transpconvs, decoder.seg_layers); both list them in the same order."""
-    import torch
-
-    groups = [("encoder.", network.encoder), ("decoder.", network.decoder.stages)]
-    groups += [("upsample.", network.decoder.transpconvs), ("heads.", network.decoder.seg_layers)]
-    with torch.no_grad():
-        for prefix, module in groups:
-            source = [v for k, v in weights.items() if k.startswith(prefix)]
-            target = list(module.parameters())
-            assert len(source) == len(target), prefix
-            for s, t in zip(source, target, strict=True):
-                t.copy_(s)
 
 
 def timed(command, env=None) -> float:

@@ -19,24 +19,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def parameter_groups_nnunet(network):
-    decoder = network.decoder
-    return [network.encoder, decoder.stages, decoder.transpconvs, decoder.seg_layers]
-
-
-def parameter_groups_segflow(network):
-    return [network.encoder, network.decoder, network.upsample, network.heads]
-
-
-def copy_weights(source, target) -> None:
-    import torch
-
-    with torch.no_grad():
-        for a, b in zip(parameter_groups_nnunet(source), parameter_groups_segflow(target), strict=True):
-            for p, q in zip(a.parameters(), b.parameters(), strict=True):
-                q.copy_(p)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nnunet-base", type=Path, default=Path("/tmp/segflow-bench-train-quality/nnunetv2"))
@@ -57,8 +39,8 @@ def main() -> None:
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+    from segflow.networks import build_network
     from segflow.train.loss import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
-    from segflow.train.network import build_network
 
     torch.set_num_threads(args.threads)
     folder = base / "preprocessed" / "Dataset004_Hippocampus"
@@ -69,7 +51,7 @@ def main() -> None:
     trainer.on_train_start()
     configuration = plans["configurations"]["3d_fullres"]
     network = build_network(configuration, 1, len(dataset_json["labels"]))
-    copy_weights(trainer.network, network)
+    network.load_state_dict(trainer.network.state_dict())  # the same names: no mapping
     n_outputs = len(configuration["architecture"]["arch_kwargs"]["strides"]) - 1
     loss = DeepSupervisionLoss(DiceCELoss(configuration["batch_dice"]), deep_supervision_weights(n_outputs))
     optimizer = torch.optim.SGD(network.parameters(), 1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from benchlib import add_segflow_only, nnunet_env, save_nnunet_case  # noqa: E402
 
-from segflow.plan import plan_experiment  # noqa: E402
+from segflow.plan import PLANNERS, plan_experiment  # noqa: E402
 from segflow.preprocess import class_locations  # noqa: E402
 
 PLANS = {
@@ -60,7 +60,7 @@ PLANS = {
 }
 
 
-def make_plans(name: str) -> tuple[dict, dict]:
+def make_plans(name: str, planner: str = "default", batch_size: int | None = None) -> tuple[dict, dict]:
     spec = PLANS[name]
     fingerprint = {
         "spacings": [[1.0, 1.0, 1.0]] * spec["cases"],
@@ -87,7 +87,10 @@ def make_plans(name: str) -> tuple[dict, dict]:
         "file_ending": ".nii.gz",
         "name": f"Bench{name}",
     }
-    plans = plan_experiment(fingerprint, dataset_json, 8.0, f"Dataset99{list(PLANS).index(name)}_Bench{name}")
+    dataset_name = f"Dataset99{list(PLANS).index(name)}_Bench{name}"
+    plans = plan_experiment(fingerprint, dataset_json, None, dataset_name, planner)
+    if batch_size is not None:
+        plans["configurations"]["3d_fullres"]["batch_size"] = batch_size
     return plans, dataset_json
 
 
@@ -189,7 +192,7 @@ def worker_segflow(args, work: Path) -> dict:
     from segflow.train.loop import Trainer, TrainSettings
 
     torch.set_num_threads(args.threads)
-    plans, dataset_json = make_plans(args.plan)
+    plans, dataset_json = make_plans(args.plan, args.planner, args.batch_size)
     folder = work / "segflow" / "preprocessed" / "3d_fullres"
     for case, data, seg, locations in cases_for(plans, dataset_json, args.cases):
         save_npy(data, folder / f"{case}.npy")
@@ -203,7 +206,11 @@ def worker_segflow(args, work: Path) -> dict:
         splits_for(args.cases),
         0,
         work / "segflow" / "out",
-        TrainSettings(epochs=1, augment_on=args.augment_on),
+        TrainSettings(
+            epochs=1,
+            augment_on=args.augment_on,
+            channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
+        ),
         args.device,
         args.workers,
     )
@@ -236,7 +243,7 @@ def worker_nnunet(args, work: Path) -> dict:
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     torch.set_num_threads(args.threads)
-    plans, dataset_json = make_plans(args.plan)
+    plans, dataset_json = make_plans(args.plan, args.planner, args.batch_size)
     folder_base = base / "preprocessed" / plans["dataset_name"]
     folder = folder_base / plans["configurations"]["3d_fullres"]["data_identifier"]
     folder.mkdir(parents=True, exist_ok=True)
@@ -291,6 +298,11 @@ def run_worker(python: str, framework: str, args, work: Path) -> dict:
         str(args.threads),
         "--augment-on",
         args.augment_on,
+        "--planner",
+        args.planner,
+        "--channels-last",
+        args.channels_last,
+        *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
         "--work",
         str(work),
     ]
@@ -324,6 +336,8 @@ def main() -> None:
         choices=["device", "workers"],
         help="segflow: augment whole batches on the training device (default) or samples in the workers",
     )
+    parser.add_argument("--planner", default="default", choices=list(PLANNERS), help="whose plan: nnU-Net's planners")
+    parser.add_argument("--batch-size", type=int, help="override the plan's batch size, both frameworks")
     parser.add_argument("--compare-layouts", action="store_true", help="also time segflow with the other layout")
     parser.add_argument("--worker", choices=["segflow", "nnunetv2"], help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
@@ -354,7 +368,7 @@ def main() -> None:
             print(f"   segflow with channels_last={args.channels_last}: {statistics.median(other['times']):.3f} s/it")
             args.channels_last = chosen
         print(
-            f"== {name}: patch {sf['patch']} batch {sf['batch']} on {sf['device']} "
+            f"== {name} ({args.planner} planner): patch {sf['patch']} batch {sf['batch']} on {sf['device']} "
             f"({args.threads} threads, {args.workers} augmentation workers; torch {sf['torch']})"
         )
         if nn is not None:

@@ -29,9 +29,9 @@ import torch
 from segflow.device import resolve_device
 from segflow.io import load_checkpoint, load_json, write_image
 from segflow.labels import has_regions, output_channels
+from segflow.networks import build_network
 from segflow.plan import resolved_configuration
 from segflow.resample import resample
-from segflow.train.network import build_network
 
 log = logging.getLogger("segflow.infer")
 

@@ -1,12 +1,19 @@
-"""Experiment planning: nnU-Net v2's default planner (method reference §3), from the fingerprint alone.
+"""Experiment planning: nnU-Net v2's default planner and its residual-encoder presets (method reference §3,
+§3.10), from the fingerprint alone.
 
 ``plans.json`` follows nnU-Net's plans format (``configurations`` with ``2d``, ``3d_fullres`` and, when
 the data call for it, ``3d_lowres`` + ``3d_cascade_fullres``; ``transpose_forward``/``backward``;
 ``foreground_intensity_properties_per_channel``), so a reader who knows nnU-Net's plans knows ours.
 
 The VRAM proxy is computed analytically: the number of activations of every convolution output of the
-PlainConvUNet (encoder, decoder, transposed convolutions, final head) for batch 1, exactly what nnU-Net
-obtains by instantiating the network. No torch import is needed to plan.
+network (encoder, decoder, transposed convolutions, final head) for batch 1, exactly what nnU-Net obtains by
+instantiating the network. No torch import is needed to plan.
+
+The presets (``PLANNERS``) differ from the default planner in the network (a ResidualEncoderUNet), the
+reference activations and GPU memory they are tuned to, the dataset coverage cap (none), and the shrink rule:
+the default planner shrinks the patch until a batch of the minimum size fits, the presets until a batch of the
+reference size fits. 2d and 3d_fullres keep the default planner's data identifiers (same spacing, same data);
+only a preset's 3d_lowres is its own.
 """
 
 from __future__ import annotations
@@ -21,15 +28,59 @@ BASE_FEATURES = 32
 MAX_FEATURES = {2: 512, 3: 320}
 MIN_FEATURE_MAP_EDGE = 4
 CONVS_PER_STAGE = 2
-REFERENCE_ACTIVATIONS = {2: 85_000_000, 3: 560_000_000}
 REFERENCE_BATCH = {2: 12, 3: 2}
-REFERENCE_GPU_GB = 8.0
 MIN_BATCH_SIZE = 2
-MAX_DATASET_COVERAGE = 0.05
+RESIDUAL_BLOCKS_ENCODER = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6)
+RESIDUAL_BLOCKS_DECODER = 1
 LOWRES_CREATION_THRESHOLD = 0.25
 LOWRES_SPACING_STEP = 1.03
 INITIAL_PATCH_EDGE = {2: 2048, 3: 256}
 PLANS_NAME = "nnUNetPlans"
+NETWORK_CLASS = "dynamic_network_architectures.architectures.unet."
+
+
+class Planner(NamedTuple):
+    """One of nnU-Net's planners: what it calls its plans, the network it plans for and its memory model."""
+
+    plans_name: str
+    nnunet_class: str  # the planner class of nnunetv2 this one reproduces
+    network: str  # PlainConvUNet | ResidualEncoderUNet
+    reference_activations: dict[int, float]  # by dimensionality, for reference_gpu_gb and REFERENCE_BATCH
+    reference_gpu_gb: float  # also the GPU memory the presets plan for by default
+    max_dataset_coverage: float  # a batch covers at most this fraction of the dataset's voxels
+    shrink_batch: str  # the patch shrinks until a batch of this size fits: "minimum" or "reference"
+
+
+PLANNERS = {
+    "default": Planner("nnUNetPlans", "ExperimentPlanner", "PlainConvUNet", {2: 85e6, 3: 560e6}, 8.0, 0.05, "minimum"),
+    "resenc_m": Planner(
+        "nnUNetResEncUNetMPlans",
+        "nnUNetPlannerResEncM",
+        "ResidualEncoderUNet",
+        {2: 135e6, 3: 680e6},
+        8.0,
+        1.0,
+        "reference",
+    ),
+    "resenc_l": Planner(
+        "nnUNetResEncUNetLPlans",
+        "nnUNetPlannerResEncL",
+        "ResidualEncoderUNet",
+        {2: 380e6, 3: 2.1e9},
+        24.0,
+        1.0,
+        "reference",
+    ),
+    "resenc_xl": Planner(
+        "nnUNetResEncUNetXLPlans",
+        "nnUNetPlannerResEncXL",
+        "ResidualEncoderUNet",
+        {2: 560e6, 3: 3.6e9},
+        40.0,
+        1.0,
+        "reference",
+    ),
+}
 
 NORMALIZATION_BY_CHANNEL_NAME = {
     "ct": "CTNormalization",
@@ -137,6 +188,27 @@ def features_per_stage(n_stages: int, dim: int) -> list[int]:
     return [min(MAX_FEATURES[dim], BASE_FEATURES * 2**i) for i in range(n_stages)]
 
 
+def residual_blocks_per_stage(n_stages: int) -> list[int]:
+    return list(RESIDUAL_BLOCKS_ENCODER[:n_stages])
+
+
+def stage_sizes(patch_size, strides) -> list[list[int]]:
+    """The spatial size of every encoder stage's output."""
+    sizes, size = [], list(patch_size)
+    for stride in strides:
+        size = [s // t for s, t in zip(size, stride, strict=True)]
+        sizes.append(size)
+    return sizes
+
+
+def decoder_feature_map_size(sizes, features, num_classes: int, convs_decoder: int) -> int:
+    """Decoder stages from just below the bottleneck up: conv blocks + transposed conv, then the head."""
+    total = 0
+    for stage in range(len(sizes) - 2, -1, -1):
+        total += (convs_decoder + 1) * features[stage] * int(np.prod(sizes[stage]))
+    return total + num_classes * int(np.prod(sizes[0]))
+
+
 def conv_feature_map_size(
     patch_size,
     strides,
@@ -146,35 +218,55 @@ def conv_feature_map_size(
     convs_decoder: int = CONVS_PER_STAGE,
 ) -> int:
     """Activations of all convolution outputs of a PlainConvUNet for one sample, without deep supervision."""
-    sizes = []  # spatial size at each encoder stage's output
-    size = list(patch_size)
-    for stride in strides:
-        size = [s // t for s, t in zip(size, stride, strict=True)]
-        sizes.append(size)
+    sizes = stage_sizes(patch_size, strides)
     total = sum(convs_encoder * f * int(np.prod(s)) for f, s in zip(features, sizes, strict=True))
-    for stage in range(len(strides) - 2, -1, -1):  # decoder, from just below the bottleneck up
-        voxels = int(np.prod(sizes[stage]))
-        total += (convs_decoder + 1) * features[stage] * voxels  # conv blocks + transposed conv
-    total += num_classes * int(np.prod(sizes[0]))  # segmentation head at full resolution
-    return total
+    return total + decoder_feature_map_size(sizes, features, num_classes, convs_decoder)
 
 
-def architecture(dim: int, topo: Topology) -> dict:
+def residual_feature_map_size(patch_size, strides, features, num_classes: int, blocks_encoder) -> int:
+    """The same for a ResidualEncoderUNet: the stem, two convolutions per residual block, a projection on the
+    first block of every stage that changes the width or the size (counted as nnU-Net counts it, even where
+    the projection is only a pooling), one convolution per decoder stage."""
+    sizes = stage_sizes(patch_size, strides)
+    total = features[0] * int(np.prod(patch_size))  # the stem
+    channels, size = features[0], list(patch_size)
+    for f, s, blocks in zip(features, sizes, blocks_encoder, strict=True):
+        total += 2 * blocks * f * int(np.prod(s))
+        if f != channels or s != size:
+            total += f * int(np.prod(s))
+        channels, size = f, s
+    return total + decoder_feature_map_size(sizes, features, num_classes, RESIDUAL_BLOCKS_DECODER)
+
+
+def feature_map_size(planner: Planner, topo: Topology, num_classes: int) -> int:
+    dim = len(topo.patch_size)
+    features = features_per_stage(len(topo.strides), dim)
+    if planner.network == "ResidualEncoderUNet":
+        blocks = residual_blocks_per_stage(len(topo.strides))
+        return residual_feature_map_size(topo.patch_size, topo.strides, features, num_classes, blocks)
+    return conv_feature_map_size(topo.patch_size, topo.strides, features, num_classes)
+
+
+def architecture(dim: int, topo: Topology, planner: Planner = PLANNERS["default"]) -> dict:
     n = len(topo.strides)
     conv = "torch.nn.modules.conv.Conv3d" if dim == 3 else "torch.nn.modules.conv.Conv2d"
     norm = (
         "torch.nn.modules.instancenorm.InstanceNorm3d" if dim == 3 else "torch.nn.modules.instancenorm.InstanceNorm2d"
     )
+    if planner.network == "ResidualEncoderUNet":
+        blocks = {"n_blocks_per_stage": residual_blocks_per_stage(n)}
+        blocks["n_conv_per_stage_decoder"] = [RESIDUAL_BLOCKS_DECODER] * (n - 1)
+    else:
+        blocks = {"n_conv_per_stage": [CONVS_PER_STAGE] * n, "n_conv_per_stage_decoder": [CONVS_PER_STAGE] * (n - 1)}
     return {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "network_class_name": NETWORK_CLASS + planner.network,
         "arch_kwargs": {
             "n_stages": n,
             "features_per_stage": features_per_stage(n, dim),
             "conv_op": conv,
             "kernel_sizes": topo.kernel_sizes,
             "strides": topo.strides,
-            "n_conv_per_stage": [CONVS_PER_STAGE] * n,
-            "n_conv_per_stage_decoder": [CONVS_PER_STAGE] * (n - 1),
+            **blocks,
             "conv_bias": True,
             "norm_op": norm,
             "norm_op_kwargs": {"eps": 1e-05, "affine": True},
@@ -199,20 +291,28 @@ def initial_patch_size(spacing, median_shape) -> list[float]:
 
 
 def plan_configuration(
-    spacing, median_shape, dataset_voxels: float, num_classes: int, gpu_memory_gb: float, data_identifier: str
+    spacing,
+    median_shape,
+    dataset_voxels: float,
+    num_classes: int,
+    gpu_memory_gb: float,
+    data_identifier: str,
+    planner: Planner = PLANNERS["default"],
 ) -> dict:
-    """Patch, topology and batch size of one configuration (§3.5)."""
+    """Patch, topology and batch size of one configuration (§3.5, §3.10)."""
     dim = len(spacing)
     median_shape = [int(m) if isinstance(m, (int, np.integer)) else float(m) for m in median_shape[:dim]]
     topo = topology(spacing, initial_patch_size(spacing, median_shape))
-
-    def estimate(t: Topology) -> int:
-        return conv_feature_map_size(t.patch_size, t.strides, features_per_stage(len(t.strides), dim), num_classes)
-
-    reference = REFERENCE_ACTIVATIONS[dim] * gpu_memory_gb / REFERENCE_GPU_GB
+    reference = planner.reference_activations[dim] * gpu_memory_gb / planner.reference_gpu_gb
     reference_batch = REFERENCE_BATCH[dim]
-    activations = estimate(topo)
-    while activations / reference_batch * MIN_BATCH_SIZE > reference:
+
+    def too_large(activations: int) -> bool:
+        if planner.shrink_batch == "reference":
+            return activations > reference
+        return activations / reference_batch * MIN_BATCH_SIZE > reference
+
+    activations = feature_map_size(planner, topo, num_classes)
+    while too_large(activations):
         ratios = [p / m for p, m in zip(topo.patch_size, median_shape, strict=True)]
         axis = int(np.argsort(ratios, kind="stable")[-1])
         # Step by the divisor of the tentatively reduced patch, so that no valid size is skipped.
@@ -222,9 +322,9 @@ def plan_configuration(
         patch = list(topo.patch_size)
         patch[axis] -= step
         topo = topology(spacing, patch)
-        activations = estimate(topo)
+        activations = feature_map_size(planner, topo, num_classes)
     batch_size = round(reference / activations * reference_batch)
-    coverage_cap = round(dataset_voxels * MAX_DATASET_COVERAGE / np.prod(topo.patch_size, dtype=np.float64))
+    coverage_cap = round(dataset_voxels * planner.max_dataset_coverage / np.prod(topo.patch_size, dtype=np.float64))
     batch_size = max(min(batch_size, coverage_cap), MIN_BATCH_SIZE)
     return {
         "data_identifier": data_identifier,
@@ -239,7 +339,7 @@ def plan_configuration(
         "resampling_fn_seg_kwargs": dict(RESAMPLING_SEG_KWARGS),
         "resampling_fn_probabilities": RESAMPLING_FN,
         "resampling_fn_probabilities_kwargs": dict(RESAMPLING_PROBABILITIES_KWARGS),
-        "architecture": architecture(dim, topo),
+        "architecture": architecture(dim, topo, planner),
     }
 
 
@@ -251,11 +351,10 @@ def normalization(channel_names: dict, median_relative_size: float) -> tuple[lis
     return schemes, use_mask
 
 
-def lowres_configuration(
-    fullres: dict, median_shape, num_training: int, num_classes: int, gpu_memory_gb: float
-) -> dict | None:
+def lowres_configuration(fullres: dict, median_shape, num_training: int, plan, data_identifier: str) -> dict | None:
     """Coarsen the spacing by 3 % steps until the patch covers >= 25 % of the median image (§3.6); drop the
-    result if it is less than half the fullres voxels. None when no lowres stage is needed."""
+    result if it is less than half the fullres voxels. None when no lowres stage is needed.
+    ``plan(spacing, median_shape, dataset_voxels, data_identifier)`` plans one configuration."""
     fullres_spacing = np.asarray(fullres["spacing"], dtype=np.float64)
     median_shape = np.asarray(median_shape, dtype=np.float64)
     median_voxels = np.prod(median_shape, dtype=np.float64)
@@ -270,13 +369,8 @@ def lowres_configuration(
             spacing *= LOWRES_SPACING_STEP
         lowres_shape = fullres_spacing / spacing * median_shape
         median_voxels = np.prod(lowres_shape, dtype=np.float64)
-        lowres = plan_configuration(
-            spacing,
-            [round(float(s)) for s in lowres_shape],
-            float(median_voxels * num_training),
-            num_classes,
-            gpu_memory_gb,
-            f"{PLANS_NAME}_3d_lowres",
+        lowres = plan(
+            spacing, [round(float(s)) for s in lowres_shape], float(median_voxels * num_training), data_identifier
         )
         patch_voxels = np.prod(lowres["patch_size"], dtype=np.float64)
     if np.prod(median_shape, dtype=np.float64) / median_voxels < 2:
@@ -284,8 +378,17 @@ def lowres_configuration(
     return lowres
 
 
-def plan_experiment(fingerprint: dict, dataset_json: dict, gpu_memory_gb: float = 8.0, dataset_name: str = "") -> dict:
-    """The complete plans for a dataset: configurations, transposition and normalisation (§3)."""
+def plan_experiment(
+    fingerprint: dict,
+    dataset_json: dict,
+    gpu_memory_gb: float | None = None,
+    dataset_name: str = "",
+    planner: str = "default",
+) -> dict:
+    """The complete plans for a dataset: configurations, transposition and normalisation (§3). ``planner``
+    names one of ``PLANNERS``; ``gpu_memory_gb`` defaults to the GPU memory that planner is tuned to."""
+    preset = PLANNERS[planner]
+    gpu_memory_gb = preset.reference_gpu_gb if gpu_memory_gb is None else gpu_memory_gb
     spacings = np.vstack(fingerprint["spacings"]).astype(np.float64)
     shapes = np.vstack(fingerprint["shapes_after_crop"])
     target = fullres_target_spacing(spacings, shapes)
@@ -299,19 +402,14 @@ def plan_experiment(fingerprint: dict, dataset_json: dict, gpu_memory_gb: float 
     schemes, use_mask = normalization(dataset_json["channel_names"], fingerprint["median_relative_size_after_cropping"])
     shared = {"normalization_schemes": schemes, "use_mask_for_norm": use_mask}
 
-    configurations = {}
-    plan_2d = plan_configuration(
-        target_t[1:], median_shape[1:], dataset_voxels, num_classes, gpu_memory_gb, f"{PLANS_NAME}_2d"
-    )
-    configurations["2d"] = {**plan_2d, **shared, "batch_dice": True}
+    def plan(spacing, shape, voxels, data_identifier):
+        return plan_configuration(spacing, shape, voxels, num_classes, gpu_memory_gb, data_identifier, preset)
+
+    configurations = {"2d": {**plan(target_t[1:], median_shape[1:], dataset_voxels, f"{PLANS_NAME}_2d")}}
+    configurations["2d"].update(shared, batch_dice=True)
     if median_shape[0] != 1:
-        fullres = {
-            **plan_configuration(
-                target_t, median_shape, dataset_voxels, num_classes, gpu_memory_gb, f"{PLANS_NAME}_3d_fullres"
-            ),
-            **shared,
-        }
-        lowres = lowres_configuration(fullres, median_shape, num_training, num_classes, gpu_memory_gb)
+        fullres = {**plan(target_t, median_shape, dataset_voxels, f"{PLANS_NAME}_3d_fullres"), **shared}
+        lowres = lowres_configuration(fullres, median_shape, num_training, plan, f"{preset.plans_name}_3d_lowres")
         if lowres is not None:
             configurations["3d_lowres"] = {**lowres, **shared, "batch_dice": False, "next_stage": "3d_cascade_fullres"}
         configurations["3d_fullres"] = {**fullres, "batch_dice": lowres is not None}
@@ -319,14 +417,14 @@ def plan_experiment(fingerprint: dict, dataset_json: dict, gpu_memory_gb: float 
             configurations["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
     return {
         "dataset_name": dataset_name,
-        "plans_name": PLANS_NAME,
+        "plans_name": preset.plans_name,
         "original_median_spacing_after_transp": [float(s) for s in np.median(spacings, axis=0)[forward]],
         "original_median_shape_after_transp": [int(round(s)) for s in np.median(shapes, axis=0)[forward]],
         "image_reader_writer": "SimpleITKIO",
         "transpose_forward": forward,
         "transpose_backward": backward,
         "configurations": configurations,
-        "experiment_planner_used": "segflow (nnU-Net v2 ExperimentPlanner defaults)",
+        "experiment_planner_used": f"segflow {planner} planner (nnU-Net v2 {preset.nnunet_class})",
         "gpu_memory_target_gb": float(gpu_memory_gb),
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": deepcopy(
@@ -354,8 +452,15 @@ def data_configuration(plans: dict, name: str) -> str:
     return plans["configurations"][name].get("inherits_from", name)
 
 
-def write_plans(fingerprint_path, dataset_json_path, out, gpu_memory_gb: float = 8.0, dataset_name: str = "") -> None:
+def write_plans(
+    fingerprint_path,
+    dataset_json_path,
+    out,
+    gpu_memory_gb: float | None = None,
+    dataset_name: str = "",
+    planner="default",
+) -> None:
     from segflow.io import load_json, save_json
 
-    plans = plan_experiment(load_json(fingerprint_path), load_json(dataset_json_path), gpu_memory_gb, dataset_name)
-    save_json(plans, out)
+    fingerprint, dataset_json = load_json(fingerprint_path), load_json(dataset_json_path)
+    save_json(plan_experiment(fingerprint, dataset_json, gpu_memory_gb, dataset_name, planner), out)

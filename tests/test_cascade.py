@@ -95,7 +95,7 @@ def test_cascade_workflow_trains_on_all_lowres_folds_and_predicts(tmp_path):
             assert previous.shape == (1, *fullres.shape[1:]) and set(np.unique(previous)) <= {0, 1, 2}
         assert (validation / "summary.json").stat().st_mtime < cascade_final.stat().st_mtime
     weights = torch.load(cascade_final, weights_only=True)["network_weights"]
-    assert weights["encoder.0.0.0.weight"].shape[1] == 1 + 2, "image channel + one-hot of two labels"
+    assert weights["encoder.stages.0.0.convs.0.conv.weight"].shape[1] == 1 + 2, "image channel + one-hot of two labels"
     assert load(out / "crossval" / "3d_cascade_fullres" / "summary.json")["mean"].keys() == {"1", "2"}
     selection = load(out / "selection.json")
     assert set(selection["scores"]) == {"3d_lowres", "3d_cascade_fullres", "ensemble__3d_lowres__3d_cascade_fullres"}

@@ -12,6 +12,7 @@ from segflow.plan import (
     normalization,
     plan_experiment,
     preprocessed_configurations,
+    residual_feature_map_size,
     resolved_configuration,
     topology,
     transpose_axes,
@@ -81,20 +82,51 @@ def test_anisotropic_fingerprint_by_hand():
     assert full["use_mask_for_norm"] == [True]
 
 
-@pytest.mark.parametrize("name", ["anisotropic", "large", "flat2d"])
-def test_plans_equal_nnunetv2(name):
-    """Expected values were produced by nnunetv2 2.8.1's ExperimentPlanner on the same fingerprint."""
+PLANNER_CASES = ["anisotropic", "large", "flat2d", "hippocampus"]
+
+
+@pytest.mark.parametrize("planner", ["default", "resenc_m", "resenc_l", "resenc_xl"])
+@pytest.mark.parametrize("name", PLANNER_CASES)
+def test_plans_equal_nnunetv2(name, planner):
+    """Expected values were produced by nnunetv2 2.8.1's planners on the same fingerprint (hippocampus: its own
+    fingerprint of MSD Task04), by tests/nnunetv2_fixture/make_planner_fixture.py."""
     case = load_case(name)
-    plans = plan_experiment(case["fingerprint"], case["dataset_json"], gpu_memory_gb=8)
-    expected = case["expected"]
+    plans = plan_experiment(case["fingerprint"], case["dataset_json"], planner=planner)
+    expected = case["expected"][planner]
+    assert plans["plans_name"] == expected["plans_name"]
     assert plans["transpose_forward"] == expected["transpose_forward"]
     assert plans["transpose_backward"] == expected["transpose_backward"]
     assert list(plans["configurations"]) == list(expected["configurations"])
     for config_name, want in expected["configurations"].items():
         got = plans["configurations"][config_name]
+        architecture = got.get("architecture", {})
+        flat = {**architecture.get("arch_kwargs", {}), **architecture, **got}
         for key, value in want.items():
-            actual = arch(got)[key] if key in ("strides", "kernel_sizes") else got[key]
+            actual = flat[key]
             assert actual == pytest.approx(value) if key == "spacing" else actual == value, (config_name, key)
+
+
+def test_resenc_presets_share_the_default_data_but_not_its_lowres():
+    case = load_case("large")
+    default = plan_experiment(case["fingerprint"], case["dataset_json"])["configurations"]
+    for planner in ("resenc_m", "resenc_l"):
+        plans = plan_experiment(case["fingerprint"], case["dataset_json"], planner=planner)
+        configs = plans["configurations"]
+        for name in ("2d", "3d_fullres"):
+            assert configs[name]["data_identifier"] == default[name]["data_identifier"]
+            assert configs[name]["spacing"] == default[name]["spacing"]
+        assert configs["3d_lowres"]["data_identifier"] == f"{plans['plans_name']}_3d_lowres"
+        assert plans["gpu_memory_target_gb"] == {"resenc_m": 8.0, "resenc_l": 24.0}[planner]
+
+
+def test_residual_vram_proxy_matches_nnunets_documented_example():
+    # nnunetv2's ResEnc planner module: ResidualEncoderUNet, 6 stages 32..320, blocks (1, 3, 4, 6, 6, 6), 3 classes,
+    # deep supervision on, at 128^3 -> 558 319 104. Ours counts without deep supervision; add the five lower heads.
+    strides = [[1, 1, 1]] + [[2, 2, 2]] * 5
+    features = [32, 64, 128, 256, 320, 320]
+    without = residual_feature_map_size([128] * 3, strides, features, 3, [1, 3, 4, 6, 6, 6])
+    lower_heads = sum(3 * (128 // 2**s) ** 3 for s in range(1, 5))
+    assert without + lower_heads == 558_319_104
 
 
 def test_large_dataset_creates_lowres_and_cascade():

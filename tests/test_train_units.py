@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from segflow.io import save_json, save_npy
+from segflow.networks import build_network
 from segflow.plan import architecture, topology
 from segflow.preprocess import class_locations
 from segflow.train.augment import AugmentationSettings
 from segflow.train.data import Case, PatchLoader, forced_foreground
 from segflow.train.loop import Prefetcher, poly_lr
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
-from segflow.train.network import build_network
 
 
 def configuration(spacing, patch):
@@ -50,7 +50,7 @@ def test_network_output_shapes(spacing, patch, expected):
 
 def test_weights_are_kaiming_initialised_with_zero_bias():
     network = build_network(configuration([1.0, 1.0, 1.0], [16, 16, 16]), 1, 2)
-    conv = network.encoder[1][0][0]
+    conv = network.encoder.stages[1][0].convs[0].conv
     fan_in = conv.weight[0].numel()
     expected_std = math.sqrt(2 / (1 + 0.01**2)) / math.sqrt(fan_in)
     assert conv.weight.std().item() == pytest.approx(expected_std, rel=0.1)

@@ -297,7 +297,9 @@ def test_region_based_training_on_the_demo(tmp_path):
     dataset_json = load(out / "raw" / "dataset.json")
     assert dataset_json["labels"]["organ"] == [1, 2] and dataset_json["regions_class_order"] == [1, 2]
     weights = torch.load(out / "train" / "2d" / "fold_0" / "checkpoint_final.pt", weights_only=True)
-    heads = [v for k, v in weights["network_weights"].items() if k.startswith("heads.") and k.endswith("weight")]
+    heads = [
+        v for k, v in weights["network_weights"].items() if k.startswith("decoder.seg_layers.") and k.endswith("weight")
+    ]
     assert all(h.shape[0] == 2 for h in heads), "one sigmoid output per region"
     crossval = load(out / "crossval" / "2d" / "summary.json")
     assert set(crossval["mean"]) == {"(1, 2)", "2"}

@@ -52,6 +52,7 @@ from segflow.errors import InputError
 from segflow.io import atomic_path, load_checkpoint, load_json
 from segflow.labels import has_regions, output_channels
 from segflow.labels import regions as label_regions
+from segflow.networks import build_network
 from segflow.plan import data_configuration, resolved_configuration
 from segflow.progress import Countdown, Heartbeat
 from segflow.train.augment import AugmentationSettings, cascade_transforms, training_pipeline, validation_pipeline
@@ -59,7 +60,6 @@ from segflow.train.cascade import foreground_labels
 from segflow.train.data import Case, PatchLoader
 from segflow.train.device_augment import BatchedAugmentation
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
-from segflow.train.network import build_network
 
 log = logging.getLogger("segflow.train")
 

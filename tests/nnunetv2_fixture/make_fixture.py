@@ -18,7 +18,6 @@ It writes:
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from make_planner_fixture import nnunet_folders  # noqa: E402
 from parity_inputs import (  # noqa: E402
     IGNORE_LABELS,
     PIPELINES,
@@ -97,12 +97,7 @@ def preprocessing() -> None:
     shutil.rmtree(expected, ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        env = {
-            **os.environ,
-            "nnUNet_raw": str(OUT / "raw"),
-            "nnUNet_preprocessed": str(base / "preprocessed"),
-            "nnUNet_results": str(base / "results"),
-        }
+        env = {**nnunet_folders(base), "nnUNet_raw": str(OUT / "raw")}
         command = [str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"), "-d", "950"]
         subprocess.run([*command, "-c", "2d", "3d_fullres", "-np", "1", "-npfp", "1"], env=env, check=True)
         theirs = base / "preprocessed" / DATASET
