@@ -71,17 +71,17 @@ rule all:
 rule preprocessing:
     input:
         f"{OUT}/verify_report.json",
-        lambda wildcards: preprocessed_targets(load_json(plans_json())),
+        lambda wildcards: preprocessed_targets(),
 
 
 rule training:
     input:
-        lambda wildcards: training_targets(load_json(plans_json())),
+        lambda wildcards: training_targets(),
 
 
 rule crossvalidation:
     input:
-        lambda wildcards: crossvalidation_targets(load_json(plans_json())),
+        lambda wildcards: crossvalidation_targets(),
 
 
 rule prediction:

@@ -2,7 +2,8 @@
 # Issue 14's GPU figures on a lent GPU machine, both frameworks with CUDA + AMP and the same torch build:
 # the augmentation of one batch (batchgeneratorsv2 per sample vs segflow batched on the GPU), then
 # bench/train_step.py for the BraTS-like plan with 8 and with 16 data-loading workers and for Hippocampus
-# with 8 (seconds per iteration, loader CPU seconds per batch, peak GPU memory). That machine has torch but
+# with 8 (seconds per iteration, loader CPU seconds per batch, peak GPU memory); issue 15's: the same for the
+# ResEnc M and L plans (BraTS-like and Hippocampus, 8 workers). That machine has torch but
 # none of the imaging packages: carry them as wheels in .whl (see the device notes) and .stubs (empty
 # SimpleITK and imagecodecs modules: nnunetv2 imports them at start-up but training never calls them).
 set -euo pipefail
@@ -11,10 +12,15 @@ export PYTHONPATH="/tmp/site:$PWD/.stubs:$PWD" PYTHONUNBUFFERED=1
 OUT="${OUT:-/tmp}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 bench/augment.py --device cuda --batches 10
-step() {  # plan, workers
+step() {  # plan, workers, planner
   python3 bench/train_step.py --device cuda --nnunet-python python3 --plans "$1" --workers "$2" --threads 1 \
-    --iterations "${ITERATIONS:-30}" --warmup 5 --cases 16 --work /tmp/bench --json "$OUT/train_step_$1_$2.json"
+    --planner "${3:-default}" --iterations "${ITERATIONS:-30}" --warmup 5 --cases 16 --work /tmp/bench \
+    --json "$OUT/train_step_$1_$2_${3:-default}.json"
 }
 step brats 8
 step brats 16
 step hippocampus 8
+for planner in resenc_m resenc_l; do
+  step brats 8 "$planner"
+  step hippocampus 8 "$planner"
+done

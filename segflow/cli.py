@@ -23,10 +23,20 @@ from segflow.errors import InputError
 
 def model_selection(model: Path, configurations, folds, postprocessing: bool) -> dict:
     """selection.json of the model folder, or the configurations and folds asked for on the command line."""
+    from segflow.candidates import parse
     from segflow.io import load_json
 
     selection_file = model / "selection.json"
     selection = load_json(selection_file) if selection_file.is_file() else None
+    for name in configurations or ():
+        try:
+            parse(name)
+        except ValueError as err:
+            raise InputError(
+                f"-c {err}.",
+                file=model / "train",
+                fix="name folders of train/, e.g. 3d_fullres or 3d_fullres-resenc_m.",
+            ) from None
     if configurations:
         if folds is None:
             folds = sorted(
@@ -134,7 +144,12 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("-i", "--input", required=True, help="folder of images")
     predict.add_argument("-o", "--output", required=True, help="folder for the segmentations")
     predict.add_argument("-m", "--model", required=True, help="{results}/{dataset} folder of a workflow run")
-    predict.add_argument("-c", "--configurations", nargs="+", help="configurations instead of the selection")
+    predict.add_argument(
+        "-c",
+        "--configurations",
+        nargs="+",
+        help="candidates instead of the selection: folders of train/, e.g. 3d_fullres or 3d_fullres-resenc_m",
+    )
     predict.add_argument("-f", "--folds", nargs="+", type=int, help="folds instead of the selection's")
     predict.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     predict.add_argument("--disable-tta", action="store_true", help="no mirroring at test time")

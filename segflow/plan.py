@@ -447,9 +447,14 @@ def preprocessed_configurations(plans: dict) -> list[str]:
     return [name for name, c in plans["configurations"].items() if "inherits_from" not in c]
 
 
-def data_configuration(plans: dict, name: str) -> str:
-    """The configuration whose preprocessed data ``name`` trains on."""
-    return plans["configurations"][name].get("inherits_from", name)
+def data_folder(plans: dict, name: str) -> str:
+    """The folder (under ``preprocessed/``) of the data configuration ``name`` trains on: that of the
+    configuration owning the data (the cascade trains on 3d_fullres's), named after the configuration where
+    the data are the default planner's (nnU-Net's data identifier ``nnUNetPlans_<configuration>``, which the
+    presets share for 2d and 3d_fullres), else after the data identifier."""
+    owner = plans["configurations"][name].get("inherits_from", name)
+    identifier = plans["configurations"][owner]["data_identifier"]
+    return owner if identifier == f"{PLANS_NAME}_{owner}" else identifier
 
 
 def write_plans(

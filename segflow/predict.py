@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segflow.candidates import parse
 from segflow.infer import (
     Predictor,
     export_logits,
@@ -29,39 +30,45 @@ log = logging.getLogger("segflow.predict")
 
 
 class CasePredictor:
-    """Probabilities of one image (original geometry) per configuration, the cascade's previous stage
-    predicted first and shared when the lowres model is an ensemble member too."""
+    """Probabilities of one image (original geometry) per candidate (segflow/candidates.py), the cascade's
+    previous stage predicted first and shared when the lowres model is an ensemble member too."""
 
-    def __init__(self, model_dir, configurations, folds, device: str = "auto", mirror: bool = True):
+    def __init__(self, model_dir, candidates, folds, device: str = "auto", mirror: bool = True):
         model_dir = Path(model_dir)
-        self.plans = load_json(model_dir / "plans.json")
         self.dataset_json = load_json(model_dir / "dataset.json")
-        needed = list(configurations)
-        for name in configurations:
-            previous = resolved_configuration(self.plans, name).get("previous_stage")
-            if previous and previous not in needed:
-                needed.insert(0, previous)
+        self.plans = {}  # candidate name -> its plans
+        needed = [parse(name) for name in candidates]
+        for candidate in list(needed):
+            plans = load_json(model_dir / candidate.plans_file)
+            previous = resolved_configuration(plans, candidate.configuration).get("previous_stage")
+            if previous and candidate.with_configuration(previous) not in needed:
+                needed.insert(0, candidate.with_configuration(previous))
         self.predictors = {}
-        for name in needed:
+        for candidate in needed:
+            name = candidate.name
             checkpoints = [model_dir / "train" / name / f"fold_{f}" / "checkpoint_final.pt" for f in folds]
-            model = load_model(model_dir / "plans.json", model_dir / "dataset.json", name, checkpoints)
+            plans_path = model_dir / candidate.plans_file
+            model = load_model(plans_path, model_dir / "dataset.json", candidate.configuration, checkpoints)
             self.predictors[name] = Predictor(model, device, mirror=mirror)
+            self.plans[name] = model.plans
 
-    def probabilities(self, image, configuration: str, cache: dict) -> np.ndarray:
-        if configuration in cache:
-            return cache[configuration]
-        predictor = self.predictors[configuration]
+    def probabilities(self, image, name: str, cache: dict) -> np.ndarray:
+        if name in cache:
+            return cache[name]
+        candidate, plans = parse(name), self.plans[name]
+        predictor = self.predictors[name]
         previous = predictor.model.configuration.get("previous_stage")
         segmentation = None
         if previous:
-            previous_probabilities = self.probabilities(image, previous, cache)
+            previous_probabilities = self.probabilities(image, candidate.with_configuration(previous).name, cache)
             segmentation = segmentation_from_probabilities(previous_probabilities, self.dataset_json)[None]
-        data, seg, properties = preprocess_arrays(image.data, segmentation, image.spacing, self.plans, configuration)
+        configuration = candidate.configuration
+        data, seg, properties = preprocess_arrays(image.data, segmentation, image.spacing, plans, configuration)
         if previous:
             data = with_previous_stage(data, seg, previous_stage_labels(predictor.model))
         logits = predictor.predict(data)
-        cache[configuration] = export_logits(logits, properties, self.plans, configuration, self.dataset_json)[0]
-        return cache[configuration]
+        cache[name] = export_logits(logits, properties, plans, configuration, self.dataset_json)[0]
+        return cache[name]
 
 
 def predict_cases(
@@ -74,7 +81,7 @@ def predict_cases(
     with_probabilities: bool = False,
 ):
     """Segment images (``image_files[i]``: case i's channel files) with the selected model(s): fold logits
-    averaged per configuration, configurations' probabilities averaged (an ensemble), postprocessing
+    averaged per candidate, candidates' probabilities averaged (an ensemble), postprocessing
     applied; one label map per case in its own geometry (and, if asked, its probabilities as CASE.npz)."""
     predictor = CasePredictor(model_dir, selection["configurations"], selection["folds"], device, mirror)
     dataset_json = predictor.dataset_json

@@ -71,14 +71,16 @@ def dataset_rows(dataset_json: dict, fingerprint: dict, verify_report: dict) -> 
 
 
 def plan_rows(plans: dict) -> list[dict]:
-    """One row per configuration of plans.json."""
+    """One row per configuration of a planner's plans."""
     rows = []
     for name in plans["configurations"]:
         c = resolved_configuration(plans, name)
         arch = c["architecture"]["arch_kwargs"]
         rows.append(
             {
+                "plans": plans["plans_name"],
                 "configuration": name,
+                "network": c["architecture"]["network_class_name"].rsplit(".", 1)[-1],
                 "spacing": rounded(c["spacing"]),
                 "median shape": c["median_image_size_in_voxels"],
                 "patch size": c["patch_size"],

@@ -24,7 +24,7 @@ from segflow.infer import (
 )
 from segflow.io import load_json, load_npy, save_npy
 from segflow.labels import has_regions
-from segflow.plan import data_configuration, resolved_configuration
+from segflow.plan import data_folder, resolved_configuration
 from segflow.progress import Countdown
 from segflow.resample import resample
 from segflow.train.loop import fold_cases, previous_stage_files
@@ -73,7 +73,7 @@ def validate_fold(
     model = load_model(plans_path, dataset_json_path, configuration, [checkpoint])
     predictor = Predictor(model, device, mirror=mirror)
     previous = previous_stage_files(model.configuration, previous_stage_dirs, cases)
-    folder = Path(preprocessed) / data_configuration(plans, configuration)
+    folder = Path(preprocessed) / data_folder(plans, configuration)
     out, ending = Path(out_dir), dataset_json["file_ending"]
     out.mkdir(parents=True, exist_ok=True)
     if next_stage:
@@ -91,7 +91,7 @@ def validate_fold(
         if with_probabilities:
             save_probabilities(probabilities, out / f"{case}.npz")
         if next_stage:
-            target = Path(preprocessed) / data_configuration(plans, next_stage) / f"{case}.npy"
+            target = Path(preprocessed) / data_folder(plans, next_stage) / f"{case}.npy"
             shape = load_npy(target, mmap=True).shape[1:]
             save_npy(
                 next_stage_segmentation(logits, plans, configuration, shape, dataset_json),

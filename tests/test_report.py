@@ -35,9 +35,13 @@ def test_report_tables_and_overlays_agree_with_the_run(demo_run):
         assert foreground[candidate] == round(score, 4)
     assert {row[1] for row in crossval[1:]} == {"organ 1", "lesion 2", "foreground"}
     plans = load(out / "plans.json")
-    plan_rows = {row[0]: row for row in table_cells(report / "plans.html")[1:]}
+    plan_table = table_cells(report / "plans.html")
+    assert plan_table[0][:5] == ["plans", "configuration", "network", "spacing", "median shape"]
+    plan_rows = {row[1]: row for row in plan_table[1:]}
     assert plan_rows.keys() == plans["configurations"].keys()
-    assert plan_rows["3d_fullres"][3] == str(plans["configurations"]["3d_fullres"]["patch_size"])
+    assert {row[0] for row in plan_table[1:]} == {"nnUNetPlans"}
+    assert plan_rows["3d_fullres"][2] == "PlainConvUNet"
+    assert plan_rows["3d_fullres"][5] == str(plans["configurations"]["3d_fullres"]["patch_size"])
     dataset = dict(table_cells(report / "dataset.html")[1:])
     assert dataset["training cases"] == "10" and dataset["labels"] == "background: 0, organ: 1, lesion: 2"
     chosen = dict(table_cells(report / "selection.html")[1:])

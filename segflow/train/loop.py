@@ -53,7 +53,7 @@ from segflow.io import atomic_path, load_checkpoint, load_json
 from segflow.labels import has_regions, output_channels
 from segflow.labels import regions as label_regions
 from segflow.networks import build_network
-from segflow.plan import data_configuration, resolved_configuration
+from segflow.plan import data_folder, resolved_configuration
 from segflow.progress import Countdown, Heartbeat
 from segflow.train.augment import AugmentationSettings, cascade_transforms, training_pipeline, validation_pipeline
 from segflow.train.cascade import foreground_labels
@@ -170,7 +170,7 @@ class Trainer:
         self.labels = LabelSetup(dataset_json["labels"])
         train_ids, val_ids = fold_cases(splits, fold)
         self.train_ids = train_ids
-        folder = Path(preprocessed) / data_configuration(plans, configuration)
+        folder = Path(preprocessed) / data_folder(plans, configuration)
         previous = previous_stage_files(self.configuration, previous_stage_dirs, [*train_ids, *val_ids])
         self.previous_labels = foreground_labels(dataset_json["labels"]) if previous else None
         self.train_cases = [Case(folder, c, previous.get(c)) for c in train_ids]

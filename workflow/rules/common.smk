@@ -9,7 +9,9 @@ from segflow.dataset import check_labels, discover, images_to_predict, with_labe
 from segflow.device import uses_gpu
 from segflow.errors import InputError
 from segflow.io import load_json
-from segflow.plan import data_configuration, resolved_configuration
+from segflow.candidates import DEFAULT_PLANNER, Candidate, plans_file
+from segflow.candidates import parse as parse_candidate
+from segflow.plan import PLANNERS, data_folder, resolved_configuration
 from segflow.preprocess import preprocessing_signature
 from segflow.splits import NUM_FOLDS
 
@@ -50,8 +52,6 @@ BATCHES = assign_batches(DATASET.cases, config["case_batches"])
 # An MSD task is converted into {OUT}/raw; an nnU-Net v2 raw folder is read where it is.
 RAW = f"{OUT}/raw" if DATASET.kind == "msd" else str(DATASET.root)
 DATASET_JSON = f"{RAW}/dataset.json"
-# Configurations with data of their own (3d_cascade_fullres trains on 3d_fullres's).
-DATA_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
 # Cross-validation, selection and prediction need validation folds ("all" validates nothing).
 CV_FOLDS = [f for f in config["folds"] if f != "all"]
 
@@ -139,13 +139,38 @@ def gpus(wildcards):
     return int(uses_gpu(device) or (on_cluster and device != "cpu"))
 
 
-def plans_json():
-    """plans.json once the plan checkpoint has run (raises until then, which defers the dependent jobs)."""
+# Planners whose candidates train (config `planners`, segflow/candidates.py). The default planner always
+# plans: plans.json is the dataset's reference plan, and its 2d and 3d_fullres data are every planner's.
+PLANNER_NAMES = config["planners"]
+PRESETS = [p for p in PLANNER_NAMES if p != DEFAULT_PLANNER]
+# Candidate names a rule's {candidate} wildcard may take: a configuration, then `-<planner>` for a preset.
+CONFIGURATION_PATTERN = "2d|3d_fullres|3d_lowres|3d_cascade_fullres"
+CANDIDATE_PATTERN = (
+    f"({CONFIGURATION_PATTERN})(-({'|'.join(PRESETS)}))?"
+    if PRESETS
+    else CONFIGURATION_PATTERN
+)
+# Preprocessed data folders and the candidate whose plans make each: the default planner's data keep the
+# configuration's name; a preset's own data (its 3d_lowres) are named by nnU-Net's data identifier.
+DATA_FOLDERS = {c: Candidate(c) for c in ("2d", "3d_fullres", "3d_lowres")}
+DATA_FOLDERS.update(
+    {f"{PLANNERS[p].plans_name}_3d_lowres": Candidate("3d_lowres", p) for p in PRESETS}
+)
+
+
+def plans_json(planner=DEFAULT_PLANNER):
+    """A planner's plans once its checkpoint has run (raises until then, which defers the dependent jobs)."""
     if workflow.remote_exec:
         # A cluster job was submitted after the plan ran, but its own one-job DAG never sees the plan
         # job finish, so the checkpoint would stay "incomplete" there.
-        return f"{OUT}/plans.json"
-    return checkpoints.plan.get().output.plans
+        return f"{OUT}/{plans_file(planner)}"
+    if planner == DEFAULT_PLANNER:
+        return checkpoints.plan.get().output.plans
+    return checkpoints.plan_preset.get(planner=planner).output.plans
+
+
+def candidate_plans(candidate):
+    return load_json(plans_json(candidate.planner))
 
 
 STAGE_TARGETS_HINT = "nothing can be made for it. Stage targets: preprocessing, training, crossvalidation, prediction."
@@ -159,11 +184,26 @@ def selected_configurations(plans):
     return wanted
 
 
-def preprocessed_targets(plans):
+def selected_candidates():
+    """Every candidate of the run: each configured planner's selected configurations, in config order."""
+    return [
+        Candidate(c, planner)
+        for planner in PLANNER_NAMES
+        for c in selected_configurations(load_json(plans_json(planner)))
+    ]
+
+
+def candidate_names():
+    return [c.name for c in selected_candidates()]
+
+
+def data_folder_of(candidate):
+    return data_folder(candidate_plans(candidate), candidate.configuration)
+
+
+def preprocessed_targets():
     targets = []
-    for name in dict.fromkeys(
-        data_configuration(plans, c) for c in selected_configurations(plans)
-    ):
+    for name in dict.fromkeys(data_folder_of(c) for c in selected_candidates()):
         for case in DATASET.cases:
             base = f"{OUT}/preprocessed/{name}/{case}"
             targets += [f"{base}.npy", f"{base}_seg.npy", f"{base}.json"]
@@ -175,71 +215,75 @@ STATIC_TARGETS = [
     f"{OUT}/fingerprint.json",
     f"{OUT}/plans.json",
     f"{OUT}/splits.json",
-]
+] + [f"{OUT}/{plans_file(p)}" for p in PRESETS]
 
 
-def previous_stage_dirs(plans, configuration):
+def previous_stage_dirs(candidate):
     """A cascade trains on the cross-validation predictions of all five folds of its previous stage."""
-    previous = resolved_configuration(plans, configuration).get("previous_stage")
+    plans = candidate_plans(candidate)
+    previous = resolved_configuration(plans, candidate.configuration).get(
+        "previous_stage"
+    )
     if not previous:
         return []
-    return [f"{OUT}/train/{previous}/fold_{f}/validation" for f in range(NUM_FOLDS)]
+    name = candidate.with_configuration(previous).name
+    return [f"{OUT}/train/{name}/fold_{f}/validation" for f in range(NUM_FOLDS)]
 
 
-def next_stage(plans, configuration):
-    """The cascade a configuration's validation feeds, when that cascade is trained."""
-    following = plans["configurations"][configuration].get("next_stage")
-    return following if following in selected_configurations(plans) else None
+def next_stage(candidate):
+    """The cascade a candidate's validation feeds, when that cascade is trained."""
+    plans = candidate_plans(candidate)
+    following = plans["configurations"][candidate.configuration].get("next_stage")
+    if not following:
+        return None
+    following = candidate.with_configuration(following)
+    return following if following in selected_candidates() else None
 
 
-def training_targets(plans):
+def training_targets():
     return [
         f"{OUT}/train/{c}/fold_{f}/{name}"
-        for c in selected_configurations(plans)
+        for c in candidate_names()
         for f in config["folds"]
         for name in ("checkpoint_final.pt", "progress.png")
     ]
 
 
-def validation_dirs(configuration):
-    return [f"{OUT}/train/{configuration}/fold_{f}/validation" for f in CV_FOLDS]
+def validation_dirs(name):
+    return [f"{OUT}/train/{name}/fold_{f}/validation" for f in CV_FOLDS]
 
 
-def ensemble_pairs(plans):
-    configurations = selected_configurations(plans)
-    return [
-        (a, b) for i, a in enumerate(configurations) for b in configurations[i + 1 :]
-    ]
+def ensemble_pairs():
+    names = candidate_names()
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
 
 
-def ensemble_dirs(plans):
-    return [f"{OUT}/crossval/ensemble__{a}__{b}" for a, b in ensemble_pairs(plans)]
+def ensemble_dirs():
+    return [f"{OUT}/crossval/ensemble__{a}__{b}" for a, b in ensemble_pairs()]
 
 
-def crossvalidation_targets(plans):
-    """Cross-validation of each trained configuration and ensemble, and the selection."""
+def crossvalidation_targets():
+    """Cross-validation of each trained candidate and ensemble, and the selection."""
     if not CV_FOLDS:
         return []
-    targets = [
-        f"{OUT}/crossval/{c}/summary.json" for c in selected_configurations(plans)
-    ]
-    return targets + ensemble_dirs(plans) + [f"{OUT}/selection.json"]
+    targets = [f"{OUT}/crossval/{c}/summary.json" for c in candidate_names()]
+    return targets + ensemble_dirs() + [f"{OUT}/selection.json"]
 
 
 def prediction_targets():
     return [f"{OUT}/predictions/{case}{DATASET.file_ending}" for case in TEST]
 
 
-def evaluation_targets(plans):
+def evaluation_targets():
     """Cross-validation, the selection and the test predictions."""
-    return crossvalidation_targets(plans) + prediction_targets()
+    return crossvalidation_targets() + prediction_targets()
 
 
 # The test images the report shows (the first few, sorted).
 OVERLAY_TEST_CASES = sorted(TEST)[:3]
 
 
-def report_targets(plans):
+def report_targets():
     """The report's tables and overlays: the outputs of the rules in report.smk."""
     if not CV_FOLDS:
         return []
@@ -248,29 +292,25 @@ def report_targets(plans):
 
 
 def report_table_inputs(wildcards):
-    plans = load_json(plans_json())
-    configurations = selected_configurations(plans)
     return {
         "dataset_json": DATASET_JSON,
         "fingerprint": f"{OUT}/fingerprint.json",
         "verify_report": f"{OUT}/verify_report.json",
-        "plans": plans_json(),
-        "summaries": [f"{OUT}/crossval/{c}/summary.json" for c in configurations],
-        "ensembles": ensemble_dirs(plans),
+        "plans": [plans_json(p) for p in PLANNER_NAMES],
+        "summaries": [f"{OUT}/crossval/{c}/summary.json" for c in candidate_names()],
+        "ensembles": ensemble_dirs(),
         "selection": f"{OUT}/selection.json",
     }
 
 
 def report_overlay_inputs(wildcards):
-    """The selected model's validation predictions (any configuration or ensemble may be the one), the raw
+    """The selected model's validation predictions (any candidate or ensemble may be the one), the raw
     cases they belong to, and the first test images with their predictions."""
-    plans = load_json(plans_json())
-    configurations = selected_configurations(plans)
     return {
         "selection": f"{OUT}/selection.json",
         "splits": f"{OUT}/splits.json",
-        "validation": [d for c in configurations for d in validation_dirs(c)]
-        + ensemble_dirs(plans),
+        "validation": [d for c in candidate_names() for d in validation_dirs(c)]
+        + ensemble_dirs(),
         "images": [f for c in DATASET.cases for f in raw_images(c)],
         "labels": [raw_label(c) for c in DATASET.cases],
         "test_images": [f for c in OVERLAY_TEST_CASES for f in test_images(c)],
@@ -281,13 +321,12 @@ def report_overlay_inputs(wildcards):
 
 
 def planned_targets(wildcards):
-    """Targets that exist only once the plan says which configurations there are."""
-    plans = load_json(plans_json())
+    """Targets that exist only once the plans say which configurations there are."""
     return (
-        preprocessed_targets(plans)
-        + training_targets(plans)
-        + evaluation_targets(plans)
-        + report_targets(plans)
+        preprocessed_targets()
+        + training_targets()
+        + evaluation_targets()
+        + report_targets()
     )
 
 
@@ -299,30 +338,30 @@ def require_planned(plans, configurations, fix=STAGE_TARGETS_HINT):
     missing = [c for c in configurations if c not in available]
     if missing:
         raise WorkflowError(
-            f"segflow: the plan for {DATASET.name} has no configuration {', '.join(missing)} "
-            f"(it has {available}); {fix}"
+            f"segflow: the plan {plans['plans_name']} for {DATASET.name} has no configuration "
+            f"{', '.join(missing)} (it has {available}); {fix}"
         )
 
 
-def planned_plans(configuration):
-    """plans.json as the input of a preprocessing rule of ``configuration``, once the plan has it."""
+def planned_plans(candidate):
+    """The plans of a preprocessing rule's ``candidate``, as its input, once they have its configuration."""
 
     def plans(wildcards):
-        path = plans_json()
-        require_planned(load_json(path), [configuration])
+        path = plans_json(candidate.planner)
+        require_planned(load_json(path), [candidate.configuration])
         return ancient(path)
 
     return plans
 
 
-def preprocessing_params(configuration):
-    """The preprocessing settings of ``configuration``, as a params function of its preprocess rules."""
+def preprocessing_params(candidate):
+    """The preprocessing settings of ``candidate``, as a params function of its preprocess rules."""
 
     def signature(wildcards):
         # plans_json(), not input.plans: a job asked for directly is in the DAG before the plan checkpoint
         # is known to be complete, and this then defers it instead of failing.
-        plans = load_json(plans_json())
-        settings = preprocessing_signature(plans, configuration)
+        plans = candidate_plans(candidate)
+        settings = preprocessing_signature(plans, candidate.configuration)
         return json.dumps(
             {**settings, "dataset": dataset_json_signature()}, sort_keys=True
         )
@@ -330,32 +369,39 @@ def preprocessing_params(configuration):
     return signature
 
 
-def fold_inputs(plans, configuration):
-    """What a training or validation job of ``configuration`` reads (the plan must have it)."""
-    require_planned(plans, [configuration])
-    data = data_configuration(plans, configuration)
+def fold_inputs(candidate):
+    """What a training or validation job of ``candidate`` reads (its plans must have it)."""
+    plans = candidate_plans(candidate)
+    require_planned(plans, [candidate.configuration])
+    data = data_folder(plans, candidate.configuration)
     cases = [f"{OUT}/preprocessed/{data}/{c}" for c in DATASET.cases]
     return {
-        "plans": ancient(plans_json()),
+        "plans": ancient(plans_json(candidate.planner)),
         "dataset_json": ancient(DATASET_JSON),
         "splits": f"{OUT}/splits.json",
         "data": [f"{c}.npy" for c in cases],
         "seg": [f"{c}_seg.npy" for c in cases],
         "properties": [f"{c}.json" for c in cases],
-        "previous_stage": previous_stage_dirs(plans, configuration),
+        "previous_stage": previous_stage_dirs(candidate),
     }
 
 
 def training_inputs(wildcards):
-    return fold_inputs(load_json(plans_json()), wildcards.configuration)
+    return fold_inputs(parse_candidate(wildcards.candidate))
+
+
+def configuration_of(wildcards):
+    """The configuration, within its plans, that a job's candidate trains."""
+    return parse_candidate(wildcards.candidate).configuration
 
 
 def training_params(wildcards):
     """Everything that decides the trained weights; a change reruns training (plans.json is ancient())."""
-    plans = load_json(plans_json())
+    candidate = parse_candidate(wildcards.candidate)
+    plans = candidate_plans(candidate)
     return json.dumps(
         {
-            "configuration": resolved_configuration(plans, wildcards.configuration),
+            "configuration": resolved_configuration(plans, candidate.configuration),
             "labels": DATASET.dataset_json["labels"],
             "train": config["train"],
         },
@@ -364,66 +410,70 @@ def training_params(wildcards):
 
 
 def validation_inputs(wildcards):
-    plans = load_json(plans_json())
-    inputs = fold_inputs(plans, wildcards.configuration)
-    following = next_stage(plans, wildcards.configuration)
+    candidate = parse_candidate(wildcards.candidate)
+    following = next_stage(candidate)
     grid = (
         [
-            f"{OUT}/preprocessed/{data_configuration(plans, following)}/{c}.npy"
+            f"{OUT}/preprocessed/{data_folder_of(following)}/{c}.npy"
             for c in DATASET.cases
         ]
         if following
         else []
     )
     return {
-        **inputs,
-        "checkpoint": f"{OUT}/train/{wildcards.configuration}/fold_{wildcards.fold}/checkpoint_final.pt",
+        **fold_inputs(candidate),
+        "checkpoint": f"{OUT}/train/{wildcards.candidate}/fold_{wildcards.fold}/checkpoint_final.pt",
         "labels": [raw_label(c) for c in DATASET.cases],
         "next_stage_grid": grid,
     }
 
 
 def next_stage_param(wildcards):
-    return next_stage(load_json(plans_json()), wildcards.configuration)
+    following = next_stage(parse_candidate(wildcards.candidate))
+    return following.configuration if following else None
 
 
 def keeps_probabilities(wildcards):
     """Validation keeps probabilities only where ensembles will need them."""
-    return len(selected_configurations(load_json(plans_json()))) > 1
+    return len(selected_candidates()) > 1
 
 
 def selection_inputs(wildcards):
-    plans = load_json(plans_json())
-    configurations = selected_configurations(plans)
+    names = candidate_names()
     return {
-        "summaries": [f"{OUT}/crossval/{c}/summary.json" for c in configurations],
-        "ensembles": ensemble_dirs(plans),
-        "validation": [d for c in configurations for d in validation_dirs(c)],
+        "summaries": [f"{OUT}/crossval/{c}/summary.json" for c in names],
+        "ensembles": ensemble_dirs(),
+        "validation": [d for c in names for d in validation_dirs(c)],
         "dataset_json": DATASET_JSON,
         "labels": [raw_label(c) for c in DATASET.cases],
     }
 
 
 def selection_params(wildcards):
-    plans = load_json(plans_json())
-    configurations = selected_configurations(plans)
+    names = candidate_names()
     return {
-        "configurations": configurations,
-        "pairs": ensemble_pairs(plans),
-        "validation": {c: validation_dirs(c) for c in configurations},
+        "configurations": names,
+        "pairs": ensemble_pairs(),
+        "validation": {c: validation_dirs(c) for c in names},
     }
+
+
+def prediction_plans(wildcards):
+    return [ancient(plans_json(p)) for p in PLANNER_NAMES]
 
 
 def prediction_checkpoints(wildcards):
     """Every trained fold model: which of them the selection uses is decided by selection.json."""
-    plans = load_json(plans_json())
-    configurations = set(selected_configurations(plans))
-    for c in list(configurations):
-        previous = resolved_configuration(plans, c).get("previous_stage")
+    names = set()
+    for candidate in selected_candidates():
+        names.add(candidate.name)
+        previous = resolved_configuration(
+            candidate_plans(candidate), candidate.configuration
+        ).get("previous_stage")
         if previous:
-            configurations.add(previous)
+            names.add(candidate.with_configuration(previous).name)
     return [
         f"{OUT}/train/{c}/fold_{f}/checkpoint_final.pt"
-        for c in sorted(configurations)
+        for c in sorted(names)
         for f in CV_FOLDS
     ]

@@ -1,15 +1,15 @@
-# Per configuration: one summary over the validation cases of all folds. Per pair of configurations: the
+# Per candidate: one summary over the validation cases of all folds. Per pair of candidates: the
 # ensemble of their cross-validation probabilities, written and evaluated like a model's predictions.
 rule crossval:
     input:
-        lambda wildcards: validation_dirs(wildcards.configuration),
+        lambda wildcards: validation_dirs(wildcards.candidate),
     output:
-        summary=f"{OUT}/crossval/{{configuration}}/summary.json",
-        table=f"{OUT}/crossval/{{configuration}}/per_case.csv",
+        summary=f"{OUT}/crossval/{{candidate}}/summary.json",
+        table=f"{OUT}/crossval/{{candidate}}/per_case.csv",
     log:
-        f"{LOGS}/crossval/{{configuration}}.log",
+        f"{LOGS}/crossval/{{candidate}}.log",
     wildcard_constraints:
-        configuration="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
+        candidate=CANDIDATE_PATTERN,
     conda:
         ENV
     params:
@@ -29,8 +29,8 @@ rule ensemble:
     log:
         f"{LOGS}/crossval/ensemble__{{first}}__{{second}}.log",
     wildcard_constraints:
-        first="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
-        second="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
+        first=CANDIDATE_PATTERN,
+        second=CANDIDATE_PATTERN,
     conda:
         ENV
     params:

@@ -31,7 +31,7 @@ for batch, cases in TEST_BATCHES.items():
             images=[f for c in cases for f in test_images(c)],
             selection=f"{OUT}/selection.json",
             dataset_json=f"{OUT}/dataset.json",
-            plans=lambda wildcards: ancient(plans_json()),
+            plans=prediction_plans,
             checkpoints=prediction_checkpoints,
         output:
             per_case(f"{OUT}/predictions/{{case}}{DATASET.file_ending}", cases),

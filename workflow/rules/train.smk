@@ -1,23 +1,23 @@
-# One job per (configuration, fold): nnU-Net's trainer, resumable. The resumable checkpoint
+# One job per (candidate, fold): nnU-Net's trainer, resumable. The resumable checkpoint
 # (checkpoint_latest.pt) is not a declared output, so a failed, killed or requeued job continues from it.
 rule train:
     input:
         unpack(training_inputs),
     output:
-        final=f"{OUT}/train/{{configuration}}/fold_{{fold}}/checkpoint_final.pt",
+        final=f"{OUT}/train/{{candidate}}/fold_{{fold}}/checkpoint_final.pt",
         progress=report(
-            f"{OUT}/train/{{configuration}}/fold_{{fold}}/progress.png",
+            f"{OUT}/train/{{candidate}}/fold_{{fold}}/progress.png",
             caption="../report/progress.rst",
             category="3. Training",
-            subcategory="{configuration}",
-            labels={"configuration": "{configuration}", "fold": "{fold}"},
+            subcategory="{candidate}",
+            labels={"candidate": "{candidate}", "fold": "{fold}"},
         ),
     log:
-        f"{LOGS}/train/{{configuration}}/fold_{{fold}}.log",
+        f"{LOGS}/train/{{candidate}}/fold_{{fold}}.log",
     benchmark:
-        f"{OUT}/benchmarks/train/{{configuration}}/fold_{{fold}}.tsv"
+        f"{OUT}/benchmarks/train/{{candidate}}/fold_{{fold}}.tsv"
     wildcard_constraints:
-        configuration="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
+        candidate=CANDIDATE_PATTERN,
         fold="[0-9]+|all",
     conda:
         ENV
@@ -31,5 +31,6 @@ rule train:
         settings=config["train"],
         device=config["device"],
         preprocessed=f"{OUT}/preprocessed",
+        configuration=configuration_of,
     script:
         "../scripts/train.py"

@@ -1,16 +1,16 @@
-# Per (configuration, fold): the fold's validation cases predicted from their preprocessed arrays with the
+# Per (candidate, fold): the fold's validation cases predicted from their preprocessed arrays with the
 # final weights, exported to the original geometry and evaluated (summary.json, per_case.csv).
 rule validate:
     input:
         unpack(validation_inputs),
     output:
-        directory(f"{OUT}/train/{{configuration}}/fold_{{fold}}/validation"),
+        directory(f"{OUT}/train/{{candidate}}/fold_{{fold}}/validation"),
     log:
-        f"{LOGS}/validate/{{configuration}}/fold_{{fold}}.log",
+        f"{LOGS}/validate/{{candidate}}/fold_{{fold}}.log",
     benchmark:
-        f"{OUT}/benchmarks/validate/{{configuration}}/fold_{{fold}}.tsv"
+        f"{OUT}/benchmarks/validate/{{candidate}}/fold_{{fold}}.tsv"
     wildcard_constraints:
-        configuration="2d|3d_fullres|3d_lowres|3d_cascade_fullres",
+        candidate=CANDIDATE_PATTERN,
         fold="[0-9]+",
     conda:
         ENV
@@ -22,6 +22,7 @@ rule validate:
     params:
         device=config["device"],
         preprocessed=f"{OUT}/preprocessed",
+        configuration=configuration_of,
         labels_dir=raw_labels_dir,
         with_probabilities=keeps_probabilities,
         tolerance=config["surface_tolerance_mm"],

@@ -10,4 +10,5 @@ run_job(
     sm.output.plans,
     gpu_memory_gb=sm.params.gpu_memory_target_gb,
     dataset_name=sm.params.name,
+    planner=sm.params.planner,
 )

@@ -12,9 +12,10 @@ def write_tables():
     dataset_json = load_json(i.dataset_json)
     fingerprint, verified = load_json(i.fingerprint), load_json(i.verify_report)
     write_table(dataset_rows(dataset_json, fingerprint, verified), o.dataset, "Dataset and fingerprint")
-    write_table(plan_rows(load_json(i.plans)), o.plans, "Plans per configuration")
+    rows = [row for plans in i.plans for row in plan_rows(load_json(plans))]
+    write_table(rows, o.plans, "Plans per planner and configuration")
     files = list(i.summaries) + [Path(folder) / "summary.json" for folder in i.ensembles]
-    summaries = {Path(f).parent.name: load_json(f) for f in files}  # crossval/<configuration or ensemble>/
+    summaries = {Path(f).parent.name: load_json(f) for f in files}  # crossval/<candidate or ensemble>/
     write_table(crossval_rows(summaries, dataset_json["labels"]), o.crossval, "Cross-validation metrics")
     write_table(selection_rows(load_json(i.selection)), o.selection, "Selection and postprocessing")
 

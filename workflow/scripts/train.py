@@ -21,7 +21,7 @@ with claimed_gpu(enabled=sm.params.device != "cpu"):  # a workstation's GPUs, on
         sm.input.dataset_json,
         sm.input.splits,
         sm.params.preprocessed,
-        sm.wildcards.configuration,
+        sm.params.configuration,
         sm.wildcards.fold,
         Path(sm.output.final).parent,
         settings,

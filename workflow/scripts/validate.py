@@ -16,7 +16,7 @@ with claimed_gpu(enabled=sm.params.device != "cpu"):  # a workstation's GPUs, on
         sm.input.dataset_json,
         sm.input.splits,
         sm.params.preprocessed,
-        sm.wildcards.configuration,
+        sm.params.configuration,
         sm.wildcards.fold,
         sm.input.checkpoint,
         sm.params.labels_dir,
