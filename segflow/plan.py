@@ -247,6 +247,11 @@ def feature_map_size(planner: Planner, topo: Topology, num_classes: int) -> int:
     return conv_feature_map_size(topo.patch_size, topo.strides, features, num_classes)
 
 
+def network_class(configuration: dict) -> str:
+    """The network class a plans configuration names, without its module path (``PlainConvUNet``, ...)."""
+    return configuration["architecture"]["network_class_name"].rsplit(".", 1)[-1]
+
+
 def architecture(dim: int, topo: Topology, planner: Planner = PLANNERS["default"]) -> dict:
     n = len(topo.strides)
     conv = "torch.nn.modules.conv.Conv3d" if dim == 3 else "torch.nn.modules.conv.Conv2d"

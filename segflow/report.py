@@ -14,7 +14,7 @@ import numpy as np
 
 from segflow.evaluate import label_key
 from segflow.io import atomic_path, read_image
-from segflow.plan import resolved_configuration
+from segflow.plan import network_class, resolved_configuration
 
 METRICS = ("Dice", "IoU", "HD95", "NSD", "n_ref", "n_pred")
 
@@ -80,7 +80,7 @@ def plan_rows(plans: dict) -> list[dict]:
             {
                 "plans": plans["plans_name"],
                 "configuration": name,
-                "network": c["architecture"]["network_class_name"].rsplit(".", 1)[-1],
+                "network": network_class(c),
                 "spacing": rounded(c["spacing"]),
                 "median shape": c["median_image_size_in_voxels"],
                 "patch size": c["patch_size"],

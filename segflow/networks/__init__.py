@@ -9,14 +9,10 @@ from __future__ import annotations
 from torch import nn
 
 from segflow.networks.unet import build_unet
+from segflow.plan import network_class
 
 #: The network classes nnU-Net's plans may name, and the builder of each.
 NNUNET_NETWORKS = {"PlainConvUNet": build_unet, "ResidualEncoderUNet": build_unet}
-
-
-def network_class(configuration: dict) -> str:
-    """The class a plans configuration names, without its module path."""
-    return configuration["architecture"]["network_class_name"].rsplit(".", 1)[-1]
 
 
 def build_network(configuration: dict, in_channels: int, num_classes: int, deep_supervision: bool = True) -> nn.Module:

@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from segflow.plan import network_class
+
 NEGATIVE_SLOPE = 0.01
 
 
@@ -219,7 +221,7 @@ def build_unet(configuration: dict, in_channels: int, num_classes: int, deep_sup
     """The U-Net a (resolved) plans configuration describes: its ``network_class_name`` and ``arch_kwargs``."""
     kwargs = configuration["architecture"]["arch_kwargs"]
     features, kernels, strides = kwargs["features_per_stage"], kwargs["kernel_sizes"], kwargs["strides"]
-    if configuration["architecture"]["network_class_name"].endswith(".ResidualEncoderUNet"):
+    if network_class(configuration) == "ResidualEncoderUNet":
         encoder = ResidualEncoder(in_channels, features, kernels, strides, kwargs["n_blocks_per_stage"])
     else:
         encoder = PlainConvEncoder(in_channels, features, kernels, strides, kwargs["n_conv_per_stage"])
