@@ -16,6 +16,8 @@ dataset is needed. torch.compile stays off for both (nnunetv2: nnUNet_compile=Fa
 Usage (CPU here):  python bench/train_step.py --nnunet-python /opt/nnunet-venv/bin/python
 On a GPU machine:  python bench/train_step.py --device cuda --nnunet-python python3 --workers 12 --threads 13
 segflow alone:     python bench/train_step.py --segflow-only --plans hippocampus --iterations 2 --warmup 1
+MONAI's networks:  python bench/train_step.py --network segresnet --plans hippocampus --batch-size 2
+(segflow alone: nnunetv2 2.8.1 ships no trainer for them)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from benchlib import add_segflow_only, nnunet_env, save_nnunet_case  # noqa: E402
 
+from segflow.networks import NETWORKS  # noqa: E402
 from segflow.plan import PLANNERS, plan_experiment  # noqa: E402
 from segflow.preprocess import class_locations  # noqa: E402
 
@@ -189,10 +192,12 @@ def worker_segflow(args, work: Path) -> dict:
     import torch
 
     from segflow.io import save_json, save_npy
+    from segflow.networks import with_network
     from segflow.train.loop import Trainer, TrainSettings
 
     torch.set_num_threads(args.threads)
     plans, dataset_json = make_plans(args.plan, args.planner, args.batch_size)
+    plans = with_network(plans, args.network)
     folder = work / "segflow" / "preprocessed" / "3d_fullres"
     for case, data, seg, locations in cases_for(plans, dataset_json, args.cases):
         save_npy(data, folder / f"{case}.npy")
@@ -229,6 +234,8 @@ def worker_segflow(args, work: Path) -> dict:
         "device_augmentation_s_per_batch": statistics.median(augmenting) if augmenting else None,
         "patch": configuration["patch_size"],
         "batch": configuration["batch_size"],
+        "network": configuration["architecture"]["network_class_name"].rsplit(".", 1)[-1],
+        "parameters_m": sum(p.numel() for p in trainer.network.parameters()) / 1e6,
         "device": torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu",
         "peak_gpu_memory_gb": peak_gpu_memory_gb(),
         "torch": torch.__version__,
@@ -300,6 +307,8 @@ def run_worker(python: str, framework: str, args, work: Path) -> dict:
         args.augment_on,
         "--planner",
         args.planner,
+        "--network",
+        args.network,
         "--channels-last",
         args.channels_last,
         *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
@@ -337,12 +346,16 @@ def main() -> None:
         help="segflow: augment whole batches on the training device (default) or samples in the workers",
     )
     parser.add_argument("--planner", default="default", choices=list(PLANNERS), help="whose plan: nnU-Net's planners")
+    parser.add_argument(
+        "--network", default="default", choices=list(NETWORKS), help="segflow's network axis (MONAI's: segflow alone)"
+    )
     parser.add_argument("--batch-size", type=int, help="override the plan's batch size, both frameworks")
     parser.add_argument("--compare-layouts", action="store_true", help="also time segflow with the other layout")
     parser.add_argument("--worker", choices=["segflow", "nnunetv2"], help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
     add_segflow_only(parser)
     args = parser.parse_args()
+    args.segflow_only = args.segflow_only or args.network != "default"
     if args.worker:
         work = args.work / args.plan
         shutil.rmtree(work / args.worker, ignore_errors=True)  # blosc2 will not overwrite a stored case
@@ -368,7 +381,8 @@ def main() -> None:
             print(f"   segflow with channels_last={args.channels_last}: {statistics.median(other['times']):.3f} s/it")
             args.channels_last = chosen
         print(
-            f"== {name} ({args.planner} planner): patch {sf['patch']} batch {sf['batch']} on {sf['device']} "
+            f"== {name} ({args.planner} planner, {sf['network']} {sf['parameters_m']:.1f} M parameters): "
+            f"patch {sf['patch']} batch {sf['batch']} on {sf['device']} "
             f"({args.threads} threads, {args.workers} augmentation workers; torch {sf['torch']})"
         )
         if nn is not None:

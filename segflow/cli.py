@@ -148,7 +148,8 @@ def parser() -> argparse.ArgumentParser:
         "-c",
         "--configurations",
         nargs="+",
-        help="candidates instead of the selection: folders of train/, e.g. 3d_fullres or 3d_fullres-resenc_m",
+        help="candidates instead of the selection: folders of train/, e.g. 3d_fullres, 3d_fullres-resenc_m, "
+        "3d_fullres-swinunetr",
     )
     predict.add_argument("-f", "--folds", nargs="+", type=int, help="folds instead of the selection's")
     predict.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])

@@ -44,5 +44,8 @@ def run_job(log_path, function, *args, **kwargs):
         log.error("%s", err)
         print(f"segflow: bad input: {err}", file=sys.stderr)
         sys.exit(1)
+    except Exception:
+        log.exception("%s failed", function.__qualname__)  # the traceback in the job's own log too
+        raise
     log.info("done in %.2f s", time.perf_counter() - started)
     return result

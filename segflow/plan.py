@@ -51,8 +51,11 @@ class Planner(NamedTuple):
     shrink_batch: str  # the patch shrinks until a batch of this size fits: "minimum" or "reference"
 
 
+DEFAULT_PLANNER = "default"
 PLANNERS = {
-    "default": Planner("nnUNetPlans", "ExperimentPlanner", "PlainConvUNet", {2: 85e6, 3: 560e6}, 8.0, 0.05, "minimum"),
+    DEFAULT_PLANNER: Planner(
+        "nnUNetPlans", "ExperimentPlanner", "PlainConvUNet", {2: 85e6, 3: 560e6}, 8.0, 0.05, "minimum"
+    ),
     "resenc_m": Planner(
         "nnUNetResEncUNetMPlans",
         "nnUNetPlannerResEncM",
@@ -252,7 +255,7 @@ def network_class(configuration: dict) -> str:
     return configuration["architecture"]["network_class_name"].rsplit(".", 1)[-1]
 
 
-def architecture(dim: int, topo: Topology, planner: Planner = PLANNERS["default"]) -> dict:
+def architecture(dim: int, topo: Topology, planner: Planner = PLANNERS[DEFAULT_PLANNER]) -> dict:
     n = len(topo.strides)
     conv = "torch.nn.modules.conv.Conv3d" if dim == 3 else "torch.nn.modules.conv.Conv2d"
     norm = (
@@ -302,7 +305,7 @@ def plan_configuration(
     num_classes: int,
     gpu_memory_gb: float,
     data_identifier: str,
-    planner: Planner = PLANNERS["default"],
+    planner: Planner = PLANNERS[DEFAULT_PLANNER],
 ) -> dict:
     """Patch, topology and batch size of one configuration (§3.5, §3.10)."""
     dim = len(spacing)
@@ -388,7 +391,7 @@ def plan_experiment(
     dataset_json: dict,
     gpu_memory_gb: float | None = None,
     dataset_name: str = "",
-    planner: str = "default",
+    planner: str = DEFAULT_PLANNER,
 ) -> dict:
     """The complete plans for a dataset: configurations, transposition and normalisation (§3). ``planner``
     names one of ``PLANNERS``; ``gpu_memory_gb`` defaults to the GPU memory that planner is tuned to."""
@@ -468,7 +471,7 @@ def write_plans(
     out,
     gpu_memory_gb: float | None = None,
     dataset_name: str = "",
-    planner="default",
+    planner=DEFAULT_PLANNER,
 ) -> None:
     from segflow.io import load_json, save_json
 

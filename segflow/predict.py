@@ -21,7 +21,6 @@ from segflow.infer import (
     write_segmentation,
 )
 from segflow.io import load_json, read_case
-from segflow.plan import resolved_configuration
 from segflow.postprocess import apply_postprocessing
 from segflow.preprocess import preprocess_arrays
 from segflow.progress import Countdown
@@ -36,13 +35,11 @@ class CasePredictor:
     def __init__(self, model_dir, candidates, folds, device: str = "auto", mirror: bool = True):
         model_dir = Path(model_dir)
         self.dataset_json = load_json(model_dir / "dataset.json")
-        self.plans = {}  # candidate name -> its plans
         needed = [parse(name) for name in candidates]
         for candidate in list(needed):
-            plans = load_json(model_dir / candidate.plans_file)
-            previous = resolved_configuration(plans, candidate.configuration).get("previous_stage")
-            if previous and candidate.with_configuration(previous) not in needed:
-                needed.insert(0, candidate.with_configuration(previous))
+            previous = candidate.previous_stage(load_json(model_dir / candidate.plans_file))
+            if previous and previous not in needed:
+                needed.insert(0, previous)
         self.predictors = {}
         for candidate in needed:
             name = candidate.name
@@ -50,17 +47,16 @@ class CasePredictor:
             plans_path = model_dir / candidate.plans_file
             model = load_model(plans_path, model_dir / "dataset.json", candidate.configuration, checkpoints)
             self.predictors[name] = Predictor(model, device, mirror=mirror)
-            self.plans[name] = model.plans
 
     def probabilities(self, image, name: str, cache: dict) -> np.ndarray:
         if name in cache:
             return cache[name]
-        candidate, plans = parse(name), self.plans[name]
-        predictor = self.predictors[name]
-        previous = predictor.model.configuration.get("previous_stage")
+        candidate, predictor = parse(name), self.predictors[name]
+        plans = predictor.model.plans
+        previous = candidate.previous_stage(plans)
         segmentation = None
         if previous:
-            previous_probabilities = self.probabilities(image, candidate.with_configuration(previous).name, cache)
+            previous_probabilities = self.probabilities(image, previous.name, cache)
             segmentation = segmentation_from_probabilities(previous_probabilities, self.dataset_json)[None]
         configuration = candidate.configuration
         data, seg, properties = preprocess_arrays(image.data, segmentation, image.spacing, plans, configuration)

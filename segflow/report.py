@@ -76,6 +76,7 @@ def plan_rows(plans: dict) -> list[dict]:
     for name in plans["configurations"]:
         c = resolved_configuration(plans, name)
         arch = c["architecture"]["arch_kwargs"]
+        unet = "n_stages" in arch  # nnU-Net's U-Nets; MONAI's networks have their own arguments
         rows.append(
             {
                 "plans": plans["plans_name"],
@@ -85,9 +86,9 @@ def plan_rows(plans: dict) -> list[dict]:
                 "median shape": c["median_image_size_in_voxels"],
                 "patch size": c["patch_size"],
                 "batch size": c["batch_size"],
-                "stages": arch["n_stages"],
-                "features": arch["features_per_stage"],
-                "first kernel": arch["kernel_sizes"][0],
+                "stages": arch["n_stages"] if unet else "",
+                "features": arch["features_per_stage"] if unet else "",
+                "first kernel": arch["kernel_sizes"][0] if unet else "",
                 "normalisation": ", ".join(sorted(set(c["normalization_schemes"]))),
                 "batch dice": c["batch_dice"],
                 "previous stage": c.get("previous_stage", ""),

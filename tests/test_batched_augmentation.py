@@ -17,9 +17,10 @@ from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 from batchgeneratorsv2.transforms.utils.nnunet_masking import MaskImageTransform
 
+from segflow.networks.unet import deep_supervision_scales
 from segflow.train import batched
 from segflow.train.device_augment import centre_window
-from segflow.train.loop import deep_supervision_scales, target_pyramid
+from segflow.train.loop import target_pyramid
 
 SHAPES = {"3d": (4, 2, 7, 9, 8), "2d": (4, 3, 11, 10)}
 

@@ -1,5 +1,6 @@
-"""Planners as an axis of the run: candidate names, and the demo run growing by a residual-encoder preset
-that shares the default planner's data, trains only its own folds, and joins the one selection."""
+"""Planners and networks as axes of the run: candidate names, and the demo run growing by a residual-encoder
+preset and a MONAI network that share the default planner's data, train only their own folds, and join the
+one selection."""
 
 import numpy as np
 import pytest
@@ -18,8 +19,14 @@ def test_candidate_names_round_trip():
     resenc = parse("3d_cascade_fullres-resenc_l")
     assert resenc == Candidate("3d_cascade_fullres", "resenc_l") and resenc.plans_file == "plans_resenc_l.json"
     assert resenc.with_configuration("3d_lowres").name == "3d_lowres-resenc_l"
-    with pytest.raises(ValueError, match="planner 'resenc_s'"):
-        parse("3d_fullres-resenc_s")
+    swin = parse("2d-swinunetr")
+    assert swin == Candidate("2d", "default", "swinunetr") and swin.plans_file == "plans_swinunetr.json"
+    both = Candidate("3d_lowres", "resenc_m", "segresnet")
+    assert both.name == "3d_lowres-resenc_m-segresnet" and parse(both.name) == both
+    assert both.plans_file == "plans_resenc_m_segresnet.json"
+    for wrong in ("3d_fullres-resenc_s", "3d_fullres-segresnet-resenc_m", "3d_fullres-segresnet-swinunetr"):
+        with pytest.raises(ValueError, match="not <configuration>"):
+            parse(wrong)
 
 
 def test_presets_preprocess_only_their_own_lowres():
@@ -46,12 +53,13 @@ def modification_times(folder):
     return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
-def test_a_preset_joins_a_finished_run_and_trains_only_its_own_candidate(tmp_path):
-    """A finished demo run of the default planner (3d_fullres, one fold, a tiny budget), then ResEnc M beside
-    it. The default candidate does not train again and nothing is preprocessed again (ResEnc M's 3d_fullres
-    data are the default's); ResEnc M trains, validates and joins the selection and the report; adding ResEnc L
-    afterwards schedules its jobs alone, and those that compare candidates."""
-    budget = "{epochs: 1, iterations_per_epoch: 4, val_iterations: 1, threads: 2}"
+def test_a_preset_and_a_monai_network_join_a_finished_run_and_train_only_their_own_candidates(tmp_path):
+    """A finished demo run of the default planner (3d_fullres, one fold, a tiny budget), then ResEnc M and
+    MONAI's SegResNet beside it: three candidates more (ResEnc M's U-Net, SegResNet on the default plans and on
+    ResEnc M's). The default candidate does not train again and nothing is preprocessed again (they all train
+    on the default's 3d_fullres data); the new ones train, validate and join the selection and the report;
+    adding ResEnc L afterwards schedules its two candidates' jobs alone, and those that compare candidates."""
+    budget = "{epochs: 1, iterations_per_epoch: 2, val_iterations: 1, threads: 2}"
     base = {
         "configurations": "[3d_fullres]",
         "folds": "[0]",
@@ -63,34 +71,45 @@ def test_a_preset_joins_a_finished_run_and_trains_only_its_own_candidate(tmp_pat
     out = tmp_path / "results" / DEMO
     trained = [p for p in (out / "train" / "3d_fullres").rglob("*") if "validation" not in p.parts]
     kept = {**modification_times(out / "preprocessed"), **{p: p.stat().st_mtime_ns for p in trained if p.is_file()}}
-    grown = {**base, "planners": "[default,resenc_m]"}
+    grown = {**base, "planners": "[default,resenc_m]", "networks": "[default,segresnet]"}
 
-    # Before ResEnc M's plan (a checkpoint) exists, only the plan is scheduled.
-    assert scheduled_jobs(run_snakemake(tmp_path, "-n", config=grown).stdout) == {"plan_preset": 1, "all": 1}
+    # Before ResEnc M's plan (a checkpoint) exists, only the plans are scheduled.
+    jobs = scheduled_jobs(run_snakemake(tmp_path, "-n", config=grown).stdout)
+    assert jobs == {"plan_preset": 1, "network_plans": 2, "all": 1}, jobs
     run = run_snakemake(tmp_path, config=grown)
     assert "rule preprocess_" not in run.stdout
     changed = [str(path) for path, mtime in kept.items() if path.stat().st_mtime_ns != mtime]
     assert not changed, f"rewritten: {changed}"
-    # The default's validation ran once more: alone, it kept no probabilities; the ensemble needs them.
+    # The default's validation ran once more: alone, it kept no probabilities; the ensembles need them.
     assert any((out / "train" / "3d_fullres" / "fold_0" / "validation").glob("*.npz"))
     plans = load(out / "plans_resenc_m.json")
     assert plans["plans_name"] == "nnUNetResEncUNetMPlans"
     assert plans["configurations"]["3d_fullres"]["data_identifier"] == "nnUNetPlans_3d_fullres"
-    assert (out / "train" / "3d_fullres-resenc_m" / "fold_0" / "validation" / "summary.json").is_file()
+    segresnet = load(out / "plans_resenc_m_segresnet.json")["configurations"]["3d_fullres"]
+    resenc = plans["configurations"]["3d_fullres"]
+    assert segresnet["architecture"]["network_class_name"] == "monai.networks.nets.SegResNetDS"
+    assert segresnet["architecture"]["arch_kwargs"]["resolution"] == resenc["spacing"]
+    same = ("data_identifier", "patch_size", "batch_size", "spacing")
+    assert {k: segresnet[k] for k in same} == {k: resenc[k] for k in same}
+    names = ["3d_fullres", "3d_fullres-segresnet", "3d_fullres-resenc_m", "3d_fullres-resenc_m-segresnet"]
+    for name in names[1:]:
+        assert (out / "train" / name / "fold_0" / "validation" / "summary.json").is_file()
     selection = load(out / "selection.json")
-    ensemble = "ensemble__3d_fullres__3d_fullres-resenc_m"
-    assert set(selection["scores"]) == {"3d_fullres", "3d_fullres-resenc_m", ensemble}
+    ensembles = [f"ensemble__{a}__{b}" for i, a in enumerate(names) for b in names[i + 1 :]]
+    assert set(selection["scores"]) == {*names, *ensembles}
     assert all(0 <= score <= 1 for score in selection["scores"].values())
     crossval_table = (out / "report" / "crossval.html").read_text()
-    assert "3d_fullres-resenc_m" in crossval_table and ensemble in crossval_table
+    assert all(name in crossval_table for name in [*names, *ensembles])
     plans_table = (out / "report" / "plans.html").read_text()
-    assert "nnUNetResEncUNetMPlans" in plans_table and "ResidualEncoderUNet" in plans_table
+    for shown in ("nnUNetResEncUNetMPlans", "ResidualEncoderUNet", "SegResNetDS"):
+        assert shown in plans_table
     assert "Nothing to be done" in run_snakemake(tmp_path, "-n", config=grown).stdout
 
-    # segflow predict with the preset's candidate named on the command line.
+    # segflow predict with the preset's and the MONAI network's candidates named on the command line (an
+    # ensemble of the two).
     images = tmp_path / "resources" / DEMO / "imagesTs"
     predicted = tmp_path / "predicted"
-    command = ["predict", "-m", str(out), "-c", "3d_fullres-resenc_m", "--disable-tta"]
+    command = ["predict", "-m", str(out), "-c", "3d_fullres-resenc_m", "3d_fullres-segresnet", "--disable-tta"]
     main([*command, "-i", str(images), "-o", str(predicted)])
     for case in ("demo_500", "demo_501", "demo_502"):
         image = sitk.ReadImage(str(images / f"{case}.nii.gz"))
@@ -98,15 +117,17 @@ def test_a_preset_joins_a_finished_run_and_trains_only_its_own_candidate(tmp_pat
         assert segmentation.GetSize() == image.GetSize()[:3]
         assert set(np.unique(sitk.GetArrayFromImage(segmentation))) <= {0, 1, 2}
 
-    # A third candidate: once its plan exists, only its jobs and those comparing candidates are scheduled.
+    # A third planner: once its plan exists, only its candidates' jobs and those comparing candidates are
+    # scheduled (its U-Net and its SegResNet: 2 of each, and 2 x 4 + 1 ensembles).
     third = {**grown, "planners": "[default,resenc_m,resenc_l]"}
     run_snakemake(tmp_path, f"results/{DEMO}/plans_resenc_l.json", config=third)
     jobs = scheduled_jobs(run_snakemake(tmp_path, "-n", config=third).stdout)
     assert jobs == {
-        "train": 1,
-        "validate": 1,
-        "crossval": 1,
-        "ensemble": 2,
+        "network_plans": 1,
+        "train": 2,
+        "validate": 2,
+        "crossval": 2,
+        "ensemble": 9,
         "select": 1,
         "report_tables": 1,
         "report_overlays": 1,

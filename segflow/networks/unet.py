@@ -25,6 +25,7 @@ The aliases are the same tensors; ``parameters()`` yields each once.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -188,10 +189,11 @@ class UNetDecoder(nn.Module):
 class UNet(nn.Module):
     """An encoder and nnU-Net's decoder; ``deep_supervision`` switches between all outputs and the finest."""
 
-    def __init__(self, encoder: nn.Module, decoder: UNetDecoder):
+    def __init__(self, encoder: nn.Module, decoder: UNetDecoder, scales: list[list[float]]):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        self.scales = scales
         for module in self.modules():  # modules() visits the aliased encoder once
             init_weights(module)
 
@@ -202,6 +204,11 @@ class UNet(nn.Module):
     @deep_supervision.setter
     def deep_supervision(self, value: bool) -> None:
         self.decoder.deep_supervision = value
+
+    @property
+    def output_scales(self) -> list[list[float]]:
+        """The scale of each output, highest resolution first."""
+        return self.scales if self.deep_supervision else self.scales[:1]
 
     def forward(self, x: torch.Tensor):
         return self.decoder(self.encoder(x))
@@ -228,4 +235,14 @@ def build_unet(configuration: dict, in_channels: int, num_classes: int, deep_sup
     decoder = UNetDecoder(
         encoder, features, kernels, strides, kwargs["n_conv_per_stage_decoder"], num_classes, deep_supervision
     )
-    return UNet(encoder, decoder)
+    return UNet(encoder, decoder, deep_supervision_scales(strides))
+
+
+def deep_supervision_scales(strides) -> list[list[float]]:
+    """The scale of each decoder output, highest resolution first (all but the bottleneck's)."""
+    return (1 / np.cumprod(np.array(strides, dtype=np.float64), axis=0)).tolist()[:-1]
+
+
+def scaled_size(size: int, scale: float) -> int:
+    """The size of an axis at a deep-supervision scale (that of nnU-Net's downsampled targets)."""
+    return int(round(size * scale))

@@ -53,6 +53,7 @@ from segflow.io import atomic_path, load_checkpoint, load_json
 from segflow.labels import has_regions, output_channels
 from segflow.labels import regions as label_regions
 from segflow.networks import build_network
+from segflow.networks.unet import scaled_size
 from segflow.plan import data_folder, resolved_configuration
 from segflow.progress import Countdown, Heartbeat
 from segflow.train.augment import AugmentationSettings, cascade_transforms, training_pipeline, validation_pipeline
@@ -60,6 +61,7 @@ from segflow.train.cascade import foreground_labels
 from segflow.train.data import Case, PatchLoader
 from segflow.train.device_augment import BatchedAugmentation
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
+from segflow.train.optimizer import build_optimizer, learning_rate, training_recipe
 
 log = logging.getLogger("segflow.train")
 
@@ -78,10 +80,6 @@ class TrainSettings:
     # "device": workers cut patches, the training device augments whole batches (device_augment.py);
     # "workers": each worker augments its samples with batchgeneratorsv2, as nnunetv2 does
     augment_on: str = "device"
-
-
-def poly_lr(epoch: int, epochs: int, initial: float = 1e-2, exponent: float = 0.9) -> float:
-    return initial * (1 - epoch / epochs) ** exponent
 
 
 def derived_seed(*parts) -> int:
@@ -128,10 +126,6 @@ class LabelSetup:
         return torch.stack([tp, (pred * (1 - gt)).sum(axes), ((1 - pred) * gt).sum(axes)])
 
 
-def deep_supervision_scales(strides) -> list[list[float]]:
-    return (1 / np.cumprod(np.array(strides, dtype=np.float64), axis=0)).tolist()[:-1]
-
-
 def target_pyramid(target: torch.Tensor, scales) -> list[torch.Tensor]:
     """The label map at each deep-supervision resolution (nearest-exact), highest first."""
     out = []
@@ -139,7 +133,7 @@ def target_pyramid(target: torch.Tensor, scales) -> list[torch.Tensor]:
         if all(s == 1 for s in scale):
             out.append(target)
         else:
-            size = [int(round(n * s)) for n, s in zip(target.shape[2:], scale, strict=True)]
+            size = [scaled_size(n, s) for n, s in zip(target.shape[2:], scale, strict=True)]
             out.append(nn.functional.interpolate(target.float(), size=size, mode="nearest-exact").to(target.dtype))
     return out
 
@@ -185,21 +179,15 @@ class Trainer:
         self.cascade_degradation = (
             ComposeTransforms(cascade_transforms(self.previous_labels, degrade=True)) if self.previous_labels else None
         )
-        strides = self.configuration["architecture"]["arch_kwargs"]["strides"]
-        self.ds_scales = deep_supervision_scales(strides)
         in_channels = len(dataset_json["channel_names"]) + len(self.previous_labels or [])
         torch.manual_seed(derived_seed(settings.seed, fold, "init"))
         self.network = build_network(self.configuration, in_channels, self.labels.num_outputs).to(self.device)
+        self.ds_scales = self.network.output_scales
         self.loss = DeepSupervisionLoss(
             self.labels.loss(self.configuration["batch_dice"]), deep_supervision_weights(len(self.ds_scales))
         )
-        self.optimizer = torch.optim.SGD(
-            self.network.parameters(),
-            settings.initial_lr,
-            momentum=settings.momentum,
-            nesterov=True,
-            weight_decay=settings.weight_decay,
-        )
+        self.recipe = training_recipe(self.configuration, settings)
+        self.optimizer = build_optimizer(self.recipe, self.network.parameters())
         self.amp = self.device.type == "cuda"
         channels_last = settings.channels_last
         if channels_last is None:
@@ -286,10 +274,15 @@ class Trainer:
 
     # --- one epoch ---------------------------------------------------------------------------------------
 
+    def outputs(self, data) -> list[torch.Tensor]:
+        """The network's outputs, highest resolution first (one without deep supervision)."""
+        outputs = self.network(data)
+        return outputs if isinstance(outputs, (list, tuple)) else [outputs]
+
     def train_step(self, data, targets) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.amp):
-            loss = self.loss(self.network(data), targets)
+            loss = self.loss(self.outputs(data), targets)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -305,7 +298,7 @@ class Trainer:
     @torch.no_grad()
     def validation_step(self, data, targets):
         with torch.autocast(self.device.type, enabled=self.amp):
-            outputs = self.network(data)
+            outputs = self.outputs(data)
             loss = self.loss(outputs, targets)
         return float(loss), self.labels.hard_counts(outputs[0].float(), targets[0])
 
@@ -323,7 +316,7 @@ class Trainer:
 
     def run_epoch(self, epoch: int) -> None:
         started = time.perf_counter()
-        lr = poly_lr(epoch, self.settings.epochs, self.settings.initial_lr)
+        lr = learning_rate(self.recipe, epoch, self.settings.epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.network.train()

@@ -19,6 +19,8 @@ SMOOTH = 1e-5
 
 
 def deep_supervision_weights(n_outputs: int) -> list[float]:
+    if n_outputs == 1:  # a network without deep supervision
+        return [1.0]
     weights = np.array([1 / 2**i for i in range(n_outputs)])
     weights[-1] = 0
     return (weights / weights.sum()).tolist()

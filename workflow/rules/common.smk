@@ -9,9 +9,10 @@ from segflow.dataset import check_labels, discover, images_to_predict, with_labe
 from segflow.device import uses_gpu
 from segflow.errors import InputError
 from segflow.io import load_json
-from segflow.candidates import DEFAULT_PLANNER, Candidate, plans_file
+from segflow.candidates import Candidate, plans_file
 from segflow.candidates import parse as parse_candidate
-from segflow.plan import PLANNERS, data_folder, resolved_configuration
+from segflow.networks import DEFAULT_NETWORK, NETWORKS, with_network
+from segflow.plan import DEFAULT_PLANNER, PLANNERS, data_folder, resolved_configuration
 from segflow.preprocess import preprocessing_signature
 from segflow.splits import NUM_FOLDS
 
@@ -139,17 +140,27 @@ def gpus(wildcards):
     return int(uses_gpu(device) or (on_cluster and device != "cpu"))
 
 
-# Planners whose candidates train (config `planners`, segflow/candidates.py). The default planner always
-# plans: plans.json is the dataset's reference plan, and its 2d and 3d_fullres data are every planner's.
+# Planners and networks whose candidates train (config `planners` and `networks`, segflow/candidates.py).
+# The default planner always plans: plans.json is the dataset's reference plan, and its 2d and 3d_fullres
+# data are every planner's. Every network trains on every planner's plans.
 PLANNER_NAMES = config["planners"]
 PRESETS = [p for p in PLANNER_NAMES if p != DEFAULT_PLANNER]
-# Candidate names a rule's {candidate} wildcard may take: a configuration, then `-<planner>` for a preset.
+NETWORK_NAMES = config["networks"]
+OTHER_NETWORKS = [n for n in NETWORK_NAMES if n != DEFAULT_NETWORK]
+# Candidate names a rule's {candidate} wildcard may take: a configuration, then `-<planner>` for a preset
+# and `-<network>` for a network other than the planner's own.
 CONFIGURATION_PATTERN = "2d|3d_fullres|3d_lowres|3d_cascade_fullres"
 CANDIDATE_PATTERN = (
-    f"({CONFIGURATION_PATTERN})(-({'|'.join(PRESETS)}))?"
-    if PRESETS
-    else CONFIGURATION_PATTERN
+    f"({CONFIGURATION_PATTERN})"
+    + (f"(-({'|'.join(PRESETS)}))?" if PRESETS else "")
+    + (f"(-({'|'.join(OTHER_NETWORKS)}))?" if OTHER_NETWORKS else "")
 )
+# Plans files of a planner with another network: file stem (plans_<stem>.json) -> (planner, network).
+NETWORK_PLANS = {
+    plans_file(p, n)[len("plans_") : -len(".json")]: (p, n)
+    for p in PLANNER_NAMES
+    for n in OTHER_NETWORKS
+}
 # Preprocessed data folders and the candidate whose plans make each: the default planner's data keep the
 # configuration's name; a preset's own data (its 3d_lowres) are named by nnU-Net's data identifier.
 DATA_FOLDERS = {c: Candidate(c) for c in ("2d", "3d_fullres", "3d_lowres")}
@@ -170,7 +181,14 @@ def plans_json(planner=DEFAULT_PLANNER):
 
 
 def candidate_plans(candidate):
-    return load_json(plans_json(candidate.planner))
+    """A candidate's plans: its planner's, with its network in place (the file rule network_plans writes)."""
+    return with_network(load_json(plans_json(candidate.planner)), candidate.network)
+
+
+def candidate_plans_path(candidate):
+    if candidate.network == DEFAULT_NETWORK:
+        return plans_json(candidate.planner)
+    return f"{OUT}/{candidate.plans_file}"
 
 
 STAGE_TARGETS_HINT = "nothing can be made for it. Stage targets: preprocessing, training, crossvalidation, prediction."
@@ -185,10 +203,12 @@ def selected_configurations(plans):
 
 
 def selected_candidates():
-    """Every candidate of the run: each configured planner's selected configurations, in config order."""
+    """Every candidate of the run: each configured planner's selected configurations with each configured
+    network, in config order."""
     return [
-        Candidate(c, planner)
+        Candidate(c, planner, network)
         for planner in PLANNER_NAMES
+        for network in NETWORK_NAMES
         for c in selected_configurations(load_json(plans_json(planner)))
     ]
 
@@ -210,24 +230,26 @@ def preprocessed_targets():
     return targets
 
 
-STATIC_TARGETS = [
-    f"{OUT}/verify_report.json",
-    f"{OUT}/fingerprint.json",
-    f"{OUT}/plans.json",
-    f"{OUT}/splits.json",
-] + [f"{OUT}/{plans_file(p)}" for p in PRESETS]
+STATIC_TARGETS = (
+    [
+        f"{OUT}/verify_report.json",
+        f"{OUT}/fingerprint.json",
+        f"{OUT}/plans.json",
+        f"{OUT}/splits.json",
+    ]
+    + [f"{OUT}/{plans_file(p)}" for p in PRESETS]
+    + [f"{OUT}/plans_{stem}.json" for stem in NETWORK_PLANS]
+)
 
 
 def previous_stage_dirs(candidate):
     """A cascade trains on the cross-validation predictions of all five folds of its previous stage."""
-    plans = candidate_plans(candidate)
-    previous = resolved_configuration(plans, candidate.configuration).get(
-        "previous_stage"
-    )
+    previous = candidate.previous_stage(candidate_plans(candidate))
     if not previous:
         return []
-    name = candidate.with_configuration(previous).name
-    return [f"{OUT}/train/{name}/fold_{f}/validation" for f in range(NUM_FOLDS)]
+    return [
+        f"{OUT}/train/{previous.name}/fold_{f}/validation" for f in range(NUM_FOLDS)
+    ]
 
 
 def next_stage(candidate):
@@ -296,7 +318,8 @@ def report_table_inputs(wildcards):
         "dataset_json": DATASET_JSON,
         "fingerprint": f"{OUT}/fingerprint.json",
         "verify_report": f"{OUT}/verify_report.json",
-        "plans": [plans_json(p) for p in PLANNER_NAMES],
+        "plans": [plans_json(p) for p in PLANNER_NAMES]
+        + [f"{OUT}/plans_{stem}.json" for stem in NETWORK_PLANS],
         "summaries": [f"{OUT}/crossval/{c}/summary.json" for c in candidate_names()],
         "ensembles": ensemble_dirs(),
         "selection": f"{OUT}/selection.json",
@@ -376,7 +399,7 @@ def fold_inputs(candidate):
     data = data_folder(plans, candidate.configuration)
     cases = [f"{OUT}/preprocessed/{data}/{c}" for c in DATASET.cases]
     return {
-        "plans": ancient(plans_json(candidate.planner)),
+        "plans": ancient(candidate_plans_path(candidate)),
         "dataset_json": ancient(DATASET_JSON),
         "splits": f"{OUT}/splits.json",
         "data": [f"{c}.npy" for c in cases],
@@ -459,7 +482,8 @@ def selection_params(wildcards):
 
 
 def prediction_plans(wildcards):
-    return [ancient(plans_json(p)) for p in PLANNER_NAMES]
+    paths = dict.fromkeys(candidate_plans_path(c) for c in selected_candidates())
+    return [ancient(p) for p in paths]
 
 
 def prediction_checkpoints(wildcards):
@@ -467,11 +491,9 @@ def prediction_checkpoints(wildcards):
     names = set()
     for candidate in selected_candidates():
         names.add(candidate.name)
-        previous = resolved_configuration(
-            candidate_plans(candidate), candidate.configuration
-        ).get("previous_stage")
+        previous = candidate.previous_stage(candidate_plans(candidate))
         if previous:
-            names.add(candidate.with_configuration(previous).name)
+            names.add(previous.name)
     return [
         f"{OUT}/train/{c}/fold_{f}/checkpoint_final.pt"
         for c in sorted(names)

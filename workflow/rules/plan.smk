@@ -37,3 +37,22 @@ checkpoint plan_preset:
         planner=lambda wildcards: wildcards.planner,
     script:
         "../scripts/plan.py"
+
+
+# A planner's plans with another network of the config's `networks` (segflow.networks.with_network): the
+# same data, patches and batches; not a checkpoint, as its configurations are its planner's.
+rule network_plans:
+    input:
+        plans=lambda wildcards: plans_json(NETWORK_PLANS[wildcards.stem][0]),
+    output:
+        plans=f"{OUT}/plans_{{stem}}.json",
+    log:
+        f"{LOGS}/plans_{{stem}}.log",
+    wildcard_constraints:
+        stem="|".join(NETWORK_PLANS) or "no-network-plans",
+    conda:
+        ENV
+    params:
+        network=lambda wildcards: NETWORK_PLANS[wildcards.stem][1],
+    script:
+        "../scripts/network_plans.py"
