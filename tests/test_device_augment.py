@@ -217,3 +217,51 @@ def test_rotated_samples_travel_enlarged_and_are_resampled_on_the_device(kind, t
     assert torch.equal(out_image[[0, 2]], resampled[0]) and torch.equal(out_seg[[0, 2]], resampled[1].clamp(min=0))
     window = (slice(None), *centre_window(enlarged["data"].shape[2:], patch))
     assert torch.equal(out_seg[1], enlarged["seg"][1][window].clamp(min=0))
+
+
+def previous_stage_batch(seed: int):
+    """Three 3D samples: an image channel, and (target, previous stage) label maps with a few blobs each."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(20)] * 3, indexing="ij"))
+    seg = np.zeros((3, 2, 20, 20, 20), np.int16)
+    for b in range(3):
+        for channel in range(2):
+            for label in (1, 2, 1):
+                centre, radius = rng.integers(4, 16, 3), rng.integers(2, 5)
+                seg[b, channel][((grid - centre[:, None, None, None]) ** 2).sum(0) <= radius**2] = label
+    return torch.from_numpy(rng.normal(size=(3, 1, 20, 20, 20)).astype(np.float32)), torch.from_numpy(seg)
+
+
+def degraded_both_ways(seed: int):
+    """(segflow's batch, nnunetv2's per-sample pipeline's batch, the undegraded one-hot) for one seed: the batched
+    one-hot and the degradation where the batch is, against MoveSegAsOneHotToData, random morphology and random
+    component removal sample by sample, with the same draws."""
+    from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+
+    from segflow.train.augment import cascade_transforms
+    from segflow.train.device_augment import cascade_degradation, degrade_previous_stage, numpy_seeded
+
+    data, seg = previous_stage_batch(seed)
+    ours = degrade_previous_stage(data, seg, [1, 2], ComposeTransforms(cascade_degradation([1, 2])), seed)
+    pipeline = ComposeTransforms(cascade_transforms([1, 2], degrade=True))
+    with torch.random.fork_rng(devices=[]), numpy_seeded(seed):
+        torch.manual_seed(seed)
+        samples = [
+            pipeline(image=image.clone(), segmentation=labels.clone()) for image, labels in zip(data, seg, strict=True)
+        ]
+    theirs = torch.stack([t["image"] for t in samples]), torch.stack([t["segmentation"] for t in samples])
+    one_hot = torch.cat([(seg[:, 1:] == label).float() for label in (1, 2)], 1)
+    return ours, theirs, one_hot
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_cascade_degradation_equals_batchgeneratorsv2s_pipeline(seed):
+    (our_data, our_target), (their_data, their_target), _ = degraded_both_ways(seed)
+    torch.testing.assert_close(our_data, their_data, rtol=0, atol=0)
+    assert torch.equal(our_target, their_target)
+
+
+def test_some_seeds_degrade_the_previous_stage():
+    """The comparison above means something: among its seeds, some change the one-hot channels."""
+    changed = [not torch.equal(ours[0][:, 1:], one_hot) for ours, _, one_hot in map(degraded_both_ways, range(6))]
+    assert sum(changed) >= 2

@@ -16,12 +16,13 @@ on the device or the thread that augments it.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from segflow.train import batched
-from segflow.train.augment import SCALE_RANGE, AugmentationSettings
+from segflow.train.augment import SCALE_RANGE, AugmentationSettings, cascade_transforms
 
 # (probability per sample, per channel) of nnunetv2 2.8.1's transforms; ranges as in augment.py
 P_ROTATION, P_SCALING = 0.2, 0.2
@@ -150,3 +151,75 @@ class BatchedAugmentation:
             resampled = batched.resample(moved_image, moved_seg, matrices, patch)
         rows = moved.to(image.device)
         image[rows], seg[rows] = resampled
+
+
+def previous_stage_one_hot(data: torch.Tensor, seg: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cascade's previous stage (segmentation channel 1) as one-hot image channels after the image's, for a
+    whole batch on its device (batchgeneratorsv2's MoveSegAsOneHotToDataTransform, which allocates on the CPU)."""
+    previous = seg[:, 1:2]
+    one_hot = [(previous == label).to(data.dtype) for label in labels]
+    return torch.cat([data, *one_hot], dim=1), seg[:, :1]
+
+
+def on_input_device(operator):
+    """A batchgeneratorsv2 binary operator (its FFT convolution) run on its input's device: the transform builds
+    the structuring element on the CPU."""
+
+    def apply(mask: torch.Tensor, structure: torch.Tensor) -> torch.Tensor:
+        return operator(mask, structure.to(mask.device))
+
+    apply.__name__ = operator.__name__
+    return apply
+
+
+def cascade_degradation(previous_stage_labels) -> list:
+    """nnunetv2's random degradation of the one-hot previous stage (morphology, then removal of a connected
+    component), applied sample by sample where the batch is: batchgeneratorsv2's transforms with the same
+    draws, the morphology on the device, the component labelling (scipy) on the CPU for the samples drawn."""
+    from batchgeneratorsv2.transforms.nnunet.remove_connected_components import (
+        RemoveRandomConnectedComponentFromOneHotEncodingTransform,
+    )
+    from batchgeneratorsv2.transforms.utils.random import RandomTransform
+
+    class RemoveComponentOnTheCPU(RemoveRandomConnectedComponentFromOneHotEncodingTransform):
+        def _apply_to_image(self, img: torch.Tensor, **params) -> torch.Tensor:
+            if img.device.type == "cpu" or not params["apply_to_channels"]:
+                return super()._apply_to_image(img, **params)
+            return super()._apply_to_image(img.cpu(), **params).to(img.device)
+
+    _, morphology, removal = cascade_transforms(previous_stage_labels, degrade=True)
+    operators = morphology.transform.any_of_these  # drawn by index: the same draws pick the same operator
+    morphology.transform.any_of_these = tuple(on_input_device(o) for o in operators)
+    component = removal.transform
+    removal = RandomTransform(
+        RemoveComponentOnTheCPU(
+            channel_idx=component.channel_idx,
+            fill_with_other_class_p=component.fill_with_other_class_p,
+            dont_do_if_covers_more_than_x_percent=component.dont_do_if_covers_more_than_x_percent,
+            p_per_label=component.p_per_label,
+        ),
+        apply_probability=removal.apply_probability,
+    )
+    return [morphology, removal]
+
+
+@contextmanager
+def numpy_seeded(seed: int):
+    """numpy's global generator seeded for the block (batchgeneratorsv2 draws from it), restored after."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def degrade_previous_stage(data, seg, labels, degradation, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image + one-hot previous stage, target) of a batch whose segmentation holds (target, previous stage),
+    the one-hot channels degraded sample by sample by ``degradation`` (a ComposeTransforms of
+    ``cascade_degradation``) where the batch is; the draws come from ``seed`` alone."""
+    data, seg = previous_stage_one_hot(data, seg, labels)
+    with torch.random.fork_rng(devices=[]), numpy_seeded(seed):
+        torch.manual_seed(seed)
+        degraded = [degradation(image=image)["image"] for image in data]
+    return torch.stack(degraded), seg

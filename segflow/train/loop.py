@@ -56,10 +56,10 @@ from segflow.networks import build_network
 from segflow.networks.unet import scaled_size
 from segflow.plan import data_folder, resolved_configuration
 from segflow.progress import Countdown, Heartbeat
-from segflow.train.augment import AugmentationSettings, cascade_transforms, training_pipeline, validation_pipeline
+from segflow.train.augment import AugmentationSettings, training_pipeline, validation_pipeline
 from segflow.train.cascade import foreground_labels
 from segflow.train.data import Case, PatchLoader
-from segflow.train.device_augment import BatchedAugmentation
+from segflow.train.device_augment import BatchedAugmentation, cascade_degradation, degrade_previous_stage
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
 from segflow.train.optimizer import build_optimizer, learning_rate, training_recipe
 
@@ -177,7 +177,7 @@ class Trainer:
             raise ValueError(f"augment_on is 'device' or 'workers', not {settings.augment_on!r}")
         self.batched_augmentation = BatchedAugmentation(self.augmentation, self.masked_channels)
         self.cascade_degradation = (
-            ComposeTransforms(cascade_transforms(self.previous_labels, degrade=True)) if self.previous_labels else None
+            ComposeTransforms(cascade_degradation(self.previous_labels)) if self.previous_labels else None
         )
         in_channels = len(dataset_json["channel_names"]) + len(self.previous_labels or [])
         torch.manual_seed(derived_seed(settings.seed, fold, "init"))
@@ -261,16 +261,8 @@ class Trainer:
         return data, target_pyramid(seg, self.ds_scales)
 
     def degrade_previous_stage(self, data, seg, seed: int):
-        """The cascade's one-hot previous stage, degraded at random, sample by sample with batchgeneratorsv2 on
-        the CPU (after the rest of the augmentation, as nnunetv2 orders it); seeded from the batch."""
-        samples = []
-        with torch.random.fork_rng(devices=[]), numpy_seeded(seed):
-            torch.manual_seed(seed)
-            for image, labels in zip(data.cpu(), seg.cpu(), strict=True):
-                out = self.cascade_degradation(image=image, segmentation=labels)
-                samples.append((out["image"], out["segmentation"]))
-        data = torch.stack([s[0] for s in samples]).to(self.device)
-        return data, torch.stack([s[1] for s in samples]).to(self.device)
+        """The cascade's previous stage, after the rest of the augmentation as nnunetv2 orders it."""
+        return degrade_previous_stage(data, seg, self.previous_labels, self.cascade_degradation, seed)
 
     # --- one epoch ---------------------------------------------------------------------------------------
 
@@ -559,17 +551,6 @@ def write_progress(history: dict, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
-
-
-@contextmanager
-def numpy_seeded(seed: int):
-    """numpy's global generator seeded for the block (batchgeneratorsv2 draws from it), restored after."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
 
 
 def workers_for(threads: int, device: torch.device) -> int:
