@@ -32,6 +32,20 @@ def snakemake_command(workdir: Path, *config: str, cores: int = 2, targets=()) -
     return command + (["--config", *config] if config else [])
 
 
+def budget_config(args, configuration: str, folds, **train) -> dict:
+    """segflow's config for one configuration of ``args.dataset`` trained with the reduced budget of ``args``
+    (``--epochs``, ``--iterations``, ``--val-iterations``, ``--device``), seed 0, no test images."""
+    budget = {"epochs": args.epochs, "iterations_per_epoch": args.iterations, "val_iterations": args.val_iterations}
+    return {
+        "dataset": str(args.dataset),
+        "configurations": [configuration],
+        "folds": list(folds),
+        "device": args.device,
+        "test_images": None,
+        "train": {**budget, "seed": 0, **train},
+    }
+
+
 def add_segflow_only(parser) -> None:
     """The option every comparison takes: run segflow's side alone, without nnunetv2 (its figures are then
     "not run"). tests/test_bench.py runs each benchmark so on a tiny input, so that none rots unnoticed."""
@@ -106,6 +120,15 @@ def preprocessed_hippocampus(hippocampus: Path, work: Path, results: Path | None
     command = snakemake_command(workdir, *config, targets=["preprocessing", splits])
     subprocess.run(command, check=True, capture_output=True)
     return workdir / "results" / Path(hippocampus).name
+
+
+def timed(command, env=None) -> float:
+    """Seconds a command takes; its output is kept for the error if it fails."""
+    started = time.perf_counter()
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{command[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return time.perf_counter() - started
 
 
 def measure(command, env=None, cwd=None, log=None) -> dict:

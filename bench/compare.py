@@ -38,6 +38,7 @@ from pathlib import Path
 from benchlib import (
     REPO,
     add_segflow_only,
+    budget_config,
     hippocampus_default,
     measure,
     msd_test_images,
@@ -64,21 +65,8 @@ def augmentation_workers(threads: int, device: str) -> int:
 
 
 def segflow_config(args, folds: list[int]) -> Path:
-    config = {
-        "dataset": str(args.dataset),
-        "configurations": [CONFIGURATION],
-        "folds": folds,
-        "device": args.device,
-        "test_images": None,
-        "train": {
-            "epochs": args.epochs,
-            "iterations_per_epoch": args.iterations,
-            "val_iterations": args.val_iterations,
-            "seed": 0,
-            "threads": args.threads,
-        },
-        "inference": {"mirror": True, "threads": args.threads},
-    }
+    config = budget_config(args, CONFIGURATION, folds, threads=args.threads)
+    config["inference"] = {"mirror": True, "threads": args.threads}
     path = args.work / f"segflow_config_folds{len(folds)}.json"
     path.write_text(json.dumps(config, indent=1))
     return path

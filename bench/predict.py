@@ -4,9 +4,8 @@ the same plan (3d_fullres), the same fold count and the same weights.
 Both predict the same test images (imagesTs) from raw files to written segmentations with their own
 command: ``segflow predict`` and ``nnUNetv2_predict_from_modelfolder`` (``-npp 1 -nps 1``; its default
 worker pools cost more than they bring on 2 cores). The weights are segflow's, trained briefly or freshly
-initialised (time does not depend on them), and copied into nnunetv2's checkpoint format by nnunetv2's own
-network class; so the two frameworks' segmentations should agree, and the benchmark prints how well (Dice
-between them per label).
+initialised (time does not depend on them), and exported for nnunetv2 with ``segflow export-nnunet``; so the
+two frameworks' segmentations should agree, and the benchmark prints how well (Dice between them per label).
 
 Usage: python bench/predict.py [--cases 10] [--folds 5] [--nnunet-python /opt/nnunet-venv/bin/python]
        python bench/predict.py --segflow-only --hippocampus TASK --cases 1 --folds 1   (segflow alone)
@@ -18,9 +17,7 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from benchlib import (
@@ -29,8 +26,8 @@ from benchlib import (
     hippocampus_default,
     msd_test_images,
     nnunet_env,
-    nnunet_plans,
     preprocessed_hippocampus,
+    timed,
 )
 
 CONFIGURATION = "3d_fullres"
@@ -61,44 +58,6 @@ def make_segflow_model(results: Path, model: Path, folds: int) -> None:
         torch.save(state, folder / "checkpoint_final.pt")
     selection = {"configurations": [CONFIGURATION], "folds": list(range(folds)), "postprocessing": []}
     save_json(selection, model / "selection.json")
-
-
-def worker_nnunet_model(segflow_model: Path, model: Path) -> None:
-    """nnunetv2's model folder with segflow's weights (runs in nnunetv2's Python)."""
-    import torch
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    shutil.rmtree(model, ignore_errors=True)
-    model.mkdir(parents=True)
-    plans = nnunet_plans(json.loads((segflow_model / "plans.json").read_text()), "Dataset004_Hippocampus")
-    dataset_json = json.loads((segflow_model / "dataset.json").read_text())
-    (model / "plans.json").write_text(json.dumps(plans, indent=1))
-    (model / "dataset.json").write_text(json.dumps(dataset_json, indent=1))
-    manager = PlansManager(plans)
-    folds = sorted((segflow_model / "train" / CONFIGURATION).glob("fold_*"))
-    for folder in folds:
-        network = nnUNetTrainer.build_network_architecture(
-            manager, manager.get_configuration(CONFIGURATION), 1, len(dataset_json["labels"]), False
-        )
-        weights = torch.load(folder / "checkpoint_final.pt", weights_only=True)["network_weights"]
-        network.load_state_dict(weights)  # segflow names its parameters as nnU-Net does
-        (model / folder.name).mkdir()
-        checkpoint = {
-            "network_weights": network.state_dict(),
-            "init_args": {"configuration": CONFIGURATION},
-            "trainer_name": "nnUNetTrainer",
-            "inference_allowed_mirroring_axes": (0, 1, 2),
-        }
-        torch.save(checkpoint, model / folder.name / "checkpoint_final.pth")
-
-
-def timed(command, env=None) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{command[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return time.perf_counter() - started
 
 
 def agreement(cases, first: Path, second: Path) -> dict:
@@ -157,21 +116,20 @@ def main() -> None:
     parser.add_argument(
         "--devices", nargs=2, metavar=("A", "B"), help="time segflow alone on two devices (e.g. cuda cpu) instead"
     )
-    parser.add_argument("--worker-nnunet-model", type=Path, help=argparse.SUPPRESS)
     add_segflow_only(parser)
     args = parser.parse_args()
     if args.segflow_only:
         args.devices = [args.device]
-    if args.worker_nnunet_model:
-        return worker_nnunet_model(args.worker_nnunet_model, args.work / "nnunet_model")
     args.hippocampus = args.hippocampus.resolve()
     results = preprocessed_hippocampus(args.hippocampus, args.work, args.segflow_results)
     segflow_model = args.work / "segflow_model"
     make_segflow_model(results, segflow_model, args.folds)
     if args.devices:
         return compare_devices(args, segflow_model)
-    script = [str(Path(__file__).resolve()), "--work", str(args.work)]
-    subprocess.run([args.nnunet_python, *script, "--worker-nnunet-model", str(segflow_model)], check=True)
+    from segflow.nnunet_models import export_candidate
+
+    shutil.rmtree(args.work / "exported", ignore_errors=True)
+    nnunet_model = export_candidate(segflow_model, CONFIGURATION, args.work / "exported")
     images = args.work / "images"
     cases = msd_test_images(args.hippocampus, images, args.cases)
     outputs = {name: args.work / f"out_{name}" for name in ("nnunetv2", "segflow")}
@@ -179,7 +137,7 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
     nnunet_bin = Path(args.nnunet_python).parent
     nnunet_command = [str(nnunet_bin / "nnUNetv2_predict_from_modelfolder"), "-i", str(images)]
-    nnunet_command += ["-o", str(outputs["nnunetv2"]), "-m", str(args.work / "nnunet_model")]
+    nnunet_command += ["-o", str(outputs["nnunetv2"]), "-m", str(nnunet_model)]
     nnunet_command += ["-f", *[str(f) for f in range(args.folds)], "-npp", "1", "-nps", "1", "-device", args.device]
     nnunet_command += ["--disable_progress_bar"]
     segflow_command = [sys.executable, "-m", "segflow.cli", "predict", "-i", str(images)]

@@ -115,15 +115,18 @@ class Model:
 
 def load_model(plans_path, dataset_json_path, configuration: str, checkpoints) -> Model:
     """A configuration with the weights of the given fold checkpoints (``torch.load(weights_only=True)``)."""
-    weights, mirror_axes = [], None
-    for path in checkpoints:
-        checkpoint = load_checkpoint(path)
-        weights.append(checkpoint["network_weights"])
-        axes = tuple(checkpoint.get("inference_allowed_mirroring_axes") or ())
-        mirror_axes = axes if mirror_axes is None else mirror_axes
-    if not weights:
+    if not checkpoints:
         raise ValueError(f"no checkpoints given for {configuration}")
-    return Model(load_json(plans_path), load_json(dataset_json_path), configuration, weights, mirror_axes or ())
+    loaded = [load_checkpoint(path) for path in checkpoints]
+    return model_of(load_json(plans_path), load_json(dataset_json_path), configuration, loaded)
+
+
+def model_of(plans: dict, dataset_json: dict, configuration: str, checkpoints: list[dict]) -> Model:
+    """A configuration with its folds' loaded checkpoints (segflow's or nnU-Net v2's: the same two keys); the
+    mirror axes of test-time augmentation are the first fold's."""
+    weights = [checkpoint["network_weights"] for checkpoint in checkpoints]
+    mirror_axes = tuple(checkpoints[0].get("inference_allowed_mirroring_axes") or ())
+    return Model(plans, dataset_json, configuration, weights, mirror_axes)
 
 
 def previous_stage_labels(model: Model) -> list[int]:

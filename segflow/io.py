@@ -46,6 +46,21 @@ def atomic_path(path):
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def atomic_folder(path):
+    """Yield a fresh temporary folder next to ``path`` (``.NAME.part``); rename it onto ``path`` (which must not
+    exist) only if the block succeeds, remove it otherwise: nobody sees half a folder."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        os.rename(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load_json(path):
     """A JSON file's content; anything else (a pickle in its place, a broken file) is an InputError."""
     try:
@@ -59,22 +74,38 @@ def load_json(path):
         ) from None
 
 
+#: numpy's plain numeric types: nnU-Net v2's checkpoints hold numpy scalars (losses, Dice, its EMA) beside tensors.
+NUMPY_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+NUMPY_DTYPES += ("float16", "float32", "float64")
+
+
+def plain_numpy_globals() -> list:
+    """What unpickling a numpy scalar calls: its reconstructor (under numpy 2's and numpy 1's module names) and
+    the plain numeric dtypes. None of them runs code, and a scalar of any other dtype is still refused."""
+    scalar = np._core.multiarray.scalar
+    dtypes = [type(np.dtype(name)) for name in NUMPY_DTYPES]
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """A model checkpoint's tensors and plain values, loaded with ``torch.load(weights_only=True)``: a file that
-    would run code while being unpickled is refused, as is one that cannot be read."""
+    """A model checkpoint's tensors and plain values (numbers, strings, lists, dicts, numpy scalars), loaded with
+    ``torch.load(weights_only=True)`` and an explicit allowlist: segflow's checkpoints and nnU-Net v2's
+    (``checkpoint_final.pth``) load; a file that would run code while being unpickled is refused, as is one that
+    cannot be read."""
     import pickle
 
     import torch
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(plain_numpy_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         culprit = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
         what = f" (it calls {culprit.group(1)})" if culprit else ""
         raise InputError(
             f"holds more than tensors and plain values{what}; loading it could run code, so it was refused.",
             file=path,
-            fix="use a checkpoint written by segflow; never load model files from an untrusted source otherwise.",
+            fix="use a checkpoint written by segflow or nnU-Net v2; never load model files from an untrusted source.",
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise InputError(

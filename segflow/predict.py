@@ -1,6 +1,7 @@
 """Prediction of new images (method reference §6): each image preprocessed as in training, segmented by the
 selected configuration(s) with their folds, an ensemble's probabilities averaged, postprocessing applied,
-written in the image's own geometry. The workflow's ``predict`` rule and ``segflow predict`` share it."""
+written in the image's own geometry. The workflow's ``predict`` rule and ``segflow predict`` share it; the
+latter also predicts with nnU-Net v2 model folders (segflow/nnunet_models.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from segflow.candidates import parse
 from segflow.infer import (
+    Model,
     Predictor,
     export_logits,
     load_model,
@@ -21,6 +23,7 @@ from segflow.infer import (
     write_segmentation,
 )
 from segflow.io import load_json, read_case
+from segflow.nnunet_models import FINAL_CHECKPOINT, is_nnunet_model_folder, load_nnunet_models
 from segflow.postprocess import apply_postprocessing
 from segflow.preprocess import preprocess_arrays
 from segflow.progress import Countdown
@@ -28,43 +31,73 @@ from segflow.progress import Countdown
 log = logging.getLogger("segflow.predict")
 
 
-class CasePredictor:
-    """Probabilities of one image (original geometry) per candidate (segflow/candidates.py), the cascade's
-    previous stage predicted first and shared when the lowres model is an ensemble member too."""
+SEGFLOW_FINAL_CHECKPOINT = "checkpoint_final.pt"
 
-    def __init__(self, model_dir, candidates, folds, device: str = "auto", mirror: bool = True):
+
+class CasePredictor:
+    """Probabilities of one image (original geometry) per member model, the cascade's previous stage predicted
+    first and shared when the lowres model is an ensemble member too. ``previous`` names each member's previous
+    stage (a member itself) or None."""
+
+    def __init__(self, dataset_json: dict, models: dict[str, Model], previous: dict, device="auto", mirror=True):
+        self.dataset_json = dataset_json
+        self.previous = previous
+        self.predictors = {name: Predictor(model, device, mirror=mirror) for name, model in models.items()}
+
+    @classmethod
+    def of_results(cls, model_dir, candidates, folds, checkpoint=SEGFLOW_FINAL_CHECKPOINT, device="auto", mirror=True):
+        """Candidates (segflow/candidates.py) of a workflow's results folder, with the previous stages they need."""
         model_dir = Path(model_dir)
-        self.dataset_json = load_json(model_dir / "dataset.json")
         needed = [parse(name) for name in candidates]
+        previous = {}
         for candidate in list(needed):
-            previous = candidate.previous_stage(load_json(model_dir / candidate.plans_file))
-            if previous and previous not in needed:
-                needed.insert(0, previous)
-        self.predictors = {}
+            stage = candidate.previous_stage(load_json(model_dir / candidate.plans_file))
+            previous[candidate.name] = stage.name if stage else None
+            if stage and stage not in needed:
+                needed.insert(0, stage)
+                previous[stage.name] = None
+        models = {}
         for candidate in needed:
             name = candidate.name
-            checkpoints = [model_dir / "train" / name / f"fold_{f}" / "checkpoint_final.pt" for f in folds]
+            checkpoints = [model_dir / "train" / name / f"fold_{f}" / checkpoint for f in folds]
             plans_path = model_dir / candidate.plans_file
-            model = load_model(plans_path, model_dir / "dataset.json", candidate.configuration, checkpoints)
-            self.predictors[name] = Predictor(model, device, mirror=mirror)
+            models[name] = load_model(plans_path, model_dir / "dataset.json", candidate.configuration, checkpoints)
+        return cls(load_json(model_dir / "dataset.json"), models, previous, device, mirror)
+
+    @classmethod
+    def of_nnunet_folders(cls, folders, folds, checkpoint=FINAL_CHECKPOINT, device="auto", mirror=True):
+        """nnU-Net v2 trained model folders, each a member named as ``member_names`` names it."""
+        models = load_nnunet_models(folders, folds, checkpoint)
+        dataset_json = next(iter(models.values())).dataset_json
+        return cls(dataset_json, models, dict.fromkeys(models), device, mirror)
 
     def probabilities(self, image, name: str, cache: dict) -> np.ndarray:
         if name in cache:
             return cache[name]
-        candidate, predictor = parse(name), self.predictors[name]
-        plans = predictor.model.plans
-        previous = candidate.previous_stage(plans)
+        predictor, previous = self.predictors[name], self.previous[name]
+        plans, configuration = predictor.model.plans, predictor.model.configuration_name
         segmentation = None
         if previous:
-            previous_probabilities = self.probabilities(image, previous.name, cache)
+            previous_probabilities = self.probabilities(image, previous, cache)
             segmentation = segmentation_from_probabilities(previous_probabilities, self.dataset_json)[None]
-        configuration = candidate.configuration
         data, seg, properties = preprocess_arrays(image.data, segmentation, image.spacing, plans, configuration)
         if previous:
             data = with_previous_stage(data, seg, previous_stage_labels(predictor.model))
         logits = predictor.predict(data)
         cache[name] = export_logits(logits, properties, plans, configuration, self.dataset_json)[0]
         return cache[name]
+
+
+def case_predictor(model_dir, selection: dict, checkpoint=None, device="auto", mirror=True) -> CasePredictor:
+    """The predictor of a selection's members, from a workflow's results folder or nnU-Net v2 model folders (a
+    list of them is an ensemble)."""
+    folds = selection["folds"]
+    folders = list(model_dir) if isinstance(model_dir, (list, tuple)) else [model_dir]
+    if all(is_nnunet_model_folder(folder) for folder in folders):
+        return CasePredictor.of_nnunet_folders(folders, folds, checkpoint or FINAL_CHECKPOINT, device, mirror)
+    checkpoint = checkpoint or SEGFLOW_FINAL_CHECKPOINT
+    (results,) = folders
+    return CasePredictor.of_results(results, selection["configurations"], folds, checkpoint, device, mirror)
 
 
 def predict_cases(
@@ -75,11 +108,13 @@ def predict_cases(
     device: str = "auto",
     mirror: bool = True,
     with_probabilities: bool = False,
+    checkpoint: str | None = None,
 ):
-    """Segment images (``image_files[i]``: case i's channel files) with the selected model(s): fold logits
-    averaged per candidate, candidates' probabilities averaged (an ensemble), postprocessing
-    applied; one label map per case in its own geometry (and, if asked, its probabilities as CASE.npz)."""
-    predictor = CasePredictor(model_dir, selection["configurations"], selection["folds"], device, mirror)
+    """Segment images (``image_files[i]``: case i's channel files) with the selected model(s) of ``model_dir`` (a
+    workflow's results folder, or a list of nnU-Net v2 model folders): fold logits averaged per member, members'
+    probabilities averaged (an ensemble), postprocessing applied; one label map per case in its own geometry (and,
+    if asked, its probabilities as CASE.npz). ``checkpoint``: the fold file name, by default the final one."""
+    predictor = case_predictor(model_dir, selection, checkpoint, device, mirror)
     dataset_json = predictor.dataset_json
     countdown = Countdown("prediction: case", len(out_files))
     for files, out in zip(image_files, out_files, strict=True):

@@ -14,7 +14,20 @@ import pytest
 from segflow.io import save_json, write_image
 
 REPO = Path(__file__).resolve().parents[1]
+#: A tiny nnU-Net v2 model folder trained by nnunetv2 2.8.1 (tests/nnunetv2_fixture/make_model_fixture.py).
+NNUNET_MODELS = REPO / "tests" / "data" / "nnunetv2_model"
+NNUNET_MODEL = NNUNET_MODELS / "Dataset950_Parity" / "nnUNetTrainer_Fixture__nnUNetPlansTiny__3d_fullres"
 HIPPOCAMPUS_VARIABLE = "SEGFLOW_HIPPOCAMPUS"
+
+
+class Payload:
+    """Unpickling this creates ``marker``: proof that code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
 
 
 def snakemake_command(workdir, *args, config: dict | None = None) -> list[str]:

@@ -112,6 +112,17 @@ def test_bench_predict(tiny_task, preprocessed, tmp_path):
     assert len(list((tmp_path / "out_cpu").glob("*.nii.gz"))) == 2
 
 
+def test_bench_interop(tiny_task, tmp_path):
+    """segflow trains two folds, exports them as an nnU-Net folder and predicts with the export and its results."""
+    output = bench(
+        "interop.py", "--segflow-only", "--hippocampus", tiny_task, *TINY_BUDGET, "--cases", "1", "--work", tmp_path
+    )
+    assert re.search(r"segflow +[\d.]+ s per case \(whole command\)", output), output
+    assert "identical label maps: 1 of 1 cases" in output, output
+    exported = tmp_path / "exported" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    assert sorted(p.name for p in exported.glob("fold_*/checkpoint_final.pth")) == ["checkpoint_final.pth"] * 2
+
+
 def test_bench_train_quality(tiny_task, preprocessed, tmp_path):
     output = bench(
         "train_quality.py",
@@ -153,7 +164,8 @@ def test_bench_train_step(tmp_path):
     )
     line = r"segflow:\s+[\d.]+ s/iteration \(median of 1\); data loading [\d.]+ CPU s per batch"
     assert re.search(line, output), output
-    assert "hippocampus (resenc_m planner): patch [40, 56, 40] batch 2" in output, output
+    header = r"hippocampus \(resenc_m planner, ResidualEncoderUNet [\d.]+ M parameters\): patch \[40, 56, 40\] batch 2"
+    assert re.search(header, output), output
     # The one worker process cut the patches (its CPU time is seen); the training process augmented them.
     figures = json.loads((tmp_path / "figures.json").read_text())["hippocampus"]["segflow"]
     assert figures["loader_cpu_s_per_batch"] > 0 and figures["device_augmentation_s_per_batch"] > 0

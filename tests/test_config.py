@@ -52,6 +52,7 @@ def test_a_config_file_setting_only_epochs_keeps_the_other_train_keys():
         "threads": 8,
         "mem_mb": 16000,
         "runtime_minutes": 2880,
+        "pretrained_weights": None,
     }
     assert config["folds"] == [0, 1, 2, 3, 4]
 

@@ -7,20 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import Payload
 
 from segflow.cli import main
 
 DEMO = "Task900_SegflowDemo"
-
-
-class Payload:
-    """Unpickling this creates ``marker``: proof that code ran."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (Path(self.marker),))
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ Files in the fold folder:
   the best EMA pseudo Dice.
 * ``progress.png`` - losses, pseudo Dice and its EMA; epoch duration; learning rate.
 * ``training_log.jsonl`` - one JSON object per epoch.
+* ``pretrained.json`` - with ``train.pretrained_weights``: the checkpoint the fold started from, what was loaded
+  and skipped, and the digest of the weights after loading.
 * ``training_log_<UTC time>.txt`` - the log of one attempt (start, resume point, every finished epoch).
 
 Checkpoints hold only tensors and plain Python values and load with ``torch.load(weights_only=True)``.
@@ -49,7 +51,7 @@ from torch import nn
 
 from segflow.device import resolve_device
 from segflow.errors import InputError
-from segflow.io import atomic_path, load_checkpoint, load_json
+from segflow.io import atomic_path, load_checkpoint, load_json, save_json
 from segflow.labels import has_regions, output_channels
 from segflow.labels import regions as label_regions
 from segflow.networks import build_network
@@ -62,6 +64,7 @@ from segflow.train.data import Case, PatchLoader
 from segflow.train.device_augment import BatchedAugmentation, cascade_degradation, degrade_previous_stage
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
 from segflow.train.optimizer import build_optimizer, learning_rate, training_recipe
+from segflow.train.pretrained import load_pretrained
 
 log = logging.getLogger("segflow.train")
 
@@ -80,6 +83,8 @@ class TrainSettings:
     # "device": workers cut patches, the training device augments whole batches (device_augment.py);
     # "workers": each worker augments its samples with batchgeneratorsv2, as nnunetv2 does
     augment_on: str = "device"
+    # a segflow or nnU-Net v2 fold checkpoint every fold starts from (segflow/train/pretrained.py)
+    pretrained_weights: str | None = None
 
 
 def derived_seed(*parts) -> int:
@@ -181,7 +186,11 @@ class Trainer:
         )
         in_channels = len(dataset_json["channel_names"]) + len(self.previous_labels or [])
         torch.manual_seed(derived_seed(settings.seed, fold, "init"))
-        self.network = build_network(self.configuration, in_channels, self.labels.num_outputs).to(self.device)
+        self.network = build_network(self.configuration, in_channels, self.labels.num_outputs)
+        self.pretrained = (
+            load_pretrained(self.network, settings.pretrained_weights) if settings.pretrained_weights else None
+        )
+        self.network = self.network.to(self.device)
         self.ds_scales = self.network.output_scales
         self.loss = DeepSupervisionLoss(
             self.labels.loss(self.configuration["batch_dice"]), deep_supervision_weights(len(self.ds_scales))
@@ -421,6 +430,9 @@ class Trainer:
 
     def fit(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.pretrained:
+            save_json(self.pretrained, self.out / "pretrained.json")
+            log.info("started from %s (%d tensors loaded)", self.pretrained["source"], self.pretrained["loaded"])
         self.try_resume()
         countdown = Countdown(f"{self.name}: epoch", self.settings.epochs, done=self.start_epoch)
         for epoch in range(self.start_epoch, self.settings.epochs):

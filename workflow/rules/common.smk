@@ -410,7 +410,10 @@ def fold_inputs(candidate):
 
 
 def training_inputs(wildcards):
-    return fold_inputs(parse_candidate(wildcards.candidate))
+    inputs = fold_inputs(parse_candidate(wildcards.candidate))
+    if config["train"]["pretrained_weights"]:
+        inputs["pretrained"] = config["train"]["pretrained_weights"]
+    return inputs
 
 
 def configuration_of(wildcards):

@@ -12,6 +12,7 @@ settings = TrainSettings(
     val_iterations=s["val_iterations"],
     seed=s["seed"],
     augment_on=s["augment_on"],
+    pretrained_weights=sm.input.get("pretrained"),
 )
 with claimed_gpu(enabled=sm.params.device != "cpu"):  # a workstation's GPUs, one per job
     run_job(
