@@ -8,10 +8,11 @@
    segment the same images.
 For each direction: Dice between the two frameworks' label maps per label and per case (the target is >= 0.999
 on every case: they differ only in float16 against float32 tile accumulation), the count of cases whose maps are
-identical voxel for voxel, and each command's seconds per case.
+identical voxel for voxel, the largest difference of their probabilities, the foreground voxels predicted (with
+none, the Dice says nothing), and each command's seconds per case.
 
-Usage (this 2-core machine, about 20 minutes):
-    python bench/interop.py [--epochs 3 --iterations 25 --cases 10] [--json FILE]
+Usage (this 2-core machine, about an hour: 300 iterations per fold, enough for foreground to appear):
+    python bench/interop.py [--epochs 10 --iterations 30 --cases 10] [--json FILE]
 Without nnunetv2 (segflow's export read back by segflow; CI's smoke test on a tiny task):
     python bench/interop.py --segflow-only --hippocampus TASK --epochs 1 --iterations 2 --cases 1
 """
@@ -42,9 +43,9 @@ FOLDS = (0, 1)
 NNUNET_TRAINER = "nnUNetTrainerSegflowInterop"
 
 
-def dice_per_case(cases, first: Path, second: Path, labels) -> dict:
-    """Dice between two folders' label maps, per case and label (1.0 where both lack the label), and whether
-    each case's maps are identical."""
+def agreement_per_case(cases, first: Path, second: Path, labels) -> dict:
+    """Per case: Dice between two folders' label maps per label (1.0 where both lack the label), whether the maps
+    are identical, the foreground voxels of the first, and the largest difference of their probabilities."""
     import numpy as np
     import SimpleITK as sitk
 
@@ -55,21 +56,28 @@ def dice_per_case(cases, first: Path, second: Path, labels) -> dict:
         for label in labels:
             total = int(np.sum(a == label) + np.sum(b == label))
             dice[label] = 2 * int(np.sum((a == label) & (b == label))) / total if total else 1.0
-        figures[case] = {"dice": dice, "identical": bool(np.array_equal(a, b))}
+        with np.load(first / f"{case}.npz") as p, np.load(second / f"{case}.npz") as q:
+            difference = float(np.abs(p["probabilities"] - q["probabilities"]).max())
+        figures[case] = {
+            "dice": dice,
+            "identical": bool(np.array_equal(a, b)),
+            "foreground_voxels": int(np.sum(a > 0)),
+            "max_probability_difference": difference,
+        }
     return figures
 
 
 def segflow_predict(images: Path, out: Path, model: Path, device: str, *options: str) -> float:
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "segflow.cli", "predict", "-i", str(images), "-o", str(out)]
-    return timed([*command, "-m", str(model), "--device", device, *options])
+    return timed([*command, "-m", str(model), "--device", device, "--save-probabilities", *options])
 
 
 def nnunet_predict(args, images: Path, out: Path, model: Path, env: dict) -> float:
     shutil.rmtree(out, ignore_errors=True)
     command = [str(args.nnunet_venv / "bin" / "nnUNetv2_predict_from_modelfolder"), "-i", str(images), "-o", str(out)]
     command += ["-m", str(model), "-f", *map(str, FOLDS), "-device", args.device, "-npp", "1", "-nps", "1"]
-    return timed([*command, "--disable_progress_bar"], env)
+    return timed([*command, "--save_probabilities", "--disable_progress_bar"], env)
 
 
 def nnunet_model(args, env: dict) -> Path:
@@ -135,25 +143,33 @@ def export(results: Path, destination: Path) -> Path:
 
 
 def direction(name: str, cases, outputs: dict, seconds: dict) -> dict:
-    """Figures of one direction: agreement per case and label, the worst Dice, seconds per case."""
+    """Figures of one direction: agreement per case and label, the worst of it, seconds per case."""
     labels = (1, 2)
-    per_case = dice_per_case(cases, *outputs.values(), labels)
+    per_case = agreement_per_case(cases, *outputs.values(), labels)
     worst = {label: min(c["dice"][label] for c in per_case.values()) for label in labels}
     identical = sum(c["identical"] for c in per_case.values())
+    foreground = sum(c["foreground_voxels"] for c in per_case.values())
+    difference = max(c["max_probability_difference"] for c in per_case.values())
     print(f"== {name}: {len(cases)} Hippocampus test images, {CONFIGURATION}, folds {FOLDS}, mirroring on")
     for framework, s in seconds.items():
         print(f"   {framework:<9} {s / len(cases):.2f} s per case (whole command)")
     print(f"   lowest Dice between them over cases: label 1 {worst[1]:.5f}, label 2 {worst[2]:.5f} (target >= 0.999)")
-    print(f"   identical label maps: {identical} of {len(cases)} cases")
-    return {"per_case": per_case, "lowest_dice": worst, "identical_cases": identical, "seconds": seconds}
+    print(
+        f"   identical label maps: {identical} of {len(cases)} cases; largest probability difference {difference:.5f}"
+    )
+    print(f"   foreground voxels predicted: {foreground}")
+    if not foreground:
+        print("   (no foreground: the Dice agreement says nothing; train longer with --epochs / --iterations)")
+    summary = {"lowest_dice": worst, "identical_cases": identical, "max_probability_difference": difference}
+    return {"per_case": per_case, **summary, "foreground_voxels": foreground, "seconds": seconds}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hippocampus", type=Path, default=hippocampus_default())
     parser.add_argument("--nnunet-venv", type=Path, default=Path(os.environ.get("NNUNET_VENV", "/opt/nnunet-venv")))
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--iterations", type=int, default=25)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--val-iterations", type=int, default=2)
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--device", default="cpu")
