@@ -83,6 +83,8 @@ def nnunet_predict(args, images: Path, out: Path, model: Path, env: dict) -> flo
 def nnunet_model(args, env: dict) -> Path:
     """nnunetv2's own model: convert, plan and preprocess 3d_fullres, train folds 0 and 1 with the budget."""
     tool = args.nnunet_venv / "bin"
+    for folder in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):  # a former run's dataset 4 is in the way
+        shutil.rmtree(env[folder], ignore_errors=True)
     trainers = args.work / "nnunet_trainers"
     trainers.mkdir(parents=True, exist_ok=True)
     source = nnunet_budget_trainer(NNUNET_TRAINER, args.epochs, args.iterations, args.val_iterations, False)
