@@ -178,7 +178,7 @@ def exportable_configuration(results: Path, candidate) -> tuple[dict, str]:
     return plans, candidate.configuration
 
 
-def nnunet_checkpoint(checkpoint: dict, plans: dict, configuration: str, fold: int, dataset_json: dict) -> dict:
+def nnunet_checkpoint(checkpoint: dict, plans: dict, configuration: str, fold: int | str, dataset_json: dict) -> dict:
     """What nnunetv2 reads from a fold's checkpoint to predict (and to start a training from its weights), from
     a segflow checkpoint: plain values only, so that either side loads it with ``weights_only=True``."""
     return {
@@ -203,7 +203,7 @@ def export_candidate(results, name: str, destination) -> Path:
     candidate = parse(name)
     plans, configuration = exportable_configuration(results, candidate)
     dataset_json = load_json(results / "dataset.json")
-    folds = sorted(int(p.parent.name[5:]) for p in (results / "train" / name).glob("fold_*/checkpoint_final.pt"))
+    folds = trained_folds(results / "train" / name, "checkpoint_final.pt")
     if not folds:
         raise InputError(f"holds no trained fold of {name}.", file=results / "train" / name)
     folder = Path(destination) / f"{EXPORT_TRAINER}__{plans['plans_name']}__{configuration}"
