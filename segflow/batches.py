@@ -11,6 +11,15 @@ from __future__ import annotations
 import re
 import zlib
 
+from segflow.io import load_json, save_json
+
+# `case_batches: auto` keeps a batch at most this many cases: a cluster gets jobs of a few minutes, and
+# Snakemake's cost of finding which job makes a per-case file (it scans the job's outputs) stays bounded.
+MAX_AUTO_BATCH = 64
+# The fewest batches `auto` makes; the count doubles from here, so a growing dataset reshuffles its batches
+# (and reruns its per-case stages) only when it doubles past 512, 1 024, 2 048, ... cases.
+MIN_AUTO_BATCHES = 8
+
 
 def batch_index(case: str, n_batches: int) -> int:
     return zlib.crc32(case.encode("utf-8")) % n_batches
@@ -21,12 +30,22 @@ def _single_case_batch_name(case: str) -> str:
     return f"case_{re.sub(r'[^0-9A-Za-z_]', '_', case)}_{zlib.crc32(case.encode('utf-8')) % 4096:03x}"
 
 
-def assign_batches(cases, n_batches: int) -> dict[str, list[str]]:
+def auto_batch_count(n_cases: int) -> int:
+    """The batch count of ``case_batches: auto``: 8, doubled until no batch averages over 64 cases."""
+    count = MIN_AUTO_BATCHES
+    while n_cases > count * MAX_AUTO_BATCH:
+        count *= 2
+    return count
+
+
+def assign_batches(cases, n_batches: int | str) -> dict[str, list[str]]:
     """Batch name -> sorted case ids, empty batches left out.
 
     ``n_batches`` >= 1 spreads the cases over that many hash buckets; 0 gives every case a job of its own
-    (large volumes, clusters).
+    (large volumes, clusters); "auto" chooses the count from the number of cases (auto_batch_count).
     """
+    if n_batches == "auto":
+        n_batches = auto_batch_count(len(cases))
     batches: dict[str, list[str]] = {}
     for case in sorted(cases):
         if n_batches <= 0:
@@ -35,3 +54,27 @@ def assign_batches(cases, n_batches: int) -> dict[str, list[str]]:
             name = f"b{batch_index(case, n_batches):03d}"
         batches.setdefault(name, []).append(case)
     return dict(sorted(batches.items()))
+
+
+def write_manifest(path, cases, outputs: dict[str, list[str]]) -> None:
+    """A batch job's last output: its cases and, per kind, their files (in case order).
+
+    Jobs that read every case (fingerprint, training, ...) depend on the batches' manifests, not on the
+    thousands of per-case files: Snakemake then resolves a few hundred inputs instead of millions of
+    job-file pairs, which keeps building the DAG of a 10 000-case dataset fast. A manifest is written last,
+    so it is newer than its batch's files, and a batch that reruns makes its readers rerun.
+    """
+    for kind, files in outputs.items():
+        if len(files) != len(cases):
+            raise ValueError(f"{kind}: {len(files)} files for {len(cases)} cases")
+    save_json({"cases": list(cases), **{k: list(map(str, v)) for k, v in outputs.items()}}, path)
+
+
+def files_in_manifests(manifests, kind: str) -> list[str]:
+    """The ``kind`` files of every case of the given batch manifests, sorted by case id (the order of the
+    dataset's cases, whatever the batching)."""
+    pairs = []
+    for path in manifests:
+        manifest = load_json(path)
+        pairs += zip(manifest["cases"], manifest[kind], strict=True)
+    return [file for _, file in sorted(pairs)]

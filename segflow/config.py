@@ -25,10 +25,9 @@ DEMO_BUDGET = {
         "iterations_per_epoch": 10,
         "val_iterations": 3,
         "threads": 2,
-        "mem_mb": 3000,
         "runtime_minutes": 30,
     },
-    "inference": {"threads": 2, "mem_mb": 3000, "runtime_minutes": 30},
+    "inference": {"threads": 2, "runtime_minutes": 30},
 }
 NULL_WORDS = ("null", "~")
 INTEGER = re.compile(r"[+-]?\d+")

@@ -107,6 +107,12 @@ def _images(folder: Path, ending: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _visible(p) and p.name.endswith(ending))
 
 
+def _file_names(folder: Path, ending: str) -> set[str]:
+    """The names in ``folder`` that end in ``ending``: one listing, not a stat per case, which on a cluster's
+    file system is what every Snakemake start (each job's too) would otherwise pay per case."""
+    return {p.name for p in _images(folder, ending)}
+
+
 def _require_folder(folder: Path, what: str) -> None:
     if not folder.is_dir():
         raise InputError(
@@ -180,9 +186,10 @@ def discover_msd(root: Path, raw: dict) -> Dataset:
     _check_training_list(raw.get("training", []), root)
     _check_num_training(v2, cases, root / "dataset.json")
     sources, labels = {}, {}
+    present = _file_names(root / "labelsTr", ".nii.gz")
     for case in cases:
         label = root / "labelsTr" / f"{case}.nii.gz"
-        if not label.is_file():
+        if label.name not in present:
             raise _missing_label_error(case, label)
         sources[case] = [root / "imagesTr" / f"{case}.nii.gz"]
         labels[case] = label
@@ -207,9 +214,10 @@ def discover_raw(root: Path, dataset_json: dict) -> Dataset:
     _check_num_training(dataset_json, cases, file)
     n_channels = len(dataset_json["channel_names"])
     sources, labels = {}, {}
+    present = _file_names(root / "labelsTr", ending)
     for case in cases:
         label = root / "labelsTr" / f"{case}{ending}"
-        if not label.is_file():
+        if label.name not in present:
             raise _missing_label_error(case, label)
         sources[case] = checked_channels(case, channels_of[case], n_channels, root / "imagesTr", ending)
         labels[case] = label

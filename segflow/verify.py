@@ -15,6 +15,8 @@ Output format, ``verify/{case}.json``::
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from segflow.dataset import label_values
@@ -121,7 +123,12 @@ def verify_batch(cases, image_files, label_files, dataset_json_path, outputs) ->
 
 
 def write_report(records, path) -> None:
-    """Gather the per-case records into one report: the number of cases and every warning."""
+    """Gather the per-case records into one report: the number of cases, every warning, and the largest case
+    (by voxels: the jobs that hold a whole case size their memory by it)."""
     records = [load_json(r) for r in records]
     warnings = [w for r in records for w in r["warnings"]]
-    save_json({"cases": len(records), "num_warnings": len(warnings), "warnings": warnings}, path)
+    report = {"cases": len(records), "num_warnings": len(warnings), "warnings": warnings}
+    if records:
+        largest = max(records, key=lambda r: math.prod(r["shape"]))
+        report["largest_case"] = {k: largest[k] for k in ("case", "shape", "spacing")}
+    save_json(report, path)

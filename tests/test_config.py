@@ -50,7 +50,7 @@ def test_a_config_file_setting_only_epochs_keeps_the_other_train_keys():
         "seed": 0,
         "augment_on": "device",
         "threads": 8,
-        "mem_mb": 16000,
+        "mem_mb": "auto",
         "runtime_minutes": 2880,
         "pretrained_weights": None,
     }
@@ -104,7 +104,7 @@ def test_after_the_plan_a_dry_run_schedules_five_folds_of_both_configurations(hi
     workdir = hippocampus_run.parents[1]
     jobs = scheduled_jobs(run_snakemake(workdir, "-n", config={"dataset": str(hippocampus)}).stdout)
     assert jobs["train"] == 10 and jobs["validate"] == 10
-    assert "preprocess_3d_fullres_b000" not in jobs, "preprocessing is done and unchanged"
+    assert "preprocess_b000" not in jobs, "preprocessing is done and unchanged"
 
 
 def readme_commands() -> list[str]:

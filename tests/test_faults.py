@@ -171,7 +171,7 @@ def test_preprocessing_job_killed_with_half_its_cases_written(hippocampus, hippo
     written = sum(p.exists() for p in outputs)
     assert 0 < written < len(outputs), f"{written} of {len(outputs)} files written when killed"
     log = failed_run_output(snakemake)
-    assert f"Error in rule preprocess_3d_fullres_{batch}" in log, log[-3000:]
+    assert f"Error in rule preprocess_{batch}" in log, log[-3000:]
     assert not any(p.exists() for p in outputs), "snakemake left part of the killed batch behind"
     run_snakemake(workdir, *map(str, targets), config=config)
     assert_same_results(workdir, reference)

@@ -19,6 +19,8 @@ import pytest
 import torch
 from conftest import REPO, load, run_snakemake, scheduled_jobs, write_tiny_dataset
 
+from segflow.batches import auto_batch_count
+
 PROFILE = REPO / "profiles" / "slurm"
 LOCAL_SLURM = REPO / "tests" / "slurm" / "local_slurm.sh"
 GPU_RULES = re.compile(r"train|validate|predict_b\d+")
@@ -128,7 +130,7 @@ def test_demo_on_slurm_with_a_training_killed_by_its_time_limit_matches_the_loca
         (rule, f"{c}_{f}") for rule in ("train", "validate") for c in ("2d", "3d_fullres") for f in (0, 1)
     }
     assert {"plan", "fingerprint", "crossval", "ensemble", "select"} <= set(rules)
-    assert any(r.startswith("predict_b") for r in rules) and any(r.startswith("preprocess_3d_fullres_b") for r in rules)
+    assert any(r.startswith("predict_b") for r in rules) and any(r.startswith("preprocess_b") for r in rules)
     # A batch's conversion, verification and crop went as one submission (the group cases_bNNN).
     groups = sorted(r for r in rules if r.startswith("cases_b"))
     assert groups == [f"cases_b00{b}_convert_b00{b}_crop_b00{b}_verify_b00{b}" for b in (0, 1)], rules
@@ -198,15 +200,16 @@ def test_dry_run_of_a_thousand_cases_on_slurm_submits_batches_not_cases(slurm, t
     dry = run_on_slurm(tmp_path, "-n", config={"dataset": str(dataset)})
     jobs = scheduled_jobs(dry.stdout)
     per_case_stages = ("verify", "crop")
+    assert auto_batch_count(1000) == 16  # case_batches: auto
     for stage in per_case_stages:
         batches = sorted(rule for rule in jobs if rule.startswith(f"{stage}_b"))
-        assert batches == [f"{stage}_b{i:03d}" for i in range(8)], jobs
-    # Until the plan exists, the rest of the DAG is the plan's checkpoint: 8 + 8 per-case jobs, not 2 000.
-    assert sum(jobs.values()) < 30, jobs
+        assert batches == [f"{stage}_b{i:03d}" for i in range(16)], jobs
+    # Until the plan exists, the rest of the DAG is the plan's checkpoint: 16 + 16 per-case jobs, not 2 000.
+    assert sum(jobs.values()) < 45, jobs
 
 
 def test_bench_dry_run_on_a_small_dataset(slurm):
-    """bench/dry_run.py's smoke test (it needs SLURM): it times both dry-runs and counts their jobs."""
+    """bench/dry_run.py's smoke test (it needs SLURM): both dry-runs with their jobs, and a cluster job's start-up."""
     result = subprocess.run(
         [sys.executable, str(REPO / "bench" / "dry_run.py"), "--cases", "20", "--repeats", "1"],
         capture_output=True,
@@ -214,4 +217,6 @@ def test_bench_dry_run_on_a_small_dataset(slurm):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     for when in ("before the plan", "with the plan"):
-        assert re.search(rf"{when}, run 1: [\d.]+ s, \d+ jobs for 20 cases", result.stdout), result.stdout
+        assert re.search(rf"20 cases, {when}, run 1: [\d.]+ s, \d+ jobs", result.stdout), result.stdout
+    assert re.search(r"20 cases: a cluster job \(fingerprint\) starts its script [\d.]+ s after", result.stdout)
+    assert re.search(r"^20 \| [\d.]+ s \| [\d.]+ s \(\d+\) \| [\d.]+ s \| \d+ s$", result.stdout, re.M), result.stdout

@@ -97,7 +97,11 @@ def test_preprocessing_stage_target_stops_before_training(demo_run):
 def test_stage_targets_name_a_missing_configuration_clearly(demo_run):
     """--list-rules lists a preprocessing rule per data configuration any plan can have; naming one the
     demo's plan lacks, or a file of such a configuration, says so instead of failing with a KeyError."""
-    for target in ("preprocess_3d_lowres_b000", f"results/{DEMO}/train/3d_lowres/fold_0/checkpoint_final.pt"):
+    lowres = (
+        f"results/{DEMO}/batches/preprocessed/3d_lowres/b000.json",
+        f"results/{DEMO}/train/3d_lowres/fold_0/checkpoint_final.pt",
+    )
+    for target in lowres:
         result = run_snakemake(demo_run, "-n", target, check=False)
         assert result.returncode != 0
         assert "has no configuration 3d_lowres (it has ['2d', '3d_fullres'])" in result.stdout, result.stdout[-2000:]
@@ -253,8 +257,8 @@ def test_adding_a_case_reruns_only_its_batch(tmp_path):
     }, jobs
     run = run_snakemake(tmp_path, config=config)
     # The plan keeps its preprocessing-relevant content, so only the new case's batch is preprocessed.
-    preprocess_rules = {line.split()[-1].rstrip(":") for line in run.stdout.splitlines() if "rule preprocess_" in line}
-    assert preprocess_rules == {f"preprocess_{c}_{batch}" for c in ("2d", "3d_fullres")}
+    preprocessed = re.findall(r"rule (preprocess_b\d+):\n(?:.*\n)*?\s+wildcards: folder=(\S+)", run.stdout)
+    assert sorted(preprocessed) == [(f"preprocess_{batch}", c) for c in ("2d", "3d_fullres")]
     plans_after = load(out / "plans.json")
     for name in ("2d", "3d_fullres"):
         assert plans_after["configurations"][name]["spacing"] == plans_before["configurations"][name]["spacing"]

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from torch import nn
-
-from segflow.networks.unet import build_unet
 from segflow.plan import network_class, resolved_configuration
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# torch is imported only to build a network: the workflow reads this module's names at every Snakemake start
+# (and every cluster job's), where importing torch would add seconds.
 
 DEFAULT_NETWORK = "default"
 
@@ -108,6 +111,14 @@ NETWORKS = {
 }
 
 
+def build_nnunet_unet(
+    configuration: dict, in_channels: int, num_classes: int, deep_supervision: bool = True
+) -> nn.Module:
+    from segflow.networks import unet
+
+    return unet.build_unet(configuration, in_channels, num_classes, deep_supervision)
+
+
 def build_monai(configuration: dict, in_channels: int, num_classes: int, deep_supervision: bool = True) -> nn.Module:
     from segflow.networks import monai_networks
 
@@ -117,8 +128,8 @@ def build_monai(configuration: dict, in_channels: int, num_classes: int, deep_su
 
 #: The network classes a plans configuration may name, and the builder of each.
 BUILDERS = {
-    "PlainConvUNet": build_unet,
-    "ResidualEncoderUNet": build_unet,
+    "PlainConvUNet": build_nnunet_unet,
+    "ResidualEncoderUNet": build_nnunet_unet,
     "SwinUNETR": build_monai,
     "SegResNetDS": build_monai,
 }

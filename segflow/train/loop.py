@@ -58,6 +58,7 @@ from segflow.networks import build_network
 from segflow.networks.unet import scaled_size
 from segflow.plan import data_folder, resolved_configuration
 from segflow.progress import Countdown, Heartbeat
+from segflow.resources import loader_workers
 from segflow.train.augment import AugmentationSettings, training_pipeline, validation_pipeline
 from segflow.train.cascade import foreground_labels
 from segflow.train.data import Case, PatchLoader
@@ -566,11 +567,8 @@ def write_progress(history: dict, path: Path) -> None:
 
 
 def workers_for(threads: int, device: torch.device) -> int:
-    """Augmentation worker processes: on a GPU all threads but the main one feed it (nnU-Net uses 12); on a
-    CPU the network's arithmetic dominates, so one worker prepares batches while torch uses the threads."""
-    if device.type == "cuda":
-        return max(1, threads - 1)
-    return 1 if threads > 1 else 0
+    """Augmentation worker processes (segflow.resources.loader_workers, which sizes the job's memory too)."""
+    return loader_workers(threads, device.type == "cuda")
 
 
 @contextmanager

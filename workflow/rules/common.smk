@@ -1,10 +1,13 @@
 # Shared state of the workflow, computed once at parse time from the config and the dataset folder.
 import dataclasses
+import functools
 import json
+import math
+import os
 from pathlib import Path
 
 from segflow import demo
-from segflow.batches import assign_batches
+from segflow.batches import assign_batches, files_in_manifests
 from segflow.dataset import check_labels, discover, images_to_predict, with_labels
 from segflow.device import uses_gpu
 from segflow.errors import InputError
@@ -14,6 +17,13 @@ from segflow.candidates import parse as parse_candidate
 from segflow.networks import DEFAULT_NETWORK, NETWORKS, with_network
 from segflow.plan import DEFAULT_PLANNER, PLANNERS, data_folder, resolved_configuration
 from segflow.preprocess import preprocessing_signature
+from segflow.resources import (
+    inference_mem_mb,
+    largest_voxels,
+    preprocessing_mem_mb,
+    training_mem_mb,
+    user_mem_mb,
+)
 from segflow.splits import NUM_FOLDS
 
 
@@ -97,6 +107,14 @@ def raw_label(case):
     return f"{RAW}/labelsTr/{case}{DATASET.file_ending}"
 
 
+def raw_files(cases):
+    """The raw files of a batch's cases, for the params of jobs that come after their verification."""
+    return {
+        "images": [raw_images(c) for c in cases],
+        "labels": [raw_label(c) for c in cases],
+    }
+
+
 # Folders handed to scripts as params. Functions of the wildcards only: a job asked for directly is in the
 # DAG before the plan checkpoint has run, and a params function reading `input` then fails.
 def raw_dir(wildcards):
@@ -112,7 +130,18 @@ def results_dir(wildcards):
 
 
 def per_case(pattern, cases):
-    return [pattern.format(case=c) for c in cases]
+    """``pattern`` with each case in place of ``{case}`` (other wildcards stay)."""
+    return [pattern.replace("{case}", c) for c in cases]
+
+
+def batch_manifest(stage, batch):
+    """The file a batch job of ``stage`` writes last: its cases and their files (segflow.batches)."""
+    return f"{OUT}/batches/{stage}/{batch}.json"
+
+
+def batch_manifests(stage):
+    """What a job that reads every case of ``stage`` depends on: the manifests of all its batches."""
+    return [batch_manifest(stage, b) for b in BATCHES]
 
 
 def dataset_json_signature():
@@ -124,10 +153,89 @@ def dataset_json_signature():
     )
 
 
-def batch_mem_mb(wildcards, input, factor=40, base=500):
+def batch_mem_mb(wildcards, input, attempt, factor=40, base=500):
     """Memory for a batch job: cases run one after the other, so a multiple of the average case's size."""
     cases = len(getattr(input, "labels", [])) or 1
-    return int(base + factor * input.size_mb / cases)
+    return user_mem_mb(int(base + factor * input.size_mb / cases), attempt)
+
+
+def raw_mem_mb(cases, factor=40, base=500):
+    """batch_mem_mb for a job whose raw files are not its inputs (it depends on their verification)."""
+
+    def mem_mb(wildcards, attempt):
+        files = [f for c in cases for f in (*raw_images(c), raw_label(c))]
+        size_mb = sum(os.path.getsize(f) for f in files if os.path.exists(f)) / 2**20
+        return user_mem_mb(int(base + factor * size_mb / len(cases)), attempt)
+
+    return mem_mb
+
+
+def fullres_spacing():
+    """The default plan's 3d_fullres (else 2d) target spacing: what every data folder's cases are resampled
+    to at most (a 3d_lowres has fewer voxels); None before the plan exists."""
+    path = Path(f"{OUT}/plans.json")
+    if not path.is_file():
+        return None
+    plans = read_plans(path)
+    name = "3d_fullres" if "3d_fullres" in plans["configurations"] else "2d"
+    return resolved_configuration(plans, name)["spacing"]
+
+
+def case_voxels(record, target_spacing):
+    """A verified case's voxels, or its resampled voxels if more (segflow.resources.largest_voxels)."""
+    if target_spacing is None or len(target_spacing) != len(record["shape"]):
+        return math.prod(record["shape"])
+    return largest_voxels(record["shape"], record["spacing"], target_spacing)
+
+
+def preprocessing_mem(cases):
+    """A preprocessing job's memory, from its batch's largest case as verified (its raw files' size until
+    the verification has run)."""
+    fallback = raw_mem_mb(cases, factor=60)
+
+    def mem_mb(wildcards, input, attempt):
+        if not os.path.exists(input.verified):
+            return fallback(wildcards, attempt)
+        spacing = fullres_spacing()
+        records = files_in_manifests([input.verified], "records")
+        voxels = max(case_voxels(load_json(r), spacing) for r in records)
+        return preprocessing_mem_mb(voxels, DATASET.num_channels, attempt)
+
+    return mem_mb
+
+
+def num_outputs():
+    """The network's output channels: labels (with background) or regions."""
+    return len(DATASET.dataset_json["labels"])
+
+
+def training_mem(wildcards, attempt):
+    """What a training job declares: the config's train.mem_mb, or the estimate from its plans."""
+    setting = config["train"]["mem_mb"]
+    if setting != "auto":
+        return user_mem_mb(setting, attempt)
+    candidate = parse_candidate(wildcards.candidate)
+    configuration = resolved_configuration(
+        candidate_plans(candidate), candidate.configuration
+    )
+    threads = config["train"]["threads"]
+    on_gpu = bool(gpus(wildcards))
+    return training_mem_mb(configuration, num_outputs(), threads, on_gpu, attempt)
+
+
+def inference_mem(wildcards, attempt):
+    """What a validation or prediction job declares: the config's inference.mem_mb, or the estimate from the
+    dataset's largest case (verify_report.json, an input of theirs)."""
+    setting = config["inference"]["mem_mb"]
+    if setting != "auto":
+        return user_mem_mb(setting, attempt)
+    verified = Path(f"{OUT}/verify_report.json")
+    largest = load_json(verified).get("largest_case") if verified.is_file() else None
+    voxels = case_voxels(largest, fullres_spacing()) if largest else 0
+    on_gpu = bool(gpus(wildcards))
+    return inference_mem_mb(
+        voxels, DATASET.num_channels, num_outputs(), on_gpu, attempt
+    )
 
 
 def gpus(wildcards):
@@ -167,6 +275,7 @@ DATA_FOLDERS = {c: Candidate(c) for c in ("2d", "3d_fullres", "3d_lowres")}
 DATA_FOLDERS.update(
     {f"{PLANNERS[p].plans_name}_3d_lowres": Candidate("3d_lowres", p) for p in PRESETS}
 )
+DATA_FOLDER_PATTERN = "|".join(DATA_FOLDERS)
 
 
 def plans_json(planner=DEFAULT_PLANNER):
@@ -180,9 +289,20 @@ def plans_json(planner=DEFAULT_PLANNER):
     return checkpoints.plan_preset.get(planner=planner).output.plans
 
 
+@functools.cache
+def plans_as_of(path, mtime_ns):
+    return load_json(path)
+
+
+def read_plans(path):
+    """A plans file, read once per version (input functions ask for plans thousands of times per DAG).
+    Shared between callers: read, never change it."""
+    return plans_as_of(str(path), os.stat(path).st_mtime_ns)
+
+
 def candidate_plans(candidate):
     """A candidate's plans: its planner's, with its network in place (the file rule network_plans writes)."""
-    return with_network(load_json(plans_json(candidate.planner)), candidate.network)
+    return with_network(read_plans(plans_json(candidate.planner)), candidate.network)
 
 
 def candidate_plans_path(candidate):
@@ -209,7 +329,7 @@ def selected_candidates():
         Candidate(c, planner, network)
         for planner in PLANNER_NAMES
         for network in NETWORK_NAMES
-        for c in selected_configurations(load_json(plans_json(planner)))
+        for c in selected_configurations(read_plans(plans_json(planner)))
     ]
 
 
@@ -221,13 +341,14 @@ def data_folder_of(candidate):
     return data_folder(candidate_plans(candidate), candidate.configuration)
 
 
+def preprocessed_data(folder):
+    """Every case of a preprocessed data folder, as its batches' manifests."""
+    return batch_manifests(f"preprocessed/{folder}")
+
+
 def preprocessed_targets():
-    targets = []
-    for name in dict.fromkeys(data_folder_of(c) for c in selected_candidates()):
-        for case in DATASET.cases:
-            base = f"{OUT}/preprocessed/{name}/{case}"
-            targets += [f"{base}.npy", f"{base}_seg.npy", f"{base}.json"]
-    return targets
+    folders = dict.fromkeys(data_folder_of(c) for c in selected_candidates())
+    return [f for folder in folders for f in preprocessed_data(folder)]
 
 
 STATIC_TARGETS = (
@@ -327,15 +448,14 @@ def report_table_inputs(wildcards):
 
 
 def report_overlay_inputs(wildcards):
-    """The selected model's validation predictions (any candidate or ensemble may be the one), the raw
-    cases they belong to, and the first test images with their predictions."""
+    """The selected model's validation predictions (any candidate or ensemble may be the one) and the first
+    test images with their predictions. (The raw cases the validation overlays show are inputs of the
+    preprocessing that validation depends on.)"""
     return {
         "selection": f"{OUT}/selection.json",
         "splits": f"{OUT}/splits.json",
         "validation": [d for c in candidate_names() for d in validation_dirs(c)]
         + ensemble_dirs(),
-        "images": [f for c in DATASET.cases for f in raw_images(c)],
-        "labels": [raw_label(c) for c in DATASET.cases],
         "test_images": [f for c in OVERLAY_TEST_CASES for f in test_images(c)],
         "test_predictions": [
             f"{OUT}/predictions/{c}{DATASET.file_ending}" for c in OVERLAY_TEST_CASES
@@ -366,45 +486,38 @@ def require_planned(plans, configurations, fix=STAGE_TARGETS_HINT):
         )
 
 
-def planned_plans(candidate):
-    """The plans of a preprocessing rule's ``candidate``, as its input, once they have its configuration."""
-
-    def plans(wildcards):
-        path = plans_json(candidate.planner)
-        require_planned(load_json(path), [candidate.configuration])
-        return ancient(path)
-
-    return plans
+def preprocessing_plans(wildcards):
+    """The plans that make a preprocessing job's data folder, once they have its configuration."""
+    candidate = DATA_FOLDERS[wildcards.folder]
+    path = plans_json(candidate.planner)
+    require_planned(read_plans(path), [candidate.configuration])
+    return ancient(path)
 
 
-def preprocessing_params(candidate):
-    """The preprocessing settings of ``candidate``, as a params function of its preprocess rules."""
+def preprocessing_configuration(wildcards):
+    return DATA_FOLDERS[wildcards.folder].configuration
 
-    def signature(wildcards):
-        # plans_json(), not input.plans: a job asked for directly is in the DAG before the plan checkpoint
-        # is known to be complete, and this then defers it instead of failing.
-        plans = candidate_plans(candidate)
-        settings = preprocessing_signature(plans, candidate.configuration)
-        return json.dumps(
-            {**settings, "dataset": dataset_json_signature()}, sort_keys=True
-        )
 
-    return signature
+def preprocessing_params(wildcards):
+    """The settings that make a preprocessing job's data folder: a change reruns every case."""
+    # plans_json(), not input.plans: a job asked for directly is in the DAG before the plan checkpoint
+    # is known to be complete, and this then defers it instead of failing.
+    candidate = DATA_FOLDERS[wildcards.folder]
+    settings = preprocessing_signature(
+        candidate_plans(candidate), candidate.configuration
+    )
+    return json.dumps({**settings, "dataset": dataset_json_signature()}, sort_keys=True)
 
 
 def fold_inputs(candidate):
     """What a training or validation job of ``candidate`` reads (its plans must have it)."""
     plans = candidate_plans(candidate)
     require_planned(plans, [candidate.configuration])
-    data = data_folder(plans, candidate.configuration)
-    cases = [f"{OUT}/preprocessed/{data}/{c}" for c in DATASET.cases]
     return {
         "plans": ancient(candidate_plans_path(candidate)),
         "dataset_json": ancient(DATASET_JSON),
         "splits": f"{OUT}/splits.json",
-        "data": [f"{c}.npy" for c in cases],
-        "seg": [f"{c}_seg.npy" for c in cases],
-        "properties": [f"{c}.json" for c in cases],
+        "data": preprocessed_data(data_folder(plans, candidate.configuration)),
         "previous_stage": previous_stage_dirs(candidate),
     }
 
@@ -438,19 +551,14 @@ def training_params(wildcards):
 def validation_inputs(wildcards):
     candidate = parse_candidate(wildcards.candidate)
     following = next_stage(candidate)
-    grid = (
-        [
-            f"{OUT}/preprocessed/{data_folder_of(following)}/{c}.npy"
-            for c in DATASET.cases
-        ]
-        if following
-        else []
-    )
+    # The raw labels it evaluates against are inputs of the preprocessing its data comes from.
     return {
         **fold_inputs(candidate),
         "checkpoint": f"{OUT}/train/{wildcards.candidate}/fold_{wildcards.fold}/checkpoint_final.pt",
-        "labels": [raw_label(c) for c in DATASET.cases],
-        "next_stage_grid": grid,
+        "verify_report": ancient(f"{OUT}/verify_report.json"),
+        "next_stage_grid": (
+            preprocessed_data(data_folder_of(following)) if following else []
+        ),
     }
 
 
@@ -471,7 +579,6 @@ def selection_inputs(wildcards):
         "ensembles": ensemble_dirs(),
         "validation": [d for c in names for d in validation_dirs(c)],
         "dataset_json": DATASET_JSON,
-        "labels": [raw_label(c) for c in DATASET.cases],
     }
 
 

@@ -1,14 +1,15 @@
-# Per-case crop to the non-zero region: shapes, spacing, bounding box and foreground intensities.
+# Per-case crop to the non-zero region: shapes, spacing, bounding box and foreground intensities. The raw
+# files are verify's inputs; a job that reads them after it depends on the batch's verify manifest instead
+# (fewer files for Snakemake to track per case, which counts at 10 000 cases).
 for batch, cases in BATCHES.items():
 
     rule:
         name:
             f"crop_{batch}"
         input:
-            images=[f for c in cases for f in raw_images(c)],
-            labels=[raw_label(c) for c in cases],
-            verified=per_case(f"{OUT}/verify/{{case}}.json", cases),
+            verified=batch_manifest("verify", batch),
         output:
+            manifest=batch_manifest("crop", batch),
             records=per_case(f"{OUT}/crop/{{case}}.json", cases),
             foreground=per_case(f"{OUT}/crop/{{case}}_fg.npy", cases),
         log:
@@ -18,9 +19,9 @@ for batch, cases in BATCHES.items():
         conda:
             ENV
         resources:
-            mem_mb=batch_mem_mb,
+            mem_mb=raw_mem_mb(cases),
         params:
             cases=cases,
-            channels=DATASET.num_channels,
+            raw=raw_files(cases),
         script:
             "../scripts/crop.py"

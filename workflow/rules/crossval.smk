@@ -23,7 +23,6 @@ rule ensemble:
         first=lambda wildcards: validation_dirs(wildcards.first),
         second=lambda wildcards: validation_dirs(wildcards.second),
         dataset_json=DATASET_JSON,
-        labels=[raw_label(c) for c in DATASET.cases],
     output:
         directory(f"{OUT}/crossval/ensemble__{{first}}__{{second}}"),
     log:

@@ -1,8 +1,7 @@
 # Aggregate the per-case crop records into nnU-Net's dataset fingerprint.
 rule fingerprint:
     input:
-        records=[f"{OUT}/crop/{c}.json" for c in DATASET.cases],
-        foreground=[f"{OUT}/crop/{c}_fg.npy" for c in DATASET.cases],
+        batch_manifests("crop"),
     output:
         f"{OUT}/fingerprint.json",
     log:

@@ -30,6 +30,7 @@ for batch, cases in TEST_BATCHES.items():
         input:
             images=[f for c in cases for f in test_images(c)],
             selection=f"{OUT}/selection.json",
+            verify_report=ancient(f"{OUT}/verify_report.json"),
             dataset_json=f"{OUT}/dataset.json",
             plans=prediction_plans,
             checkpoints=prediction_checkpoints,
@@ -44,7 +45,7 @@ for batch, cases in TEST_BATCHES.items():
         threads: config["inference"]["threads"]
         resources:
             gpu=gpus,
-            mem_mb=config["inference"]["mem_mb"],
+            mem_mb=inference_mem,
             runtime=config["inference"]["runtime_minutes"],
         params:
             cases=cases,

@@ -24,7 +24,7 @@ rule train:
     threads: config["train"]["threads"]
     resources:
         gpu=gpus,
-        mem_mb=config["train"]["mem_mb"],
+        mem_mb=training_mem,
         runtime=config["train"]["runtime_minutes"],
     params:
         signature=training_params,

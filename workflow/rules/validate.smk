@@ -17,7 +17,7 @@ rule validate:
     threads: config["inference"]["threads"]
     resources:
         gpu=gpus,
-        mem_mb=config["inference"]["mem_mb"],
+        mem_mb=inference_mem,
         runtime=config["inference"]["runtime_minutes"],
     params:
         device=config["device"],

@@ -9,7 +9,8 @@ for batch, cases in BATCHES.items():
             labels=[raw_label(c) for c in cases],
             dataset_json=ancient(DATASET_JSON),
         output:
-            per_case(f"{OUT}/verify/{{case}}.json", cases),
+            manifest=batch_manifest("verify", batch),
+            records=per_case(f"{OUT}/verify/{{case}}.json", cases),
         log:
             f"{LOGS}/verify/{batch}.log",
         group:
@@ -28,7 +29,7 @@ for batch, cases in BATCHES.items():
 
 rule verify_report:
     input:
-        [f"{OUT}/verify/{c}.json" for c in DATASET.cases],
+        batch_manifests("verify"),
     output:
         f"{OUT}/verify_report.json",
     log:

@@ -1,13 +1,15 @@
+from segflow.batches import write_manifest
 from segflow.crop import crop_batch
-from segflow.jobs import images_per_case, run_job
+from segflow.jobs import run_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 run_job(
     sm.log[0],
     crop_batch,
     sm.params.cases,
-    images_per_case(sm),
-    list(sm.input.labels),
+    sm.params.raw["images"],
+    sm.params.raw["labels"],
     list(sm.output.records),
     list(sm.output.foreground),
 )
+write_manifest(sm.output.manifest, sm.params.cases, {"records": sm.output.records, "foreground": sm.output.foreground})

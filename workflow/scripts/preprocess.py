@@ -1,4 +1,5 @@
-from segflow.jobs import images_per_case, run_job
+from segflow.batches import write_manifest
+from segflow.jobs import run_job
 from segflow.preprocess import preprocess_batch
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -6,12 +7,17 @@ run_job(
     sm.log[0],
     preprocess_batch,
     sm.params.cases,
-    images_per_case(sm),
-    list(sm.input.labels),
+    sm.params.raw["images"],
+    sm.params.raw["labels"],
     sm.input.plans,
     sm.input.dataset_json,
     sm.params.configuration,
     list(sm.output.data),
     list(sm.output.seg),
     list(sm.output.properties),
+)
+write_manifest(
+    sm.output.manifest,
+    sm.params.cases,
+    {"data": sm.output.data, "seg": sm.output.seg, "properties": sm.output.properties},
 )

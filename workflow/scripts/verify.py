@@ -1,3 +1,4 @@
+from segflow.batches import write_manifest
 from segflow.jobs import images_per_case, run_job
 from segflow.verify import verify_batch
 
@@ -9,5 +10,6 @@ run_job(
     images_per_case(sm),
     list(sm.input.labels),
     sm.input.dataset_json,
-    list(sm.output),
+    list(sm.output.records),
 )
+write_manifest(sm.output.manifest, sm.params.cases, {"records": sm.output.records})

@@ -1,0 +1,122 @@
+"""How much memory a job will use, estimated from what it will do, so that what it declares (``mem_mb``) is
+what a cluster grants it.
+
+A cluster kills a job that uses more than it declared, and a Snakemake retry of the same request is killed
+again; a job that declares far more waits longer in the queue and blocks others. The estimates follow the
+job's largest arrays, with constants measured on this project's runs (Snakemake's benchmark files: the
+resident memory of the job's process tree, workers included):
+
+* training: the process and its loader workers, plus, on a CPU, the network's activations: ``ACTIVATION_COPIES``
+  times the convolution outputs of a batch (the planner's VRAM proxy, ``segflow.plan``) in float32. Measured:
+  the demo's 3d_fullres fold (66 MB of convolution outputs) 1.28 GB; an MSD Prostate 3d_fullres fold (patch
+  20 x 320 x 256, batch 2: 3.6 GB of convolution outputs) 11.1 GB.
+* validation and prediction: the process, plus the largest case's image, probabilities and their resampled
+  copies (``INFERENCE_COPIES`` arrays of its voxels per channel and class).
+
+Each estimate gets ``MARGIN`` on top and grows by half for every retry (Snakemake's ``attempt``), as Snakemake
+users expect of a job that ran out anyway.
+"""
+
+from __future__ import annotations
+
+import math
+
+from segflow.plan import conv_feature_map_size, network_class, residual_feature_map_size
+
+MB = 2**20
+FLOAT32 = 4
+#: Resident memory of a training process (python, torch, segflow, matplotlib) and of each loader worker.
+TRAINING_PROCESS_MB = 800
+WORKER_MB = 500
+#: A CUDA context's host memory (its libraries mapped and touched).
+CUDA_CONTEXT_MB = 2500
+#: On a CPU, copies of the convolution outputs that training keeps (activations for the backward pass,
+#: normalisation and nonlinearity outputs, gradients). Prostate: (11.1 GB - 1.1 GB) / 3.6 GB = 2.8.
+ACTIVATION_COPIES = 3.0
+#: Networks whose activations the planner's proxy does not count (MONAI's) count as this many U-Nets.
+OTHER_NETWORK_FACTOR = 2.0
+#: Resident memory of a preprocessing job's process, and the float32 copies of a channel it holds at once
+#: (read, cropped, normalised, resampled with order-3 splines in float64). Measured: 20 volumes of about
+#: 320 x 320 x 60 with 2 channels, 1.08 GB.
+PREPROCESSING_PROCESS_MB = 200
+PREPROCESSING_COPIES = 10
+#: Resident memory of a validation or prediction process before its first case.
+INFERENCE_PROCESS_MB = 800
+#: Arrays of the largest case's size that inference holds at once, per channel and per class.
+INFERENCE_COPIES = 3
+MARGIN = 1.25
+
+
+def scaled(mb: float, attempt: int = 1) -> int:
+    """``mb`` with the margin, half again for each retry, rounded up to 100 MB."""
+    total = mb * MARGIN * (1 + 0.5 * (attempt - 1))
+    return int(math.ceil(total / 100) * 100)
+
+
+def sample_activations(configuration: dict, num_classes: int) -> int:
+    """Convolution outputs of the network for one training sample (the planner's VRAM proxy)."""
+    kwargs = configuration["architecture"]["arch_kwargs"]
+    patch, name = configuration["patch_size"], network_class(configuration)
+    if name == "ResidualEncoderUNet":
+        return residual_feature_map_size(
+            patch, kwargs["strides"], kwargs["features_per_stage"], num_classes, kwargs["n_blocks_per_stage"]
+        )
+    if name == "PlainConvUNet":
+        return conv_feature_map_size(patch, kwargs["strides"], kwargs["features_per_stage"], num_classes)
+    return int(OTHER_NETWORK_FACTOR * unet_activations_of_patch(patch, num_classes))
+
+
+def unet_activations_of_patch(patch, num_classes: int) -> int:
+    """A default U-Net's convolution outputs for ``patch`` (halving to 4 voxels, 32 features doubling to 320)."""
+    strides, size = [[1] * len(patch)], list(patch)
+    while any(s >= 8 for s in size) and len(strides) < 7:
+        step = [2 if s >= 8 else 1 for s in size]
+        size = [s // t for s, t in zip(size, step, strict=True)]
+        strides.append(step)
+    features = [min(32 * 2**i, 320) for i in range(len(strides))]
+    return conv_feature_map_size(patch, strides, features, num_classes)
+
+
+def training_mem_mb(configuration: dict, num_classes: int, threads: int, on_gpu: bool, attempt: int = 1) -> int:
+    """Host memory of a training job of a (resolved) plans configuration."""
+    mb = TRAINING_PROCESS_MB + loader_workers(threads, on_gpu) * WORKER_MB
+    if on_gpu:
+        mb += CUDA_CONTEXT_MB
+    else:
+        activations = sample_activations(configuration, num_classes) * configuration["batch_size"]
+        mb += ACTIVATION_COPIES * activations * FLOAT32 / MB
+    return scaled(mb, attempt)
+
+
+def inference_mem_mb(voxels: int, channels: int, num_classes: int, on_gpu: bool, attempt: int = 1) -> int:
+    """Host memory of a validation or prediction job whose largest case has ``voxels`` voxels (in its
+    original geometry or resampled, whichever is larger)."""
+    arrays = INFERENCE_COPIES * (channels + num_classes) * voxels * FLOAT32 / MB
+    return scaled(INFERENCE_PROCESS_MB + arrays + (CUDA_CONTEXT_MB if on_gpu else 0), attempt)
+
+
+def preprocessing_mem_mb(voxels: int, channels: int, attempt: int = 1) -> int:
+    """Host memory of a preprocessing job whose largest case has ``voxels`` voxels (original or resampled,
+    whichever is larger): the image as read, its resampling's spline copies, the label map."""
+    arrays = (PREPROCESSING_COPIES * channels + 2) * voxels * FLOAT32 / MB
+    return scaled(PREPROCESSING_PROCESS_MB + arrays, attempt)
+
+
+def largest_voxels(shape, spacing, target_spacing) -> int:
+    """The voxels of a case of ``shape`` at ``spacing`` (any axis order) or, if more, once resampled to the
+    3D ``target_spacing``: its physical volume over a target voxel's, whatever the order of the axes."""
+    resampled = math.prod(shape) * math.prod(spacing) / math.prod(target_spacing)
+    return int(max(math.prod(shape), resampled))
+
+
+def loader_workers(threads: int, on_gpu: bool) -> int:
+    """Loader worker processes of a training job: on a GPU all threads but the main one feed it (nnU-Net uses
+    12); on a CPU the network's arithmetic dominates, so one worker prepares batches while torch computes."""
+    if on_gpu:
+        return max(1, threads - 1)
+    return 1 if threads > 1 else 0
+
+
+def user_mem_mb(mb: int, attempt: int = 1) -> int:
+    """A ``mem_mb`` the config sets: as given, half again for each retry."""
+    return int(mb * (1 + 0.5 * (attempt - 1)))
