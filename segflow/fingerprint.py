@@ -8,7 +8,8 @@ The intensity statistics are those of nnU-Net's sample: ``floor(1e8 / N)`` foreg
 and channel, drawn with replacement by ``RandomState(1234)`` (one generator per case, channels in turn).
 Instead of materialising up to 1e8 floats per channel we draw the same indices, count how often each
 voxel was drawn, and compute the statistics of the weighted values. The numbers are those of nnU-Net's
-sample; the memory is that of the foreground voxels.
+sample; the memory is that of one case's foreground voxels plus the voxels drawn (at most nnU-Net's 1e8
+per channel).
 """
 
 from __future__ import annotations
@@ -58,21 +59,24 @@ def weighted_statistics(values: np.ndarray, counts: np.ndarray) -> dict:
 
 
 def intensity_properties(foreground_per_case, num_samples: int) -> dict[str, dict]:
-    """Per channel statistics of nnU-Net's foreground sample, from each case's C x N foreground values."""
-    num_channels = foreground_per_case[0].shape[0]
-    values = [[] for _ in range(num_channels)]
-    counts = [[] for _ in range(num_channels)]
+    """Per channel statistics of nnU-Net's foreground sample, from each case's C x N foreground values (any
+    iterable: a case is read, sampled and let go, and only its drawn voxels are kept, at most ``num_samples``
+    per case and channel, so the memory stays that of nnU-Net's sample however many cases there are)."""
+    values, counts = {}, {}
     for foreground in foreground_per_case:
         rng = np.random.RandomState(SAMPLING_SEED)
         if foreground.shape[1] == 0:
             continue
-        for channel in range(num_channels):
-            values[channel].append(foreground[channel])
-            counts[channel].append(sample_counts(foreground.shape[1], num_samples, rng))
+        for channel in range(foreground.shape[0]):
+            drawn = sample_counts(foreground.shape[1], num_samples, rng)
+            kept = drawn > 0
+            values.setdefault(channel, []).append(foreground[channel][kept])
+            counts.setdefault(channel, []).append(drawn[kept].astype(np.int32))
+    num_channels = max(values, default=-1) + 1
     properties = {}
+    if not values:
+        raise ValueError("no case has any foreground voxel; cannot compute intensity statistics")
     for channel in range(num_channels):
-        if not values[channel]:
-            raise ValueError("no case has any foreground voxel; cannot compute intensity statistics")
         properties[str(channel)] = weighted_statistics(np.concatenate(values[channel]), np.concatenate(counts[channel]))
     return properties
 
@@ -81,7 +85,7 @@ def build_fingerprint(crop_records, foreground_files) -> dict:
     records = [load_json(p) for p in crop_records]
     order = np.argsort([r["case"] for r in records], kind="stable")
     records = [records[i] for i in order]
-    foreground = [load_npy(foreground_files[i]) for i in order]
+    foreground = (load_npy(foreground_files[i]) for i in order)
     num_samples = FOREGROUND_SAMPLES_TOTAL // len(records)
     return {
         "foreground_intensity_properties_per_channel": intensity_properties(foreground, num_samples),

@@ -1,4 +1,5 @@
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -28,6 +29,25 @@ def test_weighted_statistics_equal_nnunet_style_sampling():
         assert got["percentile_00_5"] == pytest.approx(p005, rel=1e-12)
         assert got["median"] == pytest.approx(p50, rel=1e-12)
         assert got["percentile_99_5"] == pytest.approx(p995, rel=1e-12)
+
+
+def test_the_sample_statistics_hold_one_case_and_the_drawn_voxels_not_every_case():
+    """1 000 cases of 100 000 foreground voxels (400 MB in all) sampled 1 000 times each, as a 100 000-case
+    dataset is by nnU-Net's 1e8 / N: the cases arrive one at a time, as the fingerprint job reads them, and
+    only their drawn voxels stay (at most 1 000 per case, 8 MB with the counts; the statistics sort copies of
+    them). Before, every case and a count per voxel stayed: 1.26 GB for 300 such cases besides the inputs."""
+    rng = np.random.default_rng(1)
+
+    def cases():
+        for i in range(1_000):
+            yield rng.normal(i % 7, 1.0, size=(1, 100_000)).astype(np.float32)
+
+    tracemalloc.start()
+    props = intensity_properties(cases(), num_samples=1_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MB"
+    assert props["0"]["min"] < props["0"]["median"] < props["0"]["max"]
 
 
 def test_crop_to_nonzero_by_hand():
