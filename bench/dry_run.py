@@ -13,8 +13,8 @@ start-up < 10 s.
 from __future__ import annotations
 
 import argparse
-import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,6 +50,8 @@ def measure(workdir: Path, n_cases: int, repeats: int):
     dataset = workdir / "Dataset999_Many"
     if not (dataset / "dataset.json").is_file():
         write_tiny_dataset(dataset, n_cases)
+    for previous_run in (workdir / "results", workdir / ".snakemake"):
+        shutil.rmtree(previous_run, ignore_errors=True)
     workdir_config = f"dataset={dataset}"
     dry_run = [c for c in snakemake_command(workdir, workdir_config) if c != "-q"] + ["-n", *SLURM]
     before, _ = time_dry_runs(dry_run, repeats, f"{n_cases} cases, before the plan")
@@ -89,9 +91,9 @@ def job_startup(workdir: Path, config: str, dataset: Path) -> float:
     wrapped = re.search(r'sbatch call: .*--comment rule_fingerprint .*--wrap="(.*)"', result.stdout + result.stderr)
     if wrapped is None:
         raise SystemExit("no sbatch call for the fingerprint job in snakemake's output")
-    job_command = wrapped[1]
-    for folder in re.findall(r"--wait-for-files '([^']+\.snakemake/tmp\.[^']+)'", job_command):
-        os.makedirs(folder, exist_ok=True)  # the submitting run's scratch folder, gone once it ended
+    # Without the files to wait for: they name the submitting run's scratch folder, gone once it ended (the
+    # outputs they wait for exist).
+    job_command = re.sub(r"--wait-for-files(-file)? ('[^']*' ?)+", "", wrapped[1])
     log = workdir / f"results/{dataset.name}/logs/fingerprint.log"
     launched = datetime.now()
     subprocess.run(["bash", "-c", job_command], cwd=workdir, check=True, capture_output=True)
