@@ -72,13 +72,12 @@ def intensity_properties(foreground_per_case, num_samples: int) -> dict[str, dic
             kept = drawn > 0
             values.setdefault(channel, []).append(foreground[channel][kept])
             counts.setdefault(channel, []).append(drawn[kept].astype(np.int32))
-    num_channels = max(values, default=-1) + 1
-    properties = {}
     if not values:
         raise ValueError("no case has any foreground voxel; cannot compute intensity statistics")
-    for channel in range(num_channels):
-        properties[str(channel)] = weighted_statistics(np.concatenate(values[channel]), np.concatenate(counts[channel]))
-    return properties
+    return {
+        str(channel): weighted_statistics(np.concatenate(values[channel]), np.concatenate(counts[channel]))
+        for channel in sorted(values)
+    }
 
 
 def build_fingerprint(crop_records, foreground_files) -> dict:

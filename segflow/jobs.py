@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 
+from segflow.batches import write_manifest
 from segflow.errors import InputError
 from segflow.progress import show_on_terminal
 
@@ -28,6 +29,12 @@ def chunks(flat, sizes):
 def images_per_case(job) -> list[list[str]]:
     """The channel files of each case of a batch job, from its flat ``input.images`` and ``params``."""
     return chunks(job.input.images, [job.params.channels] * len(job.params.cases))
+
+
+def write_batch_manifest(job) -> None:
+    """A batch job's manifest (its ``output.manifest``): its ``params.cases`` and its other named outputs."""
+    outputs = {name: list(files) for name, files in job.output.items() if name != "manifest"}
+    write_manifest(job.output.manifest, job.params.cases, outputs)
 
 
 def run_job(log_path, function, *args, **kwargs):

@@ -22,7 +22,13 @@ from __future__ import annotations
 
 import math
 
-from segflow.plan import conv_feature_map_size, network_class, residual_feature_map_size
+from segflow.plan import (
+    conv_feature_map_size,
+    features_per_stage,
+    network_class,
+    residual_feature_map_size,
+    topology,
+)
 
 MB = 2**20
 FLOAT32 = 4
@@ -66,18 +72,10 @@ def sample_activations(configuration: dict, num_classes: int) -> int:
         )
     if name == "PlainConvUNet":
         return conv_feature_map_size(patch, kwargs["strides"], kwargs["features_per_stage"], num_classes)
-    return int(OTHER_NETWORK_FACTOR * unet_activations_of_patch(patch, num_classes))
-
-
-def unet_activations_of_patch(patch, num_classes: int) -> int:
-    """A default U-Net's convolution outputs for ``patch`` (halving to 4 voxels, 32 features doubling to 320)."""
-    strides, size = [[1] * len(patch)], list(patch)
-    while any(s >= 8 for s in size) and len(strides) < 7:
-        step = [2 if s >= 8 else 1 for s in size]
-        size = [s // t for s, t in zip(size, step, strict=True)]
-        strides.append(step)
-    features = [min(32 * 2**i, 320) for i in range(len(strides))]
-    return conv_feature_map_size(patch, strides, features, num_classes)
+    # The default planner's U-Net for the same patch and spacing.
+    strides = topology(configuration["spacing"], patch).strides
+    unet = conv_feature_map_size(patch, strides, features_per_stage(len(strides), len(patch)), num_classes)
+    return int(OTHER_NETWORK_FACTOR * unet)
 
 
 def training_mem_mb(configuration: dict, num_classes: int, threads: int, on_gpu: bool, attempt: int = 1) -> int:

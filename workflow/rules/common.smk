@@ -153,19 +153,25 @@ def dataset_json_signature():
     )
 
 
-def batch_mem_mb(wildcards, input, attempt, factor=40, base=500):
-    """Memory for a batch job: cases run one after the other, so a multiple of the average case's size."""
-    cases = len(getattr(input, "labels", [])) or 1
-    return user_mem_mb(int(base + factor * input.size_mb / cases), attempt)
+def average_case_mem_mb(size_mb, n_cases, attempt, factor=40, base=500):
+    """Memory for a batch job: cases run one after the other, so a multiple of the average case's file size."""
+    return user_mem_mb(int(base + factor * size_mb / max(n_cases, 1)), attempt)
 
 
-def raw_mem_mb(cases, factor=40, base=500):
-    """batch_mem_mb for a job whose raw files are not its inputs (it depends on their verification)."""
+def batch_mem_mb(wildcards, input, attempt):
+    """average_case_mem_mb of a batch job whose inputs are its cases' files."""
+    return average_case_mem_mb(
+        input.size_mb, len(getattr(input, "labels", [])), attempt
+    )
+
+
+def raw_mem_mb(cases, factor=40):
+    """average_case_mem_mb of a job whose raw files are not its inputs (it depends on their verification)."""
 
     def mem_mb(wildcards, attempt):
         files = [f for c in cases for f in (*raw_images(c), raw_label(c))]
         size_mb = sum(os.path.getsize(f) for f in files if os.path.exists(f)) / 2**20
-        return user_mem_mb(int(base + factor * size_mb / len(cases)), attempt)
+        return average_case_mem_mb(size_mb, len(cases), attempt, factor)
 
     return mem_mb
 

@@ -1,6 +1,5 @@
-from segflow.batches import write_manifest
 from segflow.crop import crop_batch
-from segflow.jobs import run_job
+from segflow.jobs import run_job, write_batch_manifest
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 run_job(
@@ -12,4 +11,4 @@ run_job(
     list(sm.output.records),
     list(sm.output.foreground),
 )
-write_manifest(sm.output.manifest, sm.params.cases, {"records": sm.output.records, "foreground": sm.output.foreground})
+write_batch_manifest(sm)

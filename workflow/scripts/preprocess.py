@@ -1,5 +1,4 @@
-from segflow.batches import write_manifest
-from segflow.jobs import run_job
+from segflow.jobs import run_job, write_batch_manifest
 from segflow.preprocess import preprocess_batch
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -16,8 +15,4 @@ run_job(
     list(sm.output.seg),
     list(sm.output.properties),
 )
-write_manifest(
-    sm.output.manifest,
-    sm.params.cases,
-    {"data": sm.output.data, "seg": sm.output.seg, "properties": sm.output.properties},
-)
+write_batch_manifest(sm)

@@ -1,5 +1,4 @@
-from segflow.batches import write_manifest
-from segflow.jobs import images_per_case, run_job
+from segflow.jobs import images_per_case, run_job, write_batch_manifest
 from segflow.verify import verify_batch
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -12,4 +11,4 @@ run_job(
     sm.input.dataset_json,
     list(sm.output.records),
 )
-write_manifest(sm.output.manifest, sm.params.cases, {"records": sm.output.records})
+write_batch_manifest(sm)
