@@ -131,24 +131,38 @@ def timed(command, env=None) -> float:
     return time.perf_counter() - started
 
 
+def proportional_set_size(pid: int) -> int:
+    """A process's PSS in bytes: its resident pages, each shared one divided among the processes sharing it."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def measure(command, env=None, cwd=None, log=None) -> dict:
-    """Run a command; wall time and peak RSS (whole tree, and largest single process) sampled every 50 ms."""
+    """Run a command; wall time and peak memory sampled every 50 ms: the process tree's summed RSS and summed
+    PSS (what a memory cgroup charges: shared pages once), and the largest single process's RSS."""
     import psutil
 
     started = time.perf_counter()
     out = open(log, "w") if log else subprocess.DEVNULL
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    peak = {"tree": 0, "largest": 0}
+    peak = {"tree": 0, "largest": 0, "pss": 0}
     root = psutil.Process(process.pid)
 
     def sample():
         while process.poll() is None:
             try:
-                rss = [root.memory_info().rss] + [c.memory_info().rss for c in root.children(recursive=True)]
+                tree = [root, *root.children(recursive=True)]
+                rss = [p.memory_info().rss for p in tree]
             except psutil.Error:
-                rss = [0]
+                tree, rss = [], [0]
             peak["tree"] = max(peak["tree"], sum(rss))
             peak["largest"] = max(peak["largest"], max(rss))
+            peak["pss"] = max(peak["pss"], sum(proportional_set_size(p.pid) for p in tree))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -158,7 +172,12 @@ def measure(command, env=None, cwd=None, log=None) -> dict:
     wall = time.perf_counter() - started
     if returncode != 0:
         raise SystemExit(f"{' '.join(map(str, command))} failed ({returncode}); see {log}")
-    return {"wall_s": wall, "peak_tree_gb": peak["tree"] / 1e9, "peak_largest_gb": peak["largest"] / 1e9}
+    return {
+        "wall_s": wall,
+        "peak_tree_gb": peak["tree"] / 1e9,
+        "peak_pss_gb": peak["pss"] / 1e9,
+        "peak_largest_gb": peak["largest"] / 1e9,
+    }
 
 
 def msd_test_images(task: Path, folder: Path, count: int) -> list[str]:

@@ -70,7 +70,7 @@ def crop_to_nonzero(data: np.ndarray, seg: np.ndarray | None = None):
     data = data[(slice(None), *region)]
     mask = mask[region]
     if seg is None:
-        seg = np.where(mask, 0, -1).astype(np.int8)[None]
+        seg = (mask.view(np.int8) - 1)[None]  # int8 throughout: an image to predict can be a 1 GB CT
     else:
         seg = seg[(slice(None), *region)].copy()
         seg[(seg == 0) & ~mask[None]] = -1

@@ -228,12 +228,12 @@ def read_case(image_files, label_file=None, case: str | None = None) -> Case:
 
     Channels must agree in shape and spacing (as nnU-Net's reader demands); the caller checks the rest.
     """
-    arrays, geometries, spacing = [], [], None
-    for path in image_files:
+    data, geometries, spacing = None, [], None
+    for channel, path in enumerate(image_files):
         array, sp, geo = read_image(path, case)
-        if arrays and array.shape != arrays[0].shape:
+        if data is not None and array.shape != data.shape[1:]:
             raise InputError(
-                f"has shape {list(array.shape)} but {image_files[0]} has {list(arrays[0].shape)}; "
+                f"has shape {list(array.shape)} but {image_files[0]} has {list(data.shape[1:])}; "
                 "all channels of a case must have the same shape.",
                 file=path,
                 case=case,
@@ -248,11 +248,13 @@ def read_case(image_files, label_file=None, case: str | None = None) -> Case:
             )
         spacing = sp if spacing is None else spacing
         geometries.append(geo)
-        arrays.append(array.astype(np.float32, copy=False))
+        if data is None:  # filled channel by channel: a large CT is never held twice as float32
+            data = np.empty((len(image_files), *array.shape), dtype=np.float32)
+        data[channel] = array
     seg = None
     if label_file is not None:
         seg = read_image(label_file, case)[0][None]
-    return Case(np.stack(arrays), seg, spacing, geometries[0], geometries)
+    return Case(data, seg, spacing, geometries[0], geometries)
 
 
 def nifti_contains_non_finite(path, case: str | None = None) -> bool:

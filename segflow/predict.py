@@ -71,21 +71,45 @@ class CasePredictor:
         dataset_json = next(iter(models.values())).dataset_json
         return cls(dataset_json, models, dict.fromkeys(models), device, mirror)
 
-    def probabilities(self, image, name: str, cache: dict) -> np.ndarray:
-        if name in cache:
-            return cache[name]
+    def logits(self, image, name: str, cache: dict) -> tuple[np.ndarray, dict]:
+        """Member ``name``'s logits of the image on its preprocessed grid, and the preprocessing's properties."""
         predictor, previous = self.predictors[name], self.previous[name]
         plans, configuration = predictor.model.plans, predictor.model.configuration_name
         segmentation = None
         if previous:
             previous_probabilities = self.probabilities(image, previous, cache)
             segmentation = segmentation_from_probabilities(previous_probabilities, self.dataset_json)[None]
-        data, seg, properties = preprocess_arrays(image.data, segmentation, image.spacing, plans, configuration)
+        # A single member is the image's only reader: its preprocessing may normalise the image in place.
+        overwrite = len(self.predictors) == 1
+        data, seg, properties = preprocess_arrays(
+            image.data, segmentation, image.spacing, plans, configuration, overwrite=overwrite
+        )
         if previous:
             data = with_previous_stage(data, seg, previous_stage_labels(predictor.model))
-        logits = predictor.predict(data)
-        cache[name] = export_logits(logits, properties, plans, configuration, self.dataset_json)[0]
+        return predictor.predict(data), properties
+
+    def export(self, image, name: str, cache: dict, with_probabilities: bool):
+        """(probabilities or None, label map) of member ``name`` in the image's geometry."""
+        model = self.predictors[name].model
+        logits, properties = self.logits(image, name, cache)
+        return export_logits(
+            logits, properties, model.plans, model.configuration_name, self.dataset_json, with_probabilities
+        )
+
+    def probabilities(self, image, name: str, cache: dict) -> np.ndarray:
+        if name not in cache:
+            cache[name] = self.export(image, name, cache, with_probabilities=True)[0]
         return cache[name]
+
+    def segmentation(self, image, members, cache: dict, with_probabilities: bool):
+        """(probabilities or None, label map) of the members' ensemble. One member without probabilities takes
+        its label map from the logits: no C x image-shape array is made (a large CT's export stays small)."""
+        if len(members) == 1 and not with_probabilities:
+            return self.export(image, members[0], cache, with_probabilities=False)
+        probabilities = self.probabilities(image, members[0], cache)
+        if len(members) > 1:
+            probabilities = sum(self.probabilities(image, m, cache) for m in members) / len(members)
+        return probabilities, segmentation_from_probabilities(probabilities, self.dataset_json)
 
 
 def case_predictor(model_dir, selection: dict, checkpoint=None, device="auto", mirror=True) -> CasePredictor:
@@ -120,9 +144,10 @@ def predict_cases(
     for files, out in zip(image_files, out_files, strict=True):
         image = read_case(files, None, Path(out).name)
         cache: dict = {}
-        members = [predictor.probabilities(image, c, cache) for c in selection["configurations"]]
-        probabilities = sum(members) / len(members)
-        segmentation = segmentation_from_probabilities(probabilities, dataset_json)
+        probabilities, segmentation = predictor.segmentation(
+            image, selection["configurations"], cache, with_probabilities
+        )
+        del cache
         segmentation = apply_postprocessing(segmentation, selection["postprocessing"])
         write_segmentation(segmentation, image.geometry, dataset_json, out)
         if with_probabilities:

@@ -157,14 +157,22 @@ def properties_of(spacing, shape_before, box, shape_cropped, new_spacing) -> dic
 
 
 def preprocess_arrays(
-    data: np.ndarray, seg: np.ndarray | None, spacing, plans: dict, configuration_name: str, labels: dict | None = None
+    data: np.ndarray,
+    seg: np.ndarray | None,
+    spacing,
+    plans: dict,
+    configuration_name: str,
+    labels: dict | None = None,
+    overwrite: bool = False,
 ):
     """Preprocess arrays already read from disk; returns (data, seg, properties without geometry). Without a
-    label map (an image to predict) the returned seg is None."""
+    label map (an image to predict) the returned seg is None. With ``overwrite`` the caller's float32 data may
+    be normalised in place instead of copied (a large CT is then held once less)."""
     configuration = resolved_configuration(plans, configuration_name)
     forward = plans["transpose_forward"]
     has_labels = seg is not None
-    data = data.transpose([0, *[a + 1 for a in forward]]).astype(np.float32)
+    data = data.transpose([0, *[a + 1 for a in forward]])
+    data = np.asarray(data, dtype=np.float32) if overwrite else data.astype(np.float32)
     if seg is not None:
         seg = seg.transpose([0, *[a + 1 for a in forward]]).astype(np.int16)
     spacing_t = [spacing[a] for a in forward]
@@ -175,20 +183,17 @@ def preprocess_arrays(
     new_spacing = target_spacing(configuration, spacing_t)
     new_shape = compute_new_shape(shape_cropped, spacing_t, new_spacing)
     data = normalize(data, seg, configuration, plans["foreground_intensity_properties_per_channel"])
+    properties = properties_of(spacing, shape_before, box, shape_cropped, new_spacing)
+    if has_labels:  # before the image: the label map's resampling, the larger, then holds one image less
+        seg = resample(seg, new_shape, spacing_t, new_spacing, **configuration["resampling_fn_seg_kwargs"])
+        if labels is not None:
+            properties["class_locations"] = class_locations(seg, foreground_classes(labels))
+        seg = seg.astype(np.int8 if seg.max() <= 127 else np.int16)
+    else:  # an image to predict: its mask served normalisation and is not needed any more
+        seg = None
     # The plans' resampling kwargs (is_seg, order, order_z, force_separate_z) are resample()'s keywords.
     data = resample(data, new_shape, spacing_t, new_spacing, **configuration["resampling_fn_data_kwargs"])
-    if not has_labels:  # an image to predict: its mask served normalisation and is not needed any more
-        return (
-            data.astype(np.float32, copy=False),
-            None,
-            properties_of(spacing, shape_before, box, shape_cropped, new_spacing),
-        )
-    seg = resample(seg, new_shape, spacing_t, new_spacing, **configuration["resampling_fn_seg_kwargs"])
-    properties = properties_of(spacing, shape_before, box, shape_cropped, new_spacing)
-    if labels is not None:
-        properties["class_locations"] = class_locations(seg, foreground_classes(labels))
-    seg_dtype = np.int8 if seg.max() <= 127 else np.int16
-    return data.astype(np.float32, copy=False), seg.astype(seg_dtype), properties
+    return data.astype(np.float32, copy=False), seg, properties
 
 
 def preprocess_case(
@@ -204,7 +209,7 @@ def preprocess_case(
 ) -> None:
     images = read_case(image_files, label_file, case)
     data, seg, properties = preprocess_arrays(
-        images.data, images.seg, images.spacing, plans, configuration_name, labels
+        images.data, images.seg, images.spacing, plans, configuration_name, labels, overwrite=True
     )
     save_npy(data, out_data)
     save_npy(seg, out_seg)

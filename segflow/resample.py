@@ -32,45 +32,69 @@ def separate_z_axis(current_spacing, new_spacing, threshold: float = ANISOTROPY_
     return None
 
 
-def resize(image: np.ndarray, new_shape, order: int) -> np.ndarray:
-    """Spline resize on a half-pixel grid with edge replication, clipped to the input's range."""
+def resize(image: np.ndarray, new_shape, order: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Spline resize on a half-pixel grid with edge replication, clipped to the input's range; into ``out``
+    (of the input's dtype) if given."""
     new_shape = tuple(int(s) for s in new_shape)
     if image.shape == new_shape:
-        return image.copy()
+        if out is None:
+            return image.copy()
+        out[...] = image
+        return out
     from scipy import ndimage  # imported here: jobs that never resample skip its import cost
 
     factors = [n / o for n, o in zip(new_shape, image.shape, strict=True)]
-    out = ndimage.zoom(image, factors, order=order, mode="nearest", grid_mode=True)
+    out = ndimage.zoom(image, factors, output=out, order=order, mode="nearest", grid_mode=True)
     if order > 0:
         np.clip(out, image.min(), image.max(), out=out)
     return out
+
+
+def resize_nearest(image: np.ndarray, new_shape) -> np.ndarray:
+    """Order-0 resize (``resize(image, new_shape, 0)``, whatever the dtype) by indexing: no float copy."""
+    return image[np.ix_(*[nearest_indices(o, int(n)) for o, n in zip(image.shape, new_shape, strict=True)])]
+
+
+def label_score(seg: np.ndarray, label, new_shape, order: int) -> np.ndarray:
+    """A label's indicator interpolated to ``new_shape`` (float64, in [0, 1]); the indicator goes in as uint8,
+    which ndimage interpolates in double precision as it would a float64 copy."""
+    from scipy import ndimage
+
+    factors = [n / o for n, o in zip(new_shape, seg.shape, strict=True)]
+    indicator = (seg == label).view(np.uint8)
+    score = ndimage.zoom(indicator, factors, output=np.float64, order=order, mode="nearest", grid_mode=True)
+    return np.clip(score, 0, 1, out=score)
 
 
 def resize_labels(seg: np.ndarray, new_shape, order: int) -> np.ndarray:
     """Resize a label map. Order 0 is nearest neighbour. Otherwise every label's indicator is interpolated
     and each voxel takes the label with the highest score; exact ties go to the nearest-neighbour label
     when it is among the tied ones, else to the smallest tied label. These are the semantics of
-    batchgenerators >= 0.25.5, which nnunetv2 2.8.1 resamples label maps with."""
+    batchgenerators >= 0.25.5, which nnunetv2 2.8.1 resamples label maps with. Two float64 arrays of the new
+    shape are held at once (the best score so far and the current label's): whether the nearest label ties
+    with the best is tracked as a boolean as the labels come."""
     new_shape = tuple(int(s) for s in new_shape)
-    nearest = resize(seg.astype(np.float64), new_shape, 0).astype(seg.dtype)
+    nearest = resize_nearest(seg, new_shape)
     labels = np.unique(seg)
     if order == 0 or len(labels) < 2:
         return nearest
     winner = np.full(new_shape, labels[0], dtype=seg.dtype)
+    nearest_ties = np.zeros(new_shape, dtype=bool)  # the nearest label's score is > 0 and equals the best so far
     best = None
-    nearest_score = np.zeros(new_shape)
     for label in labels:
-        score = resize((seg == label).astype(np.float64), new_shape, order)
+        score = label_score(seg, label, new_shape, order)
         if best is None:
             best = score
         else:
             better = score > best
             winner[better] = label
+            nearest_ties[better] = False  # a higher score than the nearest label's, whether it came or is to come
+            del better
             np.maximum(best, score, out=best)
         is_nearest = nearest == label
-        nearest_score[is_nearest] = score[is_nearest]
-    tie = (nearest_score == best) & (nearest_score > 0)
-    winner[tie] = nearest[tie]
+        nearest_ties[is_nearest] = ((score == best) & (score > 0))[is_nearest]
+        del score, is_nearest
+    winner[nearest_ties] = nearest[nearest_ties]
     return winner
 
 
@@ -136,4 +160,10 @@ def resample(
         axis = axes[0] if len(axes) == 1 else None
     else:
         axis = None
-    return np.stack([_resample_channel(c, new_shape, is_seg, order, order_z, axis) for c in data])
+    resampled = np.empty((len(data), *new_shape), dtype=data.dtype)
+    for c, channel in enumerate(data):  # one channel at a time, each written into the result
+        if axis is None and not is_seg:
+            resize(channel, new_shape, order, out=resampled[c])
+        else:
+            resampled[c] = _resample_channel(channel, new_shape, is_seg, order, order_z, axis)
+    return resampled

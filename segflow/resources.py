@@ -10,9 +10,12 @@ resident memory of the job's process tree, workers included):
   times the convolution outputs of a batch (the planner's VRAM proxy, ``segflow.plan``) in float32. Measured:
   the demo's 3d_fullres fold (66 MB of convolution outputs) 1.28 GB; an MSD Prostate 3d_fullres fold (patch
   20 x 320 x 256, batch 2: 3.6 GB of convolution outputs) 11.1 GB.
-* validation and prediction: the process, plus the largest case's image, probabilities and their resampled
-  copies (``INFERENCE_COPIES`` arrays of its voxels per channel and class). Measured: a synthetic 65 x 340 x 340
-  case with 2 channels and 3 classes, 2.2 GB (it declared 1.6 GB with 3 copies).
+* validation and prediction: the process, the largest case's arrays (image, logits, export; probabilities
+  where ensembles need them) and, on a CPU, a tile's activations. Measured: a synthetic 65 x 340 x 340 case
+  with 2 channels and 3 classes, 2.26 GB; a 512 x 512 x 1 000 CT, 8.17 GB.
+
+Crop and preprocessing jobs also declare their wall time (``runtime``), from their cases' voxels; training,
+validation and prediction take the config's, as their time depends on the device and the budget.
 
 Each estimate gets ``MARGIN`` on top and grows by half for every retry (Snakemake's ``attempt``), as Snakemake
 users expect of a job that ran out anyway.
@@ -42,18 +45,35 @@ CUDA_CONTEXT_MB = 2500
 ACTIVATION_COPIES = 3.0
 #: Networks whose activations the planner's proxy does not count (MONAI's) count as this many U-Nets.
 OTHER_NETWORK_FACTOR = 2.0
-#: Resident memory of a preprocessing job's process, and the float32 copies of a channel it holds at once
-#: (read, cropped, normalised, resampled with order-3 splines in float64). Measured: 20 volumes of about
-#: 320 x 320 x 60 with 2 channels, 1.08 GB.
+#: Resident memory of a preprocessing job's process, and the float32 arrays of the largest case's voxels it
+#: holds at once: per channel the image as read, its spline coefficients (float64) and its resampled copy; and
+#: the label map's resampling (two float64 scores, the label maps). Measured (bench/memory.py): a 512 x 512 x
+#: 1 000 CT resampled to 0.8 mm, 7.65 GB (9 arrays of its voxels are 9.4 GB); large set: 0.30 GB.
 PREPROCESSING_PROCESS_MB = 200
-PREPROCESSING_COPIES = 10
+PREPROCESSING_CHANNEL_COPIES = 4
+PREPROCESSING_OTHER_COPIES = 5
 #: Resident memory of a validation or prediction process before its first case.
 INFERENCE_PROCESS_MB = 800
-#: Arrays of the largest case's size that inference holds at once, per channel and per class (the image, the
-#: tiles' probabilities and their weights, the probabilities resampled, their export). Measured: a 65 x 340 x
-#: 340 case, 2 channels, 3 classes (7.5 million voxels) validated in 2.2 GB.
-INFERENCE_COPIES = 10
+#: Arrays of the largest case's voxels that inference holds at once, in float32 units: per channel the image as
+#: read and as preprocessed; per class the logits; and the tile weights, two channels of the export on the
+#: original grid and the label map. Keeping probabilities (for ensembles) adds, per class, the logits resampled,
+#: their probabilities and those pasted into the whole image. Measured (bench/memory.py): a 512 x 512 x 1 000
+#: CT, 1 channel, 3 classes, predicted in 8.17 GB (9 of these arrays are 9.4 GB).
+INFERENCE_CHANNEL_COPIES = 2
+INFERENCE_CLASS_COPIES = 1
+INFERENCE_OTHER_COPIES = 4
+PROBABILITY_CLASS_COPIES = 3
+#: On a CPU, a tile's convolution outputs held at once, as a fraction of the planner's count for a training
+#: sample. Measured: a 65 x 340 x 340 case (2 channels, 3 classes; patch 40 x 192 x 224, 1.9 GB of convolution
+#: outputs) validated in 2.26 GB, about 1.5 GB of it the network's.
+TILE_ACTIVATION_FRACTION = 1.0
 MARGIN = 1.25
+#: Wall time of a per-case job (crop, preprocessing) per voxel and channel, and its start-up. Measured: a
+#: 512 x 512 x 1 000 CT preprocessed (cubic resampling to 0.8 mm) in 150 s on this project's 2 cores, 0.57 us
+#: per voxel; twice that here, as cluster cores and file systems vary.
+SECONDS_PER_VOXEL = 1.2e-6
+PER_CASE_JOB_STARTUP_S = 60
+MIN_RUNTIME_MINUTES = 10
 
 
 def scaled(mb: float, attempt: int = 1) -> int:
@@ -89,18 +109,38 @@ def training_mem_mb(configuration: dict, num_classes: int, threads: int, on_gpu:
     return scaled(mb, attempt)
 
 
-def inference_mem_mb(voxels: int, channels: int, num_classes: int, on_gpu: bool, attempt: int = 1) -> int:
-    """Host memory of a validation or prediction job whose largest case has ``voxels`` voxels (in its
-    original geometry or resampled, whichever is larger)."""
-    arrays = INFERENCE_COPIES * (channels + num_classes) * voxels * FLOAT32 / MB
-    return scaled(INFERENCE_PROCESS_MB + arrays + (CUDA_CONTEXT_MB if on_gpu else 0), attempt)
+def inference_mem_mb(
+    voxels: int,
+    channels: int,
+    num_classes: int,
+    on_gpu: bool,
+    tile_activations: int = 0,
+    with_probabilities: bool = False,
+    attempt: int = 1,
+) -> int:
+    """Host memory of a validation or prediction job whose largest case has ``voxels`` voxels (in its original
+    geometry or resampled, whichever is larger), for a network with ``tile_activations`` convolution outputs per
+    tile (``sample_activations``; on a GPU they are the GPU's)."""
+    copies = INFERENCE_CHANNEL_COPIES * channels + INFERENCE_CLASS_COPIES * num_classes + INFERENCE_OTHER_COPIES
+    if with_probabilities:
+        copies += PROBABILITY_CLASS_COPIES * num_classes
+    mb = INFERENCE_PROCESS_MB + copies * voxels * FLOAT32 / MB
+    mb += CUDA_CONTEXT_MB if on_gpu else TILE_ACTIVATION_FRACTION * tile_activations * FLOAT32 / MB
+    return scaled(mb, attempt)
 
 
 def preprocessing_mem_mb(voxels: int, channels: int, attempt: int = 1) -> int:
     """Host memory of a preprocessing job whose largest case has ``voxels`` voxels (original or resampled,
     whichever is larger): the image as read, its resampling's spline copies, the label map."""
-    arrays = (PREPROCESSING_COPIES * channels + 2) * voxels * FLOAT32 / MB
+    arrays = (PREPROCESSING_CHANNEL_COPIES * channels + PREPROCESSING_OTHER_COPIES) * voxels * FLOAT32 / MB
     return scaled(PREPROCESSING_PROCESS_MB + arrays, attempt)
+
+
+def per_case_runtime_minutes(voxels: int, attempt: int = 1) -> int:
+    """Wall-time limit (minutes) of a crop or preprocessing job over ``voxels`` voxels in all (every case and
+    channel), with the margin and half again for each retry: a job its time limit killed asks for more."""
+    seconds = (PER_CASE_JOB_STARTUP_S + SECONDS_PER_VOXEL * voxels) * MARGIN * (1 + 0.5 * (attempt - 1))
+    return max(MIN_RUNTIME_MINUTES, math.ceil(seconds / 60))
 
 
 def largest_voxels(shape, spacing, target_spacing) -> int:

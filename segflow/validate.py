@@ -13,14 +13,12 @@ import numpy as np
 from segflow.evaluate import evaluate_into
 from segflow.infer import (
     Predictor,
-    export_logits,
+    export_prediction,
     load_model,
     previous_stage_labels,
     probabilities_from_logits,
-    save_probabilities,
     segmentation_from_probabilities,
     with_previous_stage,
-    write_segmentation,
 )
 from segflow.io import load_json, load_npy, save_npy
 from segflow.labels import has_regions
@@ -86,10 +84,11 @@ def validate_fold(
         if previous:
             data = with_previous_stage(data, load_npy(previous[case]), previous_stage_labels(model))
         logits = predictor.predict(data)
-        probabilities, segmentation = export_logits(logits, properties, plans, configuration, dataset_json)
-        write_segmentation(segmentation, properties["geometry"], dataset_json, out / f"{case}{ending}")
-        if with_probabilities:
-            save_probabilities(probabilities, out / f"{case}.npz")
+        del data
+        probabilities_path = out / f"{case}.npz" if with_probabilities else None
+        export_prediction(
+            logits, properties, plans, configuration, dataset_json, out / f"{case}{ending}", probabilities_path
+        )
         if next_stage:
             target = Path(preprocessed) / data_folder(plans, next_stage) / f"{case}.npy"
             shape = load_npy(target, mmap=True).shape[1:]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO, run_snakemake
 
@@ -169,6 +170,36 @@ def test_bench_train_step(tmp_path):
     # The one worker process cut the patches (its CPU time is seen); the training process augmented them.
     figures = json.loads((tmp_path / "figures.json").read_text())["hippocampus"]["segflow"]
     assert figures["loader_cpu_s_per_batch"] > 0 and figures["device_augmentation_s_per_batch"] > 0
+
+
+def test_bench_memory(tmp_path):
+    """bench/memory.py at a tenth of each size: every stage's figures are printed, and the validation export of
+    logits made from the preprocessed label map gives back the case's label map (BraTS: no resampling, so voxel
+    for voxel; the CT is resampled to 0.8 mm and back, so nearly)."""
+    import SimpleITK as sitk
+
+    output = bench("memory.py", "--segflow-only", "--scale", "0.1", "--work", tmp_path, "--json", tmp_path / "m.json")
+    for kind in ("brats", "ct"):
+        for stage in ("preprocessing", "validation export", "prediction"):
+            assert re.search(rf"{kind}\s+{stage}\s+segflow\s+[\d.]+ s\s+peak PSS tree\s+[\d.]+ GB", output), output
+    figures = json.loads((tmp_path / "m.json").read_text())
+    assert figures["ct"]["prediction"]["segflow"]["peak_pss_gb"] > 0
+
+    def label_map(path):
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+    for kind, least_dice in (("brats", 1.0), ("ct", 0.9)):
+        exported = label_map(tmp_path / kind / "segflow" / "validation.mha")
+        truth = label_map(tmp_path / kind / "raw" / "labelsTr" / f"{kind}.mha")
+        assert exported.shape == truth.shape
+        for label in np.unique(truth)[1:]:
+            overlap = (
+                2
+                * ((exported == label) & (truth == label)).sum()
+                / ((exported == label).sum() + (truth == label).sum())
+            )
+            assert overlap >= least_dice, (kind, label, overlap)
+        assert (tmp_path / kind / "segflow" / "predicted" / f"{kind}.mha").is_file()
 
 
 def test_bench_augment():

@@ -11,8 +11,11 @@ from segflow.infer import (
     Model,
     Predictor,
     export_logits,
+    export_prediction,
     gaussian_importance,
     padding_for,
+    probabilities_from_logits,
+    segmentation_from_logits,
     segmentation_from_probabilities,
     tile_slicers,
     tile_starts,
@@ -165,6 +168,48 @@ def test_regions_are_painted_in_regions_class_order():
     probabilities[1, ..., 2:] = 0.8  # core in 2-3
     probabilities[2, ..., 3] = 0.7  # enhancing in 3
     np.testing.assert_array_equal(segmentation_from_probabilities(probabilities, dataset_json)[0, 0], [0, 1, 2, 3])
+
+
+def test_label_maps_are_the_argmax_of_probabilities_or_of_logits():
+    """The channel-by-channel argmax equals numpy's (ties go to the first channel), and taking it from the
+    logits, as an export without probabilities does, gives the probabilities' label map; so do regions."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (3, 6, 7, 8)).astype(np.float32)
+    logits[2, 0] = logits[1, 0]  # exact ties between labels 1 and 2 on a whole slice
+    probabilities = probabilities_from_logits(logits, regions=False)
+    expected = np.array([0, 1, 2])[probabilities.argmax(0)]
+    np.testing.assert_array_equal(segmentation_from_probabilities(probabilities, DATASET_JSON), expected)
+    np.testing.assert_array_equal(segmentation_from_logits(logits, DATASET_JSON), expected)
+    assert segmentation_from_logits(logits, DATASET_JSON).dtype == np.uint8
+    assert (segmentation_from_logits(logits, DATASET_JSON)[0] != 2).all()
+    regions = {"labels": {"background": 0, "whole": [1, 2], "core": 2}, "regions_class_order": [1, 2]}
+    sigmoid = probabilities_from_logits(logits[:2], regions=True)
+    np.testing.assert_array_equal(
+        segmentation_from_logits(logits[:2], regions), segmentation_from_probabilities(sigmoid, regions)
+    )
+
+
+def test_export_without_probabilities_writes_the_same_label_map(tmp_path):
+    """Validation without probabilities (the default unless ensembles are selected) skips the C x image arrays
+    but writes the label map the export with probabilities writes, in the same geometry."""
+    label, spacing = geometry_case(tmp_path)
+    case = read_case([tmp_path / "case_0000.nii.gz"], tmp_path / "case.nii.gz", "case")
+    transpose = [1, 0, 2]
+    plans = plans_for([spacing[1], spacing[0] * 2, spacing[2] * 2], [8, 16, 16], transpose)
+    _, seg, properties = preprocess_arrays(case.data, case.seg, case.spacing, plans, "3d_fullres")
+    properties["geometry"] = case.geometry
+    logits = oracle_logits(seg) + np.random.default_rng(1).normal(0, 2, seg.shape).astype(np.float32)
+    before = logits.copy()
+    export_prediction(logits, properties, plans, "3d_fullres", DATASET_JSON, tmp_path / "a.nii.gz")
+    export_prediction(logits, properties, plans, "3d_fullres", DATASET_JSON, tmp_path / "b.nii.gz", tmp_path / "b.npz")
+    np.testing.assert_array_equal(logits, before)
+    first, second = (sitk.ReadImage(str(tmp_path / f"{n}.nii.gz")) for n in "ab")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(first), sitk.GetArrayFromImage(second))
+    assert first.GetSpacing() == second.GetSpacing() and first.GetOrigin() == second.GetOrigin()
+    probabilities, _ = export_logits(logits, properties, plans, "3d_fullres", DATASET_JSON)
+    with np.load(tmp_path / "b.npz") as saved:
+        np.testing.assert_array_equal(saved["probabilities"], probabilities)
+    assert not (tmp_path / "a.npz").exists()
 
 
 def test_mirroring_averages_flipped_predictions():

@@ -20,7 +20,9 @@ from segflow.preprocess import preprocessing_signature
 from segflow.resources import (
     inference_mem_mb,
     largest_voxels,
+    per_case_runtime_minutes,
     preprocessing_mem_mb,
+    sample_activations,
     training_mem_mb,
     user_mem_mb,
 )
@@ -194,20 +196,47 @@ def case_voxels(record, target_spacing):
     return largest_voxels(record["shape"], record["spacing"], target_spacing)
 
 
+def verified_cases(input):
+    """The verification records of a batch job's cases (its verify manifest's), or None before it has run."""
+    if not os.path.exists(input.verified):
+        return None
+    return [load_json(r) for r in files_in_manifests([input.verified], "records")]
+
+
 def preprocessing_mem(cases):
     """A preprocessing job's memory, from its batch's largest case as verified (its raw files' size until
     the verification has run)."""
     fallback = raw_mem_mb(cases, factor=60)
 
     def mem_mb(wildcards, input, attempt):
-        if not os.path.exists(input.verified):
+        records = verified_cases(input)
+        if records is None:
             return fallback(wildcards, attempt)
         spacing = fullres_spacing()
-        records = files_in_manifests([input.verified], "records")
-        voxels = max(case_voxels(load_json(r), spacing) for r in records)
+        voxels = max(case_voxels(record, spacing) for record in records)
         return preprocessing_mem_mb(voxels, DATASET.num_channels, attempt)
 
     return mem_mb
+
+
+def per_case_runtime(cases, resampled=True):
+    """A crop or preprocessing job's wall-time limit, from its cases' verified voxels (resampled ones where
+    ``resampled`` and more), every channel counted; before the verification, twice its raw files' bytes.
+    """
+
+    def runtime(wildcards, input, attempt):
+        records = verified_cases(input)
+        if records is None:
+            files = [f for c in cases for f in raw_images(c)]
+            voxels = 2 * sum(os.path.getsize(f) for f in files if os.path.exists(f))
+        else:
+            spacing = fullres_spacing() if resampled else None
+            voxels = DATASET.num_channels * sum(
+                case_voxels(r, spacing) for r in records
+            )
+        return per_case_runtime_minutes(voxels, attempt)
+
+    return runtime
 
 
 def num_outputs():
@@ -238,9 +267,27 @@ def inference_mem(wildcards, attempt):
     verified = Path(f"{OUT}/verify_report.json")
     largest = load_json(verified).get("largest_case") if verified.is_file() else None
     voxels = case_voxels(largest, fullres_spacing()) if largest else 0
-    on_gpu = bool(gpus(wildcards))
     return inference_mem_mb(
-        voxels, DATASET.num_channels, num_outputs(), on_gpu, attempt
+        voxels,
+        DATASET.num_channels,
+        num_outputs(),
+        on_gpu=bool(gpus(wildcards)),
+        tile_activations=tile_activations(wildcards),
+        with_probabilities=keeps_probabilities(wildcards),
+        attempt=attempt,
+    )
+
+
+def tile_activations(wildcards):
+    """The convolution outputs of a tile of the job's network: a validation's candidate, or the largest of the
+    candidates a prediction may use."""
+    name = getattr(wildcards, "candidate", None)
+    candidates = [parse_candidate(name)] if name else selected_candidates()
+    return max(
+        sample_activations(
+            resolved_configuration(candidate_plans(c), c.configuration), num_outputs()
+        )
+        for c in candidates
     )
 
 

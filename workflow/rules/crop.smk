@@ -20,6 +20,7 @@ for batch, cases in BATCHES.items():
             ENV
         resources:
             mem_mb=raw_mem_mb(cases),
+            runtime=per_case_runtime(cases, resampled=False),
         params:
             cases=cases,
             raw=raw_files(cases),

@@ -29,6 +29,7 @@ for batch, cases in BATCHES.items():
             ENV
         resources:
             mem_mb=preprocessing_mem(cases),
+            runtime=per_case_runtime(cases),
         params:
             cases=cases,
             raw=raw_files(cases),
