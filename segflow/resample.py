@@ -33,8 +33,8 @@ def separate_z_axis(current_spacing, new_spacing, threshold: float = ANISOTROPY_
 
 
 def resize(image: np.ndarray, new_shape, order: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Spline resize on a half-pixel grid with edge replication, clipped to the input's range; into ``out``
-    (of the input's dtype) if given."""
+    """Spline resize on a half-pixel grid with edge replication, clipped to the input's range; into ``out`` if
+    given (its dtype: ndimage interpolates in double precision whatever the input's)."""
     new_shape = tuple(int(s) for s in new_shape)
     if image.shape == new_shape:
         if out is None:
@@ -58,12 +58,8 @@ def resize_nearest(image: np.ndarray, new_shape) -> np.ndarray:
 def label_score(seg: np.ndarray, label, new_shape, order: int) -> np.ndarray:
     """A label's indicator interpolated to ``new_shape`` (float64, in [0, 1]); the indicator goes in as uint8,
     which ndimage interpolates in double precision as it would a float64 copy."""
-    from scipy import ndimage
-
-    factors = [n / o for n, o in zip(new_shape, seg.shape, strict=True)]
-    indicator = (seg == label).view(np.uint8)
-    score = ndimage.zoom(indicator, factors, output=np.float64, order=order, mode="nearest", grid_mode=True)
-    return np.clip(score, 0, 1, out=score)
+    indicator = (seg == label).view(np.uint8)  # both values occur: resize clips the score to [0, 1]
+    return resize(indicator, new_shape, order, out=np.empty(new_shape, dtype=np.float64))
 
 
 def resize_labels(seg: np.ndarray, new_shape, order: int) -> np.ndarray:
@@ -129,14 +125,19 @@ def _resample_along_axis(volume: np.ndarray, axis: int, new_size: int, order: in
     return out
 
 
-def _resample_channel(channel, new_shape, is_seg, order, order_z, axis) -> np.ndarray:
+def _resample_channel(channel, new_shape, is_seg, order, order_z, axis, out) -> None:
+    """Resample one channel into ``out``."""
     resize_fn = resize_labels if is_seg else resize
     if axis is None:
-        return resize_fn(channel, new_shape, order)
+        if is_seg:
+            out[...] = resize_labels(channel, new_shape, order)
+        else:
+            resize(channel, new_shape, order, out=out)
+        return
     in_plane = [s for a, s in enumerate(new_shape) if a != axis]
     slices = [resize_fn(s, in_plane, order) for s in np.moveaxis(channel, axis, 0)]
     stacked = np.stack(slices, axis=axis)
-    return _resample_along_axis(stacked, axis, int(new_shape[axis]), order_z, is_seg)
+    out[...] = _resample_along_axis(stacked, axis, int(new_shape[axis]), order_z, is_seg)
 
 
 def resample(
@@ -162,8 +163,5 @@ def resample(
         axis = None
     resampled = np.empty((len(data), *new_shape), dtype=data.dtype)
     for c, channel in enumerate(data):  # one channel at a time, each written into the result
-        if axis is None and not is_seg:
-            resize(channel, new_shape, order, out=resampled[c])
-        else:
-            resampled[c] = _resample_channel(channel, new_shape, is_seg, order, order_z, axis)
+        _resample_channel(channel, new_shape, is_seg, order, order_z, axis, resampled[c])
     return resampled

@@ -167,12 +167,18 @@ def batch_mem_mb(wildcards, input, attempt):
     )
 
 
+def raw_bytes(cases, with_labels):
+    """The size of the cases' raw images (and label maps) on disk, those that exist."""
+    files = [f for c in cases for f in raw_images(c)]
+    files += [raw_label(c) for c in cases] if with_labels else []
+    return sum(os.path.getsize(f) for f in files if os.path.exists(f))
+
+
 def raw_mem_mb(cases, factor=40):
     """average_case_mem_mb of a job whose raw files are not its inputs (it depends on their verification)."""
 
     def mem_mb(wildcards, attempt):
-        files = [f for c in cases for f in (*raw_images(c), raw_label(c))]
-        size_mb = sum(os.path.getsize(f) for f in files if os.path.exists(f)) / 2**20
+        size_mb = raw_bytes(cases, with_labels=True) / 2**20
         return average_case_mem_mb(size_mb, len(cases), attempt, factor)
 
     return mem_mb
@@ -197,10 +203,16 @@ def case_voxels(record, target_spacing):
 
 
 def verified_cases(input):
-    """The verification records of a batch job's cases (its verify manifest's), or None before it has run."""
+    """The verification records of a batch job's cases (its verify manifest's), or None before it has run; read
+    once per version of the manifest (its memory and its runtime both ask)."""
     if not os.path.exists(input.verified):
         return None
-    return [load_json(r) for r in files_in_manifests([input.verified], "records")]
+    return verified_cases_as_of(input.verified, os.stat(input.verified).st_mtime_ns)
+
+
+@functools.cache
+def verified_cases_as_of(manifest, mtime_ns):
+    return [load_json(r) for r in files_in_manifests([manifest], "records")]
 
 
 def preprocessing_mem(cases):
@@ -227,8 +239,7 @@ def per_case_runtime(cases, resampled=True):
     def runtime(wildcards, input, attempt):
         records = verified_cases(input)
         if records is None:
-            files = [f for c in cases for f in raw_images(c)]
-            voxels = 2 * sum(os.path.getsize(f) for f in files if os.path.exists(f))
+            voxels = 2 * raw_bytes(cases, with_labels=False)
         else:
             spacing = fullres_spacing() if resampled else None
             voxels = DATASET.num_channels * sum(
