@@ -41,6 +41,17 @@ def fold_argument(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"a fold is a number or 'all', not {text!r}") from None
 
 
+def step_fraction(text: str) -> float:
+    """``--step-size``: the sliding window's step as a fraction of the patch, in (0, 1]."""
+    try:
+        step = float(text)
+    except ValueError:
+        step = -1.0
+    if not 0 < step <= 1:
+        raise argparse.ArgumentTypeError(f"the step size is a fraction of the patch in (0, 1], not {text!r}")
+    return step
+
+
 def nnunet_selection(models: list[Path], args) -> dict:
     """What to predict with nnU-Net v2 model folders (several: an ensemble): each folder's one configuration, the
     folds asked for or, as nnunetv2 does, every numbered fold of the first folder that has the checkpoint
@@ -190,6 +201,7 @@ def predict_command(args) -> None:
             selection,
             args.device,
             mirror=not args.disable_tta,
+            step=args.step_size,
             with_probabilities=args.save_probabilities,
             checkpoint=args.checkpoint,
         )
@@ -281,6 +293,12 @@ def parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     predict.add_argument("--disable-tta", action="store_true", help="no mirroring at test time")
+    predict.add_argument(
+        "--step-size",
+        type=step_fraction,
+        default=0.5,
+        help="sliding-window step as a fraction of the patch, in (0, 1] (default 0.5, as nnU-Net's -step_size)",
+    )
     predict.add_argument("--no-postprocessing", action="store_true")
     predict.add_argument("--save-probabilities", action="store_true", help="also CASE.npz (C x image shape)")
     predict.set_defaults(run=predict_command)

@@ -12,6 +12,7 @@ import numpy as np
 
 from segflow.candidates import parse
 from segflow.infer import (
+    STEP_SIZE,
     Model,
     Predictor,
     export_logits,
@@ -39,13 +40,24 @@ class CasePredictor:
     first and shared when the lowres model is an ensemble member too. ``previous`` names each member's previous
     stage (a member itself) or None."""
 
-    def __init__(self, dataset_json: dict, models: dict[str, Model], previous: dict, device="auto", mirror=True):
+    def __init__(
+        self, dataset_json: dict, models: dict[str, Model], previous: dict, device="auto", mirror=True, step=STEP_SIZE
+    ):
         self.dataset_json = dataset_json
         self.previous = previous
-        self.predictors = {name: Predictor(model, device, mirror=mirror) for name, model in models.items()}
+        self.predictors = {name: Predictor(model, device, mirror, step) for name, model in models.items()}
 
     @classmethod
-    def of_results(cls, model_dir, candidates, folds, checkpoint=SEGFLOW_FINAL_CHECKPOINT, device="auto", mirror=True):
+    def of_results(
+        cls,
+        model_dir,
+        candidates,
+        folds,
+        checkpoint=SEGFLOW_FINAL_CHECKPOINT,
+        device="auto",
+        mirror=True,
+        step=STEP_SIZE,
+    ):
         """Candidates (segflow/candidates.py) of a workflow's results folder, with the previous stages they need."""
         model_dir = Path(model_dir)
         needed = [parse(name) for name in candidates]
@@ -62,14 +74,14 @@ class CasePredictor:
             checkpoints = [model_dir / "train" / name / f"fold_{f}" / checkpoint for f in folds]
             plans_path = model_dir / candidate.plans_file
             models[name] = load_model(plans_path, model_dir / "dataset.json", candidate.configuration, checkpoints)
-        return cls(load_json(model_dir / "dataset.json"), models, previous, device, mirror)
+        return cls(load_json(model_dir / "dataset.json"), models, previous, device, mirror, step)
 
     @classmethod
-    def of_nnunet_folders(cls, folders, folds, checkpoint=FINAL_CHECKPOINT, device="auto", mirror=True):
+    def of_nnunet_folders(cls, folders, folds, checkpoint=FINAL_CHECKPOINT, device="auto", mirror=True, step=STEP_SIZE):
         """nnU-Net v2 trained model folders, each a member named as ``member_names`` names it."""
         models = load_nnunet_models(folders, folds, checkpoint)
         dataset_json = next(iter(models.values())).dataset_json
-        return cls(dataset_json, models, dict.fromkeys(models), device, mirror)
+        return cls(dataset_json, models, dict.fromkeys(models), device, mirror, step)
 
     def logits(self, image, name: str, cache: dict) -> tuple[np.ndarray, dict]:
         """Member ``name``'s logits of the image on its preprocessed grid, and the preprocessing's properties."""
@@ -112,16 +124,18 @@ class CasePredictor:
         return probabilities, segmentation_from_probabilities(probabilities, self.dataset_json)
 
 
-def case_predictor(model_dir, selection: dict, checkpoint=None, device="auto", mirror=True) -> CasePredictor:
+def case_predictor(
+    model_dir, selection: dict, checkpoint=None, device="auto", mirror=True, step=STEP_SIZE
+) -> CasePredictor:
     """The predictor of a selection's members, from a workflow's results folder or nnU-Net v2 model folders (a
     list of them is an ensemble)."""
     folds = selection["folds"]
     folders = list(model_dir) if isinstance(model_dir, (list, tuple)) else [model_dir]
     if all(is_nnunet_model_folder(folder) for folder in folders):
-        return CasePredictor.of_nnunet_folders(folders, folds, checkpoint or FINAL_CHECKPOINT, device, mirror)
+        return CasePredictor.of_nnunet_folders(folders, folds, checkpoint or FINAL_CHECKPOINT, device, mirror, step)
     checkpoint = checkpoint or SEGFLOW_FINAL_CHECKPOINT
     (results,) = folders
-    return CasePredictor.of_results(results, selection["configurations"], folds, checkpoint, device, mirror)
+    return CasePredictor.of_results(results, selection["configurations"], folds, checkpoint, device, mirror, step)
 
 
 def predict_cases(
@@ -133,12 +147,13 @@ def predict_cases(
     mirror: bool = True,
     with_probabilities: bool = False,
     checkpoint: str | None = None,
+    step: float = STEP_SIZE,
 ):
     """Segment images (``image_files[i]``: case i's channel files) with the selected model(s) of ``model_dir`` (a
     workflow's results folder, or a list of nnU-Net v2 model folders): fold logits averaged per member, members'
     probabilities averaged (an ensemble), postprocessing applied; one label map per case in its own geometry (and,
     if asked, its probabilities as CASE.npz). ``checkpoint``: the fold file name, by default the final one."""
-    predictor = case_predictor(model_dir, selection, checkpoint, device, mirror)
+    predictor = case_predictor(model_dir, selection, checkpoint, device, mirror, step)
     dataset_json = predictor.dataset_json
     countdown = Countdown("prediction: case", len(out_files))
     for files, out in zip(image_files, out_files, strict=True):

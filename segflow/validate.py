@@ -12,6 +12,7 @@ import numpy as np
 
 from segflow.evaluate import evaluate_into
 from segflow.infer import (
+    STEP_SIZE,
     Predictor,
     export_prediction,
     load_model,
@@ -60,6 +61,7 @@ def validate_fold(
     previous_stage_dirs=(),
     next_stage: str | None = None,
     mirror: bool = True,
+    step: float = STEP_SIZE,
 ) -> None:
     """Predict a fold's validation cases from their preprocessed arrays (final weights), write them in the
     original geometry (+ probabilities ``.npz`` for ensembling) and evaluate them: ``summary.json``,
@@ -69,7 +71,7 @@ def validate_fold(
     plans, dataset_json = load_json(plans_path), load_json(dataset_json_path)
     _, cases = fold_cases(load_json(splits_path), fold)
     model = load_model(plans_path, dataset_json_path, configuration, [checkpoint])
-    predictor = Predictor(model, device, mirror=mirror)
+    predictor = Predictor(model, device, mirror=mirror, step=step)
     previous = previous_stage_files(model.configuration, previous_stage_dirs, cases)
     folder = Path(preprocessed) / data_folder(plans, configuration)
     out, ending = Path(out_dir), dataset_json["file_ending"]

@@ -30,18 +30,21 @@ class Payload:
         return (Path.touch, (Path(self.marker),))
 
 
-def snakemake_command(workdir, *args, config: dict | None = None) -> list[str]:
-    """``snakemake --cores 2`` on segflow's Snakefile in ``workdir``; targets belong in ``args``."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+def snakemake_command(workdir, *args, config: dict | None = None, launcher=("-m", "snakemake")) -> list[str]:
+    """``snakemake --cores 2`` on segflow's Snakefile in ``workdir``; targets belong in ``args``. ``launcher``: what
+    python runs, ``-m snakemake`` or a script that starts it."""
+    command = [sys.executable, *launcher, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
     command += ["--cores", "2", *args]
     if config:
         command += ["--config", *[f"{k}={v}" for k, v in config.items()]]
     return command
 
 
-def run_snakemake(workdir, *args, config: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir, *args, config: dict | None = None, check: bool = True, launcher=("-m", "snakemake")
+) -> subprocess.CompletedProcess:
     """Run the workflow for real in ``workdir``; returns the completed process (stdout and stderr merged)."""
-    command = snakemake_command(workdir, *args, config=config)
+    command = snakemake_command(workdir, *args, config=config, launcher=launcher)
     result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-6000:]}")

@@ -110,6 +110,7 @@ def test_a_preset_and_a_monai_network_join_a_finished_run_and_train_only_their_o
     images = tmp_path / "resources" / DEMO / "imagesTs"
     predicted = tmp_path / "predicted"
     command = ["predict", "-m", str(out), "-c", "3d_fullres-resenc_m", "3d_fullres-segresnet", "--disable-tta"]
+    command += ["--step-size", "1"]  # nnU-Net's -step_size: tiles side by side instead of overlapping by half
     main([*command, "-i", str(images), "-o", str(predicted)])
     for case in ("demo_500", "demo_501", "demo_502"):
         image = sitk.ReadImage(str(images / f"{case}.nii.gz"))

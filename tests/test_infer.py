@@ -212,6 +212,29 @@ def test_export_without_probabilities_writes_the_same_label_map(tmp_path):
     assert not (tmp_path / "a.npz").exists()
 
 
+def test_a_step_of_a_whole_patch_predicts_with_fewer_tiles_and_still_covers_the_image():
+    """nnU-Net's -step_size: tiles advance by ``step`` patches. An identity network returns its input from any
+    tiling, so both steps give the image back; step 1 runs ceil(size / patch) tiles per axis instead of 0.5's."""
+
+    class CountingIdentity(nn.Module):
+        tiles = 0
+
+        def forward(self, x):
+            CountingIdentity.tiles += 1
+            return x
+
+    plans = plans_for([1.0, 1.0, 1.0], [4, 8, 8], [0, 1, 2])
+    model = Model(plans, DATASET_JSON, "3d_fullres", [{}], ())
+    data = np.random.default_rng(0).normal(size=(3, 9, 20, 16)).astype(np.float32)
+    tiles = {}
+    for step in (0.5, 1.0):
+        CountingIdentity.tiles = 0
+        logits = Predictor(model, "cpu", step=step, network=CountingIdentity()).predict(data)
+        np.testing.assert_allclose(logits, data, atol=1e-5)
+        tiles[step] = CountingIdentity.tiles
+    assert tiles == {0.5: 4 * 4 * 3, 1.0: 3 * 3 * 2}
+
+
 def test_mirroring_averages_flipped_predictions():
     """A network that is not mirror-equivariant (it adds a ramp along x) gets the ramp averaged with its
     mirror image: exactly what flipping, predicting and flipping back must give."""

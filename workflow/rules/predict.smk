@@ -52,6 +52,7 @@ for batch, cases in TEST_BATCHES.items():
             channels=DATASET.num_channels,
             device=config["device"],
             mirror=config["inference"]["mirror"],
+            step=config["inference"]["step_size"],
             model=results_dir,
         script:
             "../scripts/predict.py"

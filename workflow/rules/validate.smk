@@ -28,5 +28,6 @@ rule validate:
         tolerance=config["surface_tolerance_mm"],
         next_stage=next_stage_param,
         mirror=config["inference"]["mirror"],
+        step=config["inference"]["step_size"],
     script:
         "../scripts/validate.py"

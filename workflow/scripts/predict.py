@@ -17,4 +17,5 @@ with claimed_gpu(enabled=sm.params.device != "cpu"):  # a workstation's GPUs, on
         load_json(sm.input.selection),
         device=sm.params.device,
         mirror=sm.params.mirror,
+        step=sm.params.step,
     )

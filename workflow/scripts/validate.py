@@ -27,4 +27,5 @@ with claimed_gpu(enabled=sm.params.device != "cpu"):  # a workstation's GPUs, on
         previous_stage_dirs=list(sm.input.previous_stage),
         next_stage=sm.params.next_stage,
         mirror=sm.params.mirror,
+        step=sm.params.step,
     )
