@@ -7,7 +7,9 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
+from segflow.cli import parser
 from segflow.infer import (
+    STEP_SIZE,
     Model,
     Predictor,
     export_logits,
@@ -233,6 +235,9 @@ def test_a_step_of_a_whole_patch_predicts_with_fewer_tiles_and_still_covers_the_
         np.testing.assert_allclose(logits, data, atol=1e-5)
         tiles[step] = CountingIdentity.tiles
     assert tiles == {0.5: 4 * 4 * 3, 1.0: 3 * 3 * 2}
+    # segflow predict's --step-size keeps the default as a literal (the command line does not import torch).
+    arguments = parser().parse_args(["predict", "-i", "in", "-o", "out", "-m", "model"])
+    assert arguments.step_size == STEP_SIZE
 
 
 def test_mirroring_averages_flipped_predictions():
