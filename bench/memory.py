@@ -227,7 +227,7 @@ DefaultPreprocessor(verbose=False).run_case_save(f"{work}/nnunet/case", images, 
 SEGFLOW_EXPORT = """
 import sys
 from segflow.io import load_json, load_npy
-from segflow.infer import export_prediction
+from segflow.export import export_prediction
 work = sys.argv[1]
 dataset_json = load_json(f"{work}/raw/dataset.json")
 logits = load_npy(f"{work}/logits.npy")

@@ -97,6 +97,9 @@ SIZES = {
     "isotropic": (((28, 41), (28, 41), (28, 41)), ((0.95, 1.05), None)),
     # About 320 x 320 x 60 at 0.6 x 0.6 x 3 mm: the benchmark's large anisotropic volumes.
     "large": (((56, 65), (300, 341), (300, 341)), ((2.6, 3.4), (0.55, 0.65))),
+    # The same at about 130 x 130 in-plane: a 3d_fullres training's activations still outweigh the rest of its
+    # process, at a third of the large set's patch (tests/test_resources.py).
+    "medium": (((56, 65), (120, 141), (120, 141)), ((2.6, 3.4), (0.55, 0.65))),
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segflow.evaluate import evaluate_into
-from segflow.infer import load_probabilities, segmentation_from_probabilities, write_segmentation
+from segflow.export import load_probabilities, segmentation_from_probabilities, write_segmentation
 from segflow.io import load_json, read_image
 
 

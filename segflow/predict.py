@@ -11,18 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from segflow.candidates import parse
-from segflow.infer import (
-    STEP_SIZE,
-    Model,
-    Predictor,
-    export_logits,
-    load_model,
-    previous_stage_labels,
-    save_probabilities,
-    segmentation_from_probabilities,
-    with_previous_stage,
-    write_segmentation,
-)
+from segflow.export import export_logits, save_probabilities, segmentation_from_probabilities, write_segmentation
+from segflow.infer import STEP_SIZE, Model, Predictor, load_model, previous_stage_labels, with_previous_stage
 from segflow.io import load_json, read_case
 from segflow.nnunet_models import FINAL_CHECKPOINT, is_nnunet_model_folder, load_nnunet_models
 from segflow.postprocess import apply_postprocessing

@@ -69,3 +69,12 @@ def write_splits(cases, out, user_splits=None) -> None:
     else:
         splits = kfold_splits(cases)
     save_json(splits, out)
+
+
+def fold_cases(splits, fold) -> tuple[list[str], list[str]]:
+    """Training and validation case ids of a fold; ``all`` trains on every case and validates on them too."""
+    if str(fold) == "all":
+        cases = sorted({c for s in splits for c in s["train"] + s["val"]})
+        return cases, cases
+    split = splits[int(fold)]
+    return list(split["train"]), list(split["val"])

@@ -11,22 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from segflow.evaluate import evaluate_into
-from segflow.infer import (
-    STEP_SIZE,
-    Predictor,
-    export_prediction,
-    load_model,
-    previous_stage_labels,
-    probabilities_from_logits,
-    segmentation_from_probabilities,
-    with_previous_stage,
-)
+from segflow.export import export_prediction, probabilities_from_logits, segmentation_from_probabilities
+from segflow.infer import STEP_SIZE, Predictor, load_model, previous_stage_labels, with_previous_stage
 from segflow.io import load_json, load_npy, save_npy
 from segflow.labels import has_regions
 from segflow.plan import data_folder, resolved_configuration
 from segflow.progress import Countdown
 from segflow.resample import resample
-from segflow.train.loop import fold_cases, previous_stage_files
+from segflow.splits import fold_cases
+from segflow.train.cascade import previous_stage_files
 
 log = logging.getLogger("segflow.validate")
 

@@ -8,21 +8,15 @@ import torch
 from torch import nn
 
 from segflow.cli import parser
-from segflow.infer import (
-    STEP_SIZE,
-    Model,
-    Predictor,
+from segflow.export import (
     export_logits,
     export_prediction,
-    gaussian_importance,
-    padding_for,
     probabilities_from_logits,
     segmentation_from_logits,
     segmentation_from_probabilities,
-    tile_slicers,
-    tile_starts,
     write_segmentation,
 )
+from segflow.infer import STEP_SIZE, Model, Predictor, gaussian_importance, padding_for, tile_slicers, tile_starts
 from segflow.io import read_case, write_image
 from segflow.preprocess import preprocess_arrays
 

@@ -25,3 +25,13 @@ def test_rule_files_are_snakefmt_formatted():
         [sys.executable, "-m", "snakefmt", "--check", *map(str, files)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_the_jobs_that_read_probabilities_start_without_torch():
+    """Ensemble, selection and cross-validation jobs read probabilities and label maps: their modules import
+    neither torch nor the trainer, so such a job starts in a fraction of a second (README, How it is laid out)."""
+    modules = ["segflow.export", "segflow.ensemble", "segflow.select", "segflow.evaluate", "segflow.splits"]
+    heavy = ("torch", "segflow.train.loop")
+    probe = f"import sys, {', '.join(modules)}; print(sorted(m for m in {heavy} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

@@ -59,14 +59,15 @@ def test_a_checkpoint_of_another_network_is_refused_with_its_name():
 
 
 def test_a_demo_training_starts_from_pretrained_weights_and_runs_to_its_end(demo_run, tmp_path):
-    """The demo's 3d_fullres fold 0 trained again from its fold 1 weights: the fold folder records the source
-    and the digest of the weights right after loading, which is the source's, and the training runs its epochs."""
+    """The demo's 2d fold 0 trained again from its fold 1 weights (2d: the same loading as 3d, in a third of the
+    time): the fold folder records the source and the digest of the weights right after loading, which is the
+    source's, and the training runs its epochs."""
     workdir = tmp_path / "demo"
     shutil.copytree(demo_run, workdir, symlinks=True)
     results = workdir / "results" / "Task900_SegflowDemo"
     source = tmp_path / "pretrained.pt"
-    shutil.copy(results / "train" / "3d_fullres" / "fold_1" / "checkpoint_final.pt", source)
-    fold = results / "train" / "3d_fullres" / "fold_0"
+    shutil.copy(results / "train" / "2d" / "fold_1" / "checkpoint_final.pt", source)
+    fold = results / "train" / "2d" / "fold_0"
     before = load_checkpoint(fold / "checkpoint_final.pt")
     shutil.rmtree(fold)
     target = str(fold.relative_to(workdir) / "checkpoint_final.pt")

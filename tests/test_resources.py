@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from conftest import run_snakemake
+from conftest import load, run_snakemake
 
 from segflow.demo import generate_raw
 from segflow.plan import PLANNERS, architecture, topology
@@ -146,10 +146,11 @@ def test_every_demo_job_used_less_memory_than_it_declared(demo_run):
 
 
 def test_every_job_of_a_large_anisotropic_set_used_less_memory_than_it_declared(tmp_path):
-    """Five cases of about 65 x 340 x 340 voxels at 3 x 0.6 x 0.6 mm, two channels: 3d_fullres's patch is
-    40 x 192 x 224 at batch 2, so training holds 3 GB of activations on a CPU and validation exports a case
-    resampled along z. Two iterations: the second one's peak is the training's (one alone used 6.7 GB, two 10.4)."""
-    generate_raw(tmp_path / "large", cases=5, channels=2, size="large")
+    """Five cases of about 60 x 130 x 130 voxels at 3 x 0.6 x 0.6 mm, two channels (``generate_raw``'s
+    ``medium`` size): 3d_fullres's patch is 48 x 112 x 112 at batch 2, so training's activations on a CPU
+    outweigh the rest of its process (it peaked at 4.3 GB), and validation exports a case resampled along z.
+    Two iterations: the second one's peak is the training's (the optimiser's state is allocated in the first)."""
+    generate_raw(tmp_path / "large", cases=5, channels=2, size="medium")
     config = {
         "dataset": str(tmp_path / "large"),
         "configurations": "[3d_fullres]",
@@ -160,5 +161,6 @@ def test_every_job_of_a_large_anisotropic_set_used_less_memory_than_it_declared(
     }
     run_snakemake(tmp_path, config=config)
     out = tmp_path / "results" / "large"
+    assert load(out / "plans.json")["configurations"]["3d_fullres"]["patch_size"] == [48, 112, 112]
     kinds = assert_every_job_used_less_than_it_declared(tmp_path, out, config)
     assert {"fingerprint", "preprocess", "train", "validate"} <= kinds, kinds

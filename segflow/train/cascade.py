@@ -8,6 +8,8 @@ map (it is the second segmentation channel until then) and afterwards degraded a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -23,3 +25,18 @@ def foreground_labels(labels: dict) -> list[int]:
 def one_hot(segmentation: np.ndarray, labels) -> np.ndarray:
     """... label map -> len(labels) x ... float32 indicator channels."""
     return np.stack([segmentation == label for label in labels]).astype(np.float32)
+
+
+def previous_stage_files(configuration: dict, folders, cases) -> dict[str, Path]:
+    """Case -> the previous stage's segmentation (``next_stage/{case}.npy`` in the previous configuration's
+    validation folders) for a cascade configuration; empty for any other."""
+    if not configuration.get("previous_stage"):
+        return {}
+    found = {p.stem: p for folder in folders for p in (Path(folder) / "next_stage").glob("*.npy")}
+    missing = [c for c in cases if c not in found]
+    if missing:
+        raise ValueError(
+            f"{configuration['previous_stage']} has no segmentation for {missing[:5]}: the cascade needs the "
+            "cross-validation predictions of all five folds of the previous stage"
+        )
+    return found

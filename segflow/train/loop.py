@@ -59,8 +59,9 @@ from segflow.networks.unet import scaled_size
 from segflow.plan import data_folder, resolved_configuration
 from segflow.progress import Countdown, Heartbeat
 from segflow.resources import loader_workers
+from segflow.splits import fold_cases
 from segflow.train.augment import AugmentationSettings, training_pipeline, validation_pipeline
-from segflow.train.cascade import foreground_labels
+from segflow.train.cascade import foreground_labels, previous_stage_files
 from segflow.train.data import Case, PatchLoader
 from segflow.train.device_augment import BatchedAugmentation, cascade_degradation, degrade_previous_stage
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
@@ -508,30 +509,6 @@ class Prefetcher:
         if self.pool is not None:
             self.pending.cancel()
             self.pool.shutdown(wait=True)
-
-
-def previous_stage_files(configuration: dict, folders, cases) -> dict[str, Path]:
-    """Case -> the previous stage's segmentation (``next_stage/{case}.npy`` in the previous configuration's
-    validation folders) for a cascade configuration; empty for any other."""
-    if not configuration.get("previous_stage"):
-        return {}
-    found = {p.stem: p for folder in folders for p in (Path(folder) / "next_stage").glob("*.npy")}
-    missing = [c for c in cases if c not in found]
-    if missing:
-        raise ValueError(
-            f"{configuration['previous_stage']} has no segmentation for {missing[:5]}: the cascade needs the "
-            "cross-validation predictions of all five folds of the previous stage"
-        )
-    return found
-
-
-def fold_cases(splits, fold) -> tuple[list[str], list[str]]:
-    """Training and validation case ids of a fold; ``all`` trains on every case and validates on them too."""
-    if str(fold) == "all":
-        cases = sorted({c for s in splits for c in s["train"] + s["val"]})
-        return cases, cases
-    split = splits[int(fold)]
-    return list(split["train"]), list(split["val"])
 
 
 def write_progress(history: dict, path: Path) -> None:
