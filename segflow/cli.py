@@ -177,6 +177,7 @@ def one_results_folder(models: list[Path], args) -> Path:
 
 
 def predict_command(args) -> None:
+    from segflow.infer import SlidingWindow
     from segflow.io import load_json
     from segflow.nnunet_models import is_nnunet_model_folder
     from segflow.predict import predict_cases
@@ -200,8 +201,7 @@ def predict_command(args) -> None:
             model,
             selection,
             args.device,
-            mirror=not args.disable_tta,
-            step=args.step_size,
+            window=SlidingWindow(step=args.step_size, mirror=not args.disable_tta),
             with_probabilities=args.save_probabilities,
             checkpoint=args.checkpoint,
         )

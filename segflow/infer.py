@@ -139,14 +139,27 @@ def with_previous_stage(data: np.ndarray, segmentation: np.ndarray, labels) -> n
     return np.concatenate([np.asarray(data, dtype=np.float32), one_hot(segmentation[0], labels)])
 
 
+@dataclass(frozen=True)
+class SlidingWindow:
+    """How a case is tiled: the step between tiles as a fraction of the patch (nnU-Net's ``-step_size``), and
+    whether each tile is also predicted mirrored along the axes the training mirrored (test-time augmentation)."""
+
+    step: float = STEP_SIZE
+    mirror: bool = True
+
+
+#: nnU-Net's: tiles overlapping by half, every tile also predicted mirrored.
+DEFAULT_WINDOW = SlidingWindow()
+
+
 class Predictor:
     """Sliding-window logits of preprocessed cases for one model (all its folds). ``network`` replaces the
     plans' U-Net (tests use an oracle)."""
 
-    def __init__(self, model: Model, device: str = "auto", mirror: bool = True, step: float = STEP_SIZE, network=None):
+    def __init__(self, model: Model, device: str = "auto", window: SlidingWindow = DEFAULT_WINDOW, network=None):
         self.model = model
         self.device = resolve_device(device)
-        self.step = step
+        self.step = window.step
         num_outputs = len(output_channels(model.dataset_json["labels"]))
         if network is None:
             in_channels = len(model.dataset_json["channel_names"]) + len(previous_stage_labels(model))
@@ -155,7 +168,7 @@ class Predictor:
         self.num_outputs = num_outputs
         self.patch = model.patch_size
         self.gaussian = gaussian_importance(self.patch, self.device)
-        self.combinations = mirror_combinations(model.mirror_axes if mirror else ())
+        self.combinations = mirror_combinations(model.mirror_axes if window.mirror else ())
 
     def tile_logits(self, tile: torch.Tensor) -> torch.Tensor:
         """Logits of a 1 x C x patch tile, averaged over its mirrored copies. On a GPU the copies run as one

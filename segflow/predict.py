@@ -12,7 +12,15 @@ import numpy as np
 
 from segflow.candidates import parse
 from segflow.export import export_logits, save_probabilities, segmentation_from_probabilities, write_segmentation
-from segflow.infer import STEP_SIZE, Model, Predictor, load_model, previous_stage_labels, with_previous_stage
+from segflow.infer import (
+    DEFAULT_WINDOW,
+    Model,
+    Predictor,
+    SlidingWindow,
+    load_model,
+    previous_stage_labels,
+    with_previous_stage,
+)
 from segflow.io import load_json, read_case
 from segflow.nnunet_models import FINAL_CHECKPOINT, is_nnunet_model_folder, load_nnunet_models
 from segflow.postprocess import apply_postprocessing
@@ -31,11 +39,11 @@ class CasePredictor:
     stage (a member itself) or None."""
 
     def __init__(
-        self, dataset_json: dict, models: dict[str, Model], previous: dict, device="auto", mirror=True, step=STEP_SIZE
+        self, dataset_json: dict, models: dict[str, Model], previous: dict, device="auto", window=DEFAULT_WINDOW
     ):
         self.dataset_json = dataset_json
         self.previous = previous
-        self.predictors = {name: Predictor(model, device, mirror, step) for name, model in models.items()}
+        self.predictors = {name: Predictor(model, device, window) for name, model in models.items()}
 
     @classmethod
     def of_results(
@@ -45,8 +53,7 @@ class CasePredictor:
         folds,
         checkpoint=SEGFLOW_FINAL_CHECKPOINT,
         device="auto",
-        mirror=True,
-        step=STEP_SIZE,
+        window=DEFAULT_WINDOW,
     ):
         """Candidates (segflow/candidates.py) of a workflow's results folder, with the previous stages they need."""
         model_dir = Path(model_dir)
@@ -64,14 +71,14 @@ class CasePredictor:
             checkpoints = [model_dir / "train" / name / f"fold_{f}" / checkpoint for f in folds]
             plans_path = model_dir / candidate.plans_file
             models[name] = load_model(plans_path, model_dir / "dataset.json", candidate.configuration, checkpoints)
-        return cls(load_json(model_dir / "dataset.json"), models, previous, device, mirror, step)
+        return cls(load_json(model_dir / "dataset.json"), models, previous, device, window)
 
     @classmethod
-    def of_nnunet_folders(cls, folders, folds, checkpoint=FINAL_CHECKPOINT, device="auto", mirror=True, step=STEP_SIZE):
+    def of_nnunet_folders(cls, folders, folds, checkpoint=FINAL_CHECKPOINT, device="auto", window=DEFAULT_WINDOW):
         """nnU-Net v2 trained model folders, each a member named as ``member_names`` names it."""
         models = load_nnunet_models(folders, folds, checkpoint)
         dataset_json = next(iter(models.values())).dataset_json
-        return cls(dataset_json, models, dict.fromkeys(models), device, mirror, step)
+        return cls(dataset_json, models, dict.fromkeys(models), device, window)
 
     def logits(self, image, name: str, cache: dict) -> tuple[np.ndarray, dict]:
         """Member ``name``'s logits of the image on its preprocessed grid, and the preprocessing's properties."""
@@ -114,18 +121,16 @@ class CasePredictor:
         return probabilities, segmentation_from_probabilities(probabilities, self.dataset_json)
 
 
-def case_predictor(
-    model_dir, selection: dict, checkpoint=None, device="auto", mirror=True, step=STEP_SIZE
-) -> CasePredictor:
+def case_predictor(model_dir, selection: dict, checkpoint=None, device="auto", window=DEFAULT_WINDOW) -> CasePredictor:
     """The predictor of a selection's members, from a workflow's results folder or nnU-Net v2 model folders (a
     list of them is an ensemble)."""
     folds = selection["folds"]
     folders = list(model_dir) if isinstance(model_dir, (list, tuple)) else [model_dir]
     if all(is_nnunet_model_folder(folder) for folder in folders):
-        return CasePredictor.of_nnunet_folders(folders, folds, checkpoint or FINAL_CHECKPOINT, device, mirror, step)
+        return CasePredictor.of_nnunet_folders(folders, folds, checkpoint or FINAL_CHECKPOINT, device, window)
     checkpoint = checkpoint or SEGFLOW_FINAL_CHECKPOINT
     (results,) = folders
-    return CasePredictor.of_results(results, selection["configurations"], folds, checkpoint, device, mirror, step)
+    return CasePredictor.of_results(results, selection["configurations"], folds, checkpoint, device, window)
 
 
 def predict_cases(
@@ -134,16 +139,16 @@ def predict_cases(
     model_dir,
     selection: dict,
     device: str = "auto",
-    mirror: bool = True,
+    window: SlidingWindow = DEFAULT_WINDOW,
     with_probabilities: bool = False,
     checkpoint: str | None = None,
-    step: float = STEP_SIZE,
 ):
     """Segment images (``image_files[i]``: case i's channel files) with the selected model(s) of ``model_dir`` (a
     workflow's results folder, or a list of nnU-Net v2 model folders): fold logits averaged per member, members'
     probabilities averaged (an ensemble), postprocessing applied; one label map per case in its own geometry (and,
-    if asked, its probabilities as CASE.npz). ``checkpoint``: the fold file name, by default the final one."""
-    predictor = case_predictor(model_dir, selection, checkpoint, device, mirror, step)
+    if asked, its probabilities as CASE.npz). ``window``: the sliding window's step and mirroring. ``checkpoint``:
+    the fold file name, by default the final one."""
+    predictor = case_predictor(model_dir, selection, checkpoint, device, window)
     dataset_json = predictor.dataset_json
     countdown = Countdown("prediction: case", len(out_files))
     for files, out in zip(image_files, out_files, strict=True):

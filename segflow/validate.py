@@ -12,7 +12,14 @@ import numpy as np
 
 from segflow.evaluate import evaluate_into
 from segflow.export import export_prediction, probabilities_from_logits, segmentation_from_probabilities
-from segflow.infer import STEP_SIZE, Predictor, load_model, previous_stage_labels, with_previous_stage
+from segflow.infer import (
+    DEFAULT_WINDOW,
+    Predictor,
+    SlidingWindow,
+    load_model,
+    previous_stage_labels,
+    with_previous_stage,
+)
 from segflow.io import load_json, load_npy, save_npy
 from segflow.labels import has_regions
 from segflow.plan import data_folder, resolved_configuration
@@ -53,8 +60,7 @@ def validate_fold(
     tolerance: float = 1.0,
     previous_stage_dirs=(),
     next_stage: str | None = None,
-    mirror: bool = True,
-    step: float = STEP_SIZE,
+    window: SlidingWindow = DEFAULT_WINDOW,
 ) -> None:
     """Predict a fold's validation cases from their preprocessed arrays (final weights), write them in the
     original geometry (+ probabilities ``.npz`` for ensembling) and evaluate them: ``summary.json``,
@@ -64,7 +70,7 @@ def validate_fold(
     plans, dataset_json = load_json(plans_path), load_json(dataset_json_path)
     _, cases = fold_cases(load_json(splits_path), fold)
     model = load_model(plans_path, dataset_json_path, configuration, [checkpoint])
-    predictor = Predictor(model, device, mirror=mirror, step=step)
+    predictor = Predictor(model, device, window)
     previous = previous_stage_files(model.configuration, previous_stage_dirs, cases)
     folder = Path(preprocessed) / data_folder(plans, configuration)
     out, ending = Path(out_dir), dataset_json["file_ending"]

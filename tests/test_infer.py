@@ -16,7 +16,16 @@ from segflow.export import (
     segmentation_from_probabilities,
     write_segmentation,
 )
-from segflow.infer import STEP_SIZE, Model, Predictor, gaussian_importance, padding_for, tile_slicers, tile_starts
+from segflow.infer import (
+    STEP_SIZE,
+    Model,
+    Predictor,
+    SlidingWindow,
+    gaussian_importance,
+    padding_for,
+    tile_slicers,
+    tile_starts,
+)
 from segflow.io import read_case, write_image
 from segflow.preprocess import preprocess_arrays
 
@@ -225,7 +234,7 @@ def test_a_step_of_a_whole_patch_predicts_with_fewer_tiles_and_still_covers_the_
     tiles = {}
     for step in (0.5, 1.0):
         CountingIdentity.tiles = 0
-        logits = Predictor(model, "cpu", step=step, network=CountingIdentity()).predict(data)
+        logits = Predictor(model, "cpu", SlidingWindow(step=step), network=CountingIdentity()).predict(data)
         np.testing.assert_allclose(logits, data, atol=1e-5)
         tiles[step] = CountingIdentity.tiles
     assert tiles == {0.5: 4 * 4 * 3, 1.0: 3 * 3 * 2}

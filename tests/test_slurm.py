@@ -117,23 +117,23 @@ def freeze_after_epochs(workdir: Path, configuration: str, fold: int, epochs: in
 
 
 def test_demo_on_slurm_with_a_training_killed_by_its_time_limit_matches_the_local_run(slurm, demo_run, tmp_path):
-    """The demo's fold 0 through profiles/slurm: every GPU job in partition gpu with a GPU allocated, every other
-    job in cpu, as SLURM's own records show. One training job is frozen after two of its three epochs and its
-    limit cut to a minute, so SLURM kills it (TIMEOUT); the retries resubmit it and it continues after its last
-    finished epoch. Everything fold 0's models depend on, and the models themselves, weights included, equal
-    those of the local run (which trained folds 0 and 1)."""
+    """The demo's 3d_fullres fold 0 through profiles/slurm: every GPU job in partition gpu with a GPU allocated,
+    every other job in cpu, as SLURM's own records show. The training is frozen after two of its three epochs
+    and its limit cut to a minute, so SLURM kills it (TIMEOUT); the retries resubmit it and it continues after its
+    last finished epoch. Everything the model depends on, and the model itself, weights included, equal those of
+    the local run (which trained 2d too, and folds 0 and 1)."""
     stopped: list = []
     watcher = threading.Thread(target=freeze_after_epochs, args=(tmp_path, "3d_fullres", 0, 2, stopped), daemon=True)
     watcher.start()
-    # Two batches instead of eight, and fold 0 alone: fewer submissions. No output compared below depends on how
-    # cases are batched or on which other folds train.
-    run_on_slurm(tmp_path, config={"case_batches": 2, "folds": "[0]"})
+    # Two batches instead of eight, one configuration and one fold: fewer submissions. No output compared below
+    # depends on how cases are batched or on which other candidates and folds train.
+    run_on_slurm(tmp_path, config={"case_batches": 2, "configurations": "[3d_fullres]", "folds": "[0]"})
     watcher.join()
     records = slurm_records(tmp_path)
     rules = [r["rule"] for r in records]
     trained = {(r["rule"], r["wildcards"]) for r in records if r["rule"] in ("train", "validate")}
-    assert trained == {(rule, f"{c}_0") for rule in ("train", "validate") for c in ("2d", "3d_fullres")}
-    assert {"plan", "fingerprint", "crossval", "ensemble", "select"} <= set(rules)
+    assert trained == {("train", "3d_fullres_0"), ("validate", "3d_fullres_0")}
+    assert {"plan", "fingerprint", "crossval", "select", "report_tables"} <= set(rules)
     assert any(r.startswith("predict_b") for r in rules) and any(r.startswith("preprocess_b") for r in rules)
     # A batch's conversion, verification and crop went as one submission (the group cases_bNNN).
     groups = sorted(r for r in rules if r.startswith("cases_b"))
@@ -164,25 +164,26 @@ def test_demo_on_slurm_with_a_training_killed_by_its_time_limit_matches_the_loca
     assert_same_results(demo_run / "results" / DEMO, tmp_path / "results" / DEMO)
 
 
-#: What the local run (folds 0 and 1) holds that a run of fold 0 alone computes otherwise or not at all: the
-#: record of its config, fold 1's models, and what the cross-validation and the selection draw from both folds.
-FOLD_SET_DEPENDENT = re.compile(
-    r"config\.yaml|train/[^/]+/fold_1/.*|crossval/.*|selection\.json|predictions/.*|report/.*"
+#: What the local run (2d and 3d_fullres, folds 0 and 1) holds that a run of 3d_fullres fold 0 alone computes
+#: otherwise or not at all: the record of its config, 2d's data and models, fold 1's, the validation
+#: probabilities that only ensembles keep, and what the cross-validation and the selection draw from all of them.
+NOT_IN_THE_SLURM_RUN = re.compile(
+    r"config\.yaml|(preprocessed|train)/2d/.*|train/[^/]+/fold_1/.*|train/[^/]+/fold_0/validation/[^/]+\.npz"
+    r"|crossval/.*|selection\.json|predictions/.*|report/.*"
 )
 
 
 def assert_same_results(expected: Path, actual: Path) -> None:
-    """Every result file of the local run that fold 0 alone computes the same exists in the SLURM run with the
-    same content: arrays and images voxel for voxel, checkpoints weight for weight, JSON value for value
-    (timings, logs and the batch manifests aside: this test's SLURM run has 2 batches, the local run
-    case_batches' default)."""
+    """Every result file of the local run that the SLURM run computes too exists there with the same content:
+    arrays and images voxel for voxel, checkpoints weight for weight, JSON value for value (timings, logs and the
+    batch manifests aside: this test's SLURM run has 2 batches, the local run case_batches' default)."""
     compared = []
     for path in sorted(expected.rglob("*")):
         relative = path.relative_to(expected)
         bookkeeping = relative.parts[0] in ("logs", "benchmarks", "batches")
         if path.is_dir() or bookkeeping or path.suffix in (".png", ".csv", ".txt"):
             continue
-        if FOLD_SET_DEPENDENT.fullmatch(str(relative)):
+        if NOT_IN_THE_SLURM_RUN.fullmatch(str(relative)):
             continue
         other = actual / relative
         assert other.exists(), f"{relative} is missing from the SLURM run"
@@ -203,9 +204,8 @@ def assert_same_results(expected: Path, actual: Path) -> None:
             assert without_paths(load(path), expected) == without_paths(load(other), actual), str(relative)
         compared.append(str(relative))
     assert len(compared) > 100
-    for configuration in ("2d", "3d_fullres"):
-        fold = f"train/{configuration}/fold_0"
-        assert {f"{fold}/checkpoint_final.pt", f"{fold}/validation/summary.json"} <= set(compared), compared
+    fold = "train/3d_fullres/fold_0"
+    assert {f"{fold}/checkpoint_final.pt", f"{fold}/validation/summary.json", "plans.json"} <= set(compared), compared
 
 
 def without_paths(value, root: Path):

@@ -1,6 +1,7 @@
 import torch
 
 from segflow.device import claimed_gpu
+from segflow.infer import SlidingWindow
 from segflow.io import load_json
 from segflow.jobs import images_per_case, run_job
 from segflow.predict import predict_cases
@@ -16,6 +17,5 @@ with claimed_gpu(enabled=sm.params.device != "cpu"):  # a workstation's GPUs, on
         sm.params.model,
         load_json(sm.input.selection),
         device=sm.params.device,
-        mirror=sm.params.mirror,
-        step=sm.params.step,
+        window=SlidingWindow(step=sm.params.step, mirror=sm.params.mirror),
     )

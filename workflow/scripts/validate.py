@@ -3,6 +3,7 @@ from pathlib import Path
 import torch
 
 from segflow.device import claimed_gpu
+from segflow.infer import SlidingWindow
 from segflow.jobs import run_job
 from segflow.validate import validate_fold
 
@@ -26,6 +27,5 @@ with claimed_gpu(enabled=sm.params.device != "cpu"):  # a workstation's GPUs, on
         tolerance=sm.params.tolerance,
         previous_stage_dirs=list(sm.input.previous_stage),
         next_stage=sm.params.next_stage,
-        mirror=sm.params.mirror,
-        step=sm.params.step,
+        window=SlidingWindow(step=sm.params.step, mirror=sm.params.mirror),
     )
