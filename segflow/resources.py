@@ -98,9 +98,11 @@ def sample_activations(configuration: dict, num_classes: int) -> int:
     return int(OTHER_NETWORK_FACTOR * unet)
 
 
-def training_mem_mb(configuration: dict, num_classes: int, threads: int, on_gpu: bool, attempt: int = 1) -> int:
+def training_mem_mb(
+    configuration: dict, num_classes: int, threads: int, on_gpu: bool, attempt: int = 1, augment_on: str = "device"
+) -> int:
     """Host memory of a training job of a (resolved) plans configuration."""
-    mb = TRAINING_PROCESS_MB + loader_workers(threads, on_gpu) * WORKER_MB
+    mb = TRAINING_PROCESS_MB + loader_workers(threads, on_gpu, augment_on) * WORKER_MB
     if on_gpu:
         mb += CUDA_CONTEXT_MB
     else:
@@ -150,12 +152,15 @@ def largest_voxels(shape, spacing, target_spacing) -> int:
     return int(max(math.prod(shape), resampled))
 
 
-def loader_workers(threads: int, on_gpu: bool) -> int:
-    """Loader worker processes of a training job: on a GPU all threads but the main one feed it (nnU-Net uses
-    12); on a CPU the network's arithmetic dominates, so one worker prepares batches while torch computes."""
+def loader_workers(threads: int, on_gpu: bool, augment_on: str = "device") -> int:
+    """Loader worker processes of a training job. On a GPU all threads but the main one feed it (nnU-Net uses
+    12). On a CPU the training step's arithmetic already keeps every thread busy: where the device augments
+    (``augment_on: device``) the main process cuts the patches itself, which is faster than a worker started
+    and stopped at every epoch and polling beside torch (the demo's 2d fold: 5.9 s instead of 8.5 s, the same
+    weights); where workers augment each sample as nnunetv2 does, one worker does that while torch computes."""
     if on_gpu:
         return max(1, threads - 1)
-    return 1 if threads > 1 else 0
+    return 1 if threads > 1 and augment_on == "workers" else 0
 
 
 def user_mem_mb(mb: int, attempt: int = 1) -> int:

@@ -46,7 +46,10 @@ def test_training_memory_follows_the_batch_the_network_and_the_device():
     # On a GPU the activations are the GPU's; the host holds the CUDA context and one worker per thread but one.
     gpu = training_mem_mb(double_batch, 3, threads=8, on_gpu=True)
     assert gpu == training_mem_mb(plain, 3, threads=8, on_gpu=True)
-    assert loader_workers(8, on_gpu=True) == 7 and loader_workers(8, on_gpu=False) == 1
+    assert loader_workers(8, on_gpu=True) == 7 and loader_workers(8, on_gpu=True, augment_on="workers") == 7
+    # On a CPU the main process cuts the patches where the device augments; a worker augments as nnunetv2's do.
+    assert loader_workers(8, on_gpu=False) == 0 and loader_workers(8, on_gpu=False, augment_on="workers") == 1
+    assert training_mem_mb(plain, 3, 2, False, augment_on="workers") > cpu
 
 
 def test_retries_ask_for_half_as_much_again():

@@ -139,3 +139,30 @@ def test_a_damaged_resumable_state_falls_back_one_epoch(dataset, trained, tmp_pa
     assert f"epoch {killed_at - 1}:" in output and f"epoch {killed_at - 2}:" not in output
     a, b = weights(reference), weights(damaged)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_training_process_and_one_loader_worker_draw_the_same_batches(dataset, tmp_path):
+    """A CPU training that augments on the device cuts its patches in its own process (loader_workers: 0); with
+    a loader worker cutting them instead, the weights are the same: the batches depend on the seeds alone."""
+    from segflow.io import load_json
+    from segflow.train.loop import Trainer, TrainSettings
+
+    settings = TrainSettings(epochs=2, iterations_per_epoch=2, val_iterations=1, seed=7)
+    trained = []
+    for workers in (0, 1):
+        trainer = Trainer(
+            load_json(dataset / "plans.json"),
+            load_json(dataset / "dataset.json"),
+            "3d_fullres",
+            dataset / "preprocessed",
+            load_json(dataset / "splits.json"),
+            0,
+            tmp_path / f"workers_{workers}",
+            settings,
+            "cpu",
+            workers,
+        )
+        trainer.fit()
+        trained.append(weights(tmp_path / f"workers_{workers}"))
+    a, b = trained
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

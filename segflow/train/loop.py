@@ -23,11 +23,13 @@ Files in the fold folder:
 * ``training_log_<UTC time>.txt`` - the log of one attempt (start, resume point, every finished epoch).
 
 Checkpoints hold only tensors and plain Python values and load with ``torch.load(weights_only=True)``.
-Batches: loader workers cut the patches; by default they also draw each sample's augmentation parameters,
-which the training device applies to the whole batch (``device_augment.py``), on CUDA one batch ahead in a
-background thread (``Prefetcher``). Randomness comes from seeds derived from (seed, fold, epoch, purpose),
-so two runs of the same config give the same weights on CPU, and an interrupted run continued from
-``checkpoint_latest.pt`` ends with the weights of an uninterrupted one.
+Batches: loader workers cut the patches (on a CPU that augments on the device, the training process itself:
+``segflow.resources.loader_workers``); by default they also draw each sample's augmentation parameters, which
+the training device applies to the whole batch (``device_augment.py``), on CUDA one batch ahead in a
+background thread (``Prefetcher``). Randomness comes from seeds derived from (seed, fold, epoch, purpose), so
+two runs of the same config give the same weights on CPU, and an interrupted run continued from
+``checkpoint_latest.pt`` ends with the weights of an uninterrupted one; one worker and the training process
+itself draw the same batches.
 """
 
 from __future__ import annotations
@@ -543,9 +545,9 @@ def write_progress(history: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def workers_for(threads: int, device: torch.device) -> int:
-    """Augmentation worker processes (segflow.resources.loader_workers, which sizes the job's memory too)."""
-    return loader_workers(threads, device.type == "cuda")
+def workers_for(threads: int, device: torch.device, augment_on: str = "device") -> int:
+    """Loader worker processes (segflow.resources.loader_workers, which sizes the job's memory too)."""
+    return loader_workers(threads, device.type == "cuda", augment_on)
 
 
 @contextmanager
@@ -591,7 +593,7 @@ def train(
         Path(out_dir),
         settings,
         str(resolved),
-        workers_for(threads, resolved),
+        workers_for(threads, resolved, settings.augment_on),
         previous_stage_dirs,
     )
     with attempt_log(Path(out_dir)):

@@ -266,7 +266,8 @@ def training_mem(wildcards, attempt):
     )
     threads = config["train"]["threads"]
     on_gpu = bool(gpus(wildcards))
-    return training_mem_mb(configuration, num_outputs(), threads, on_gpu, attempt)
+    augment_on = config["train"]["augment_on"]
+    return training_mem_mb(configuration, num_outputs(), threads, on_gpu, attempt, augment_on)
 
 
 def inference_mem(wildcards, attempt):
