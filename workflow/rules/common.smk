@@ -267,7 +267,9 @@ def training_mem(wildcards, attempt):
     threads = config["train"]["threads"]
     on_gpu = bool(gpus(wildcards))
     augment_on = config["train"]["augment_on"]
-    return training_mem_mb(configuration, num_outputs(), threads, on_gpu, attempt, augment_on)
+    return training_mem_mb(
+        configuration, num_outputs(), threads, on_gpu, attempt, augment_on
+    )
 
 
 def inference_mem(wildcards, attempt):
