@@ -46,7 +46,8 @@ include: "workflow/rules/predict.smk"
 include: "workflow/rules/report.smk"
 
 
-# Bookkeeping that takes milliseconds runs on the submit host, not as cluster jobs.
+# Bookkeeping that reads and writes a few small JSON or HTML files runs on the submit host, not as cluster jobs:
+# a queue wait each would cost more than the job, and plan, crossval and select lie on the way to the next stage.
 # (demo_dataset and convert_dataset_json, where they exist, are declared local in their own files.)
 localrules:
     all,
@@ -56,6 +57,12 @@ localrules:
     prediction,
     verify_report,
     splits,
+    plan,
+    plan_preset,
+    network_plans,
+    crossval,
+    select,
+    report_tables,
 
 
 rule all:

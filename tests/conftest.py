@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 NNUNET_MODELS = REPO / "tests" / "data" / "nnunetv2_model"
 NNUNET_MODEL = NNUNET_MODELS / "Dataset950_Parity" / "nnUNetTrainer_Fixture__nnUNetPlansTiny__3d_fullres"
 HIPPOCAMPUS_VARIABLE = "SEGFLOW_HIPPOCAMPUS"
+pytest_plugins = ["slurm_cluster"]  # the local SLURM's fixtures
 
 
 class Payload:
@@ -160,6 +161,17 @@ def demo_run(tmp_path_factory) -> Path:
     save_json(files, workdir / "preprocessing_stage_files.json")
     (workdir / "snakemake.out").write_text(run_snakemake(workdir).stdout)
     return workdir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def slurm_demo_started_with_the_session(request):
+    """Where the session's tests include the demo's SLURM run, it starts before the first test and waits on
+    SLURM beside the others (slurm_cluster.py). Its own test reports a missing or failed SLURM."""
+    if any("slurm_demo_run" in item.fixturenames for item in request.session.items):
+        try:
+            request.getfixturevalue("slurm_demo_run")
+        except (pytest.skip.Exception, pytest.fail.Exception):
+            pass
 
 
 @pytest.fixture(scope="session")

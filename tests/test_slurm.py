@@ -1,139 +1,43 @@
 """profiles/slurm against a real SLURM: the single-node cluster of tests/slurm/local_slurm.sh (partitions cpu and
-gpu, two fake GPUs as gpu GRES). Where each job ran, and whether it got a GPU, is read from SLURM's own records
-(``scontrol show job``, kept for an hour after a job ends), not from our logs."""
+gpu, two fake GPUs as gpu GRES; fixtures and helpers in slurm_cluster.py). Where each job ran, and whether it got a
+GPU, is read from SLURM's own records, not from our logs."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 import torch
-from conftest import REPO, load, run_snakemake, scheduled_jobs, write_tiny_dataset
+from conftest import REPO, load, scheduled_jobs, write_tiny_dataset
+from slurm_cluster import DEMO, run_on_slurm
 
 from segflow.batches import auto_batch_count
 
-PROFILE = REPO / "profiles" / "slurm"
-LOCAL_SLURM = REPO / "tests" / "slurm" / "local_slurm.sh"
-STEADY_STATUS_CHECKS = REPO / "tests" / "slurm" / "steady_status_checks.py"
 GPU_RULES = re.compile(r"train|validate|predict_b\d+")
-DEMO = "Task900_SegflowDemo"
 
 
-@pytest.fixture(scope="session")
-def slurm():
-    """A running SLURM, or the local one started for these tests and stopped after them. It is started only
-    where asked for: in CI (SEGFLOW_CI=1, where a missing SLURM fails) or with SEGFLOW_START_SLURM=1; it
-    needs root and Debian (slurm-wlm and munge from apt). Anywhere else the tests are skipped."""
-    if subprocess.run(["bash", str(LOCAL_SLURM), "status"], capture_output=True).returncode == 0:
-        yield
-        return
-    ci, asked = os.environ.get("SEGFLOW_CI"), os.environ.get("SEGFLOW_START_SLURM")
-    if not (ci or asked):
-        pytest.skip(
-            "no SLURM is running: start one (tests/slurm/local_slurm.sh start, as root on Debian) or set "
-            "SEGFLOW_START_SLURM=1 to let the tests install, start and stop it"
-        )
-    if os.geteuid() != 0:
-        message = "no local SLURM, and only root can start one (tests/slurm/local_slurm.sh start)"
-    else:
-        started = subprocess.run(["bash", str(LOCAL_SLURM), "start"], capture_output=True, text=True)
-        if started.returncode == 0:
-            yield
-            subprocess.run(["bash", str(LOCAL_SLURM), "stop"], capture_output=True)
-            return
-        message = f"tests/slurm/local_slurm.sh start failed:\n{started.stdout}{started.stderr}"
-    if ci:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def run_on_slurm(workdir: Path, *args, config: dict | None = None, check: bool = True):
-    """The workflow through profiles/slurm. The local cluster has no accounting database, hence squeue for the
-    job states; status checks start after 2 s instead of 40, and come every 2 s instead of 10 and more
-    (tests/slurm/steady_status_checks.py), so the test does not idle."""
-    return run_snakemake(
-        workdir,
-        "--profile",
-        str(PROFILE),
-        "--slurm-status-command",
-        "squeue",
-        "--slurm-init-seconds-before-status-checks",
-        "2",
-        "--seconds-between-status-checks",
-        "2",
-        *args,
-        config=config,
-        check=check,
-        launcher=[str(STEADY_STATUS_CHECKS)],
-    )
-
-
-def slurm_records(workdir: Path) -> list[dict]:
-    """SLURM's records of the jobs submitted from ``workdir``, with the rule parsed from the comment the executor
-    sets (``rule_<name>`` or ``rule_<name>_wildcards_<values>``)."""
-    text = subprocess.run(["scontrol", "-d", "-o", "show", "job"], capture_output=True, text=True, check=True).stdout
-    records = []
-    for line in text.splitlines():
-        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
-        if fields.get("WorkDir") != str(workdir):
-            continue
-        rule, _, wildcards = fields["Comment"].removeprefix("rule_").partition("_wildcards_")
-        fields["rule"], fields["wildcards"] = rule, wildcards
-        records.append(fields)
-    return records
-
-
-def freeze_after_epochs(workdir: Path, configuration: str, fold: int, epochs: int, stopped: list) -> None:
-    """Wait until the SLURM job training (configuration, fold) has logged ``epochs`` finished epochs, then stop
-    all its processes (SIGSTOP to the batch step and every job step) and cut its time limit to a minute: from then
-    on only that limit ends it, however fast or slow this machine is, and no other job runs under a limit it could
-    miss on a busy machine. The later it is frozen, the less of that minute is left to wait. Appends the job id
-    to ``stopped``."""
-    log = workdir / "results" / DEMO / "train" / configuration / f"fold_{fold}" / "training_log.jsonl"
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if log.is_file() and len(log.read_text().splitlines()) >= epochs:
-            running = [
-                r
-                for r in slurm_records(workdir)
-                if r["rule"] == "train" and r["wildcards"] == f"{configuration}_{fold}" and r["JobState"] == "RUNNING"
-            ]
-            if running:
-                job = running[0]["JobId"]
-                subprocess.run(["scancel", "--full", "--signal=STOP", job], check=True)
-                subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True)
-                stopped.append(job)
-                return
-        time.sleep(0.2)
-
-
-def test_demo_on_slurm_with_a_training_killed_by_its_time_limit_matches_the_local_run(slurm, demo_run, tmp_path):
+def test_demo_on_slurm_with_a_training_killed_by_its_time_limit_matches_the_local_run(slurm_demo_run, demo_run):
     """The demo's 3d_fullres fold 0 through profiles/slurm: every GPU job in partition gpu with a GPU allocated,
     every other job in cpu, as SLURM's own records show. The training is frozen after two of its three epochs
     and its limit cut to a minute, so SLURM kills it (TIMEOUT); the retries resubmit it and it continues after its
     last finished epoch. Everything the model depends on, and the model itself, weights included, equal those of
-    the local run (which trained 2d too, and folds 0 and 1)."""
-    stopped: list = []
-    watcher = threading.Thread(target=freeze_after_epochs, args=(tmp_path, "3d_fullres", 0, 2, stopped), daemon=True)
-    watcher.start()
-    # Two batches instead of eight, one configuration and one fold: fewer submissions. No output compared below
-    # depends on how cases are batched or on which other candidates and folds train.
-    run_on_slurm(tmp_path, config={"case_batches": 2, "configurations": "[3d_fullres]", "folds": "[0]"})
-    watcher.join()
-    records = slurm_records(tmp_path)
+    the local run (which trained 2d too, and folds 0 and 1). The SLURM run started with the session."""
+    slurm_demo_run.finish()
+    workdir, stopped, records = slurm_demo_run.workdir, slurm_demo_run.stopped, slurm_demo_run.records
     rules = [r["rule"] for r in records]
     trained = {(r["rule"], r["wildcards"]) for r in records if r["rule"] in ("train", "validate")}
     assert trained == {("train", "3d_fullres_0"), ("validate", "3d_fullres_0")}
-    assert {"plan", "fingerprint", "crossval", "select", "report_tables"} <= set(rules)
+    assert "fingerprint" in rules and "report_overlays" in rules
+    # Bookkeeping ran on the submit host (the Snakefile's localrules), not as cluster jobs.
+    local = ("plan", "crossval", "select", "report_tables")
+    assert not set(local) & set(rules), rules
+    output = slurm_demo_run.output.read_text()
+    assert all(re.search(rf"^local(rule|checkpoint) {rule}:", output, re.M) for rule in local), output[-3000:]
     assert any(r.startswith("predict_b") for r in rules) and any(r.startswith("preprocess_b") for r in rules)
     # A batch's conversion, verification and crop went as one submission (the group cases_bNNN).
     groups = sorted(r for r in rules if r.startswith("cases_b"))
@@ -156,12 +60,12 @@ def test_demo_on_slurm_with_a_training_killed_by_its_time_limit_matches_the_loca
     assert len(frozen) == 2, frozen  # the frozen attempt and its resubmission
     # The frozen training's attempts, each with its own log: every epoch once, and the second attempt resumes
     # right after the epochs the first one finished.
-    fold = tmp_path / "results" / DEMO / "train" / "3d_fullres" / "fold_0"
+    fold = workdir / "results" / DEMO / "train" / "3d_fullres" / "fold_0"
     logs = [p.read_text() for p in sorted(fold.glob("training_log_*.txt"))]
     finished = [[int(e) for e in re.findall(r"INFO epoch (\d+): ", log)] for log in logs]
     assert len(logs) >= 2 and sum(finished, []) == [0, 1, 2], finished
     assert finished[0] and f"after epoch {len(finished[0])}" in logs[1], logs[1][:500]
-    assert_same_results(demo_run / "results" / DEMO, tmp_path / "results" / DEMO)
+    assert_same_results(demo_run / "results" / DEMO, workdir / "results" / DEMO)
 
 
 #: What the local run (2d and 3d_fullres, folds 0 and 1) holds that a run of 3d_fullres fold 0 alone computes
