@@ -12,6 +12,7 @@ import os
 import subprocess
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -73,45 +74,22 @@ def run_on_slurm(workdir: Path, *args, config: dict | None = None, check: bool =
     return run_snakemake(workdir, *SLURM_ARGS, *args, config=config, check=check, launcher=launcher)
 
 
-def slurm_records(workdir: Path) -> list[dict]:
-    """SLURM's records of the jobs submitted from ``workdir`` (``scontrol show job``, kept for an hour after a job
-    ends), with the rule parsed from the comment the executor sets (``rule_<name>`` or
-    ``rule_<name>_wildcards_<values>``)."""
+def slurm_records(workdir: Path, since: datetime) -> list[dict]:
+    """SLURM's records of the jobs submitted from ``workdir`` at ``since`` or later (``scontrol show job``, kept
+    for an hour after a job ends: an earlier session may have used the same folder), with the rule parsed from the
+    comment the executor sets (``rule_<name>`` or ``rule_<name>_wildcards_<values>``)."""
     text = subprocess.run(["scontrol", "-d", "-o", "show", "job"], capture_output=True, text=True, check=True).stdout
     records = []
     for line in text.splitlines():
         fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
         if fields.get("WorkDir") != str(workdir):
             continue
+        if datetime.fromisoformat(fields["SubmitTime"]) < since.replace(microsecond=0):
+            continue
         rule, _, wildcards = fields["Comment"].removeprefix("rule_").partition("_wildcards_")
         fields["rule"], fields["wildcards"] = rule, wildcards
         records.append(fields)
     return records
-
-
-def freeze_after_epochs(
-    workflow: subprocess.Popen, workdir: Path, configuration: str, fold: int, epochs: int, stopped: list
-) -> None:
-    """Wait until the SLURM job training (configuration, fold) has logged ``epochs`` finished epochs, then stop
-    all its processes (SIGSTOP to the batch step and every job step) and cut its time limit to a minute: from then
-    on only that limit ends it, however fast or slow this machine is, and no other job runs under a limit it could
-    miss on a busy machine. The later it is frozen, the less of that minute is left to wait. Appends the job id
-    to ``stopped``; gives up when the ``workflow`` process has ended."""
-    log = workdir / "results" / DEMO / "train" / configuration / f"fold_{fold}" / "training_log.jsonl"
-    while workflow.poll() is None:
-        if log.is_file() and len(log.read_text().splitlines()) >= epochs:
-            running = [
-                r
-                for r in slurm_records(workdir)
-                if r["rule"] == "train" and r["wildcards"] == f"{configuration}_{fold}" and r["JobState"] == "RUNNING"
-            ]
-            if running:
-                job = running[0]["JobId"]
-                subprocess.run(["scancel", "--full", "--signal=STOP", job], check=True)
-                subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True)
-                stopped.append(job)
-                return
-        time.sleep(0.2)
 
 
 class SlurmDemoRun:
@@ -121,6 +99,7 @@ class SlurmDemoRun:
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
+        self.started = datetime.now()
         self.stopped: list = []
         self.returncode: int | None = None
         self.records: list[dict] = []
@@ -129,17 +108,40 @@ class SlurmDemoRun:
         self.output = workdir / "snakemake.out"
         with open(self.output, "w") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        freeze = (self.process, workdir, "3d_fullres", 0, 2, self.stopped)
         self.threads = [
-            threading.Thread(target=freeze_after_epochs, args=freeze, daemon=True),
+            threading.Thread(target=self._freeze_after_epochs, args=("3d_fullres", 0, 2), daemon=True),
             threading.Thread(target=self._record_the_end, daemon=True),
         ]
         for thread in self.threads:
             thread.start()
 
+    def _freeze_after_epochs(self, configuration: str, fold: int, epochs: int) -> None:
+        """Wait until the SLURM job training (configuration, fold) has logged ``epochs`` finished epochs, then stop
+        all its processes (SIGSTOP to the batch step and every job step) and cut its time limit to a minute: from
+        then on only that limit ends it, however fast or slow this machine is, and no other job runs under a limit it
+        could miss on a busy machine. The later it is frozen, the less of that minute is left to wait. Appends the
+        job id to ``stopped``; gives up when the workflow has ended."""
+        log = self.workdir / "results" / DEMO / "train" / configuration / f"fold_{fold}" / "training_log.jsonl"
+        while self.process.poll() is None:
+            if log.is_file() and len(log.read_text().splitlines()) >= epochs:
+                running = [
+                    r
+                    for r in slurm_records(self.workdir, self.started)
+                    if r["rule"] == "train"
+                    and r["wildcards"] == f"{configuration}_{fold}"
+                    and r["JobState"] == "RUNNING"
+                ]
+                if running:
+                    job = running[0]["JobId"]
+                    subprocess.run(["scancel", "--full", "--signal=STOP", job], check=True)
+                    subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True)
+                    self.stopped.append(job)
+                    return
+            time.sleep(0.2)
+
     def _record_the_end(self) -> None:
         self.returncode = self.process.wait()
-        self.records = slurm_records(self.workdir)
+        self.records = slurm_records(self.workdir, self.started)
 
     def finish(self) -> None:
         """Wait for the run; an AssertionError with snakemake's last words where it failed."""
@@ -153,7 +155,7 @@ class SlurmDemoRun:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait()
-        for record in slurm_records(self.workdir):
+        for record in slurm_records(self.workdir, self.started):
             if record["JobState"] in ("PENDING", "RUNNING", "SUSPENDED"):
                 subprocess.run(["scancel", "--full", record["JobId"]], capture_output=True)
 
