@@ -20,7 +20,8 @@ from conftest import REPO, run_snakemake, snakemake_command
 
 PROFILE = REPO / "profiles" / "slurm"
 LOCAL_SLURM = REPO / "tests" / "slurm" / "local_slurm.sh"
-STEADY_STATUS_CHECKS = REPO / "tests" / "slurm" / "steady_status_checks.py"
+#: Starts snakemake with the SLURM executor's status checks at a steady interval.
+LAUNCHER = [str(REPO / "tests" / "slurm" / "steady_status_checks.py")]
 DEMO = "Task900_SegflowDemo"
 #: The local cluster has no accounting database, hence squeue for the job states; status checks start after 2 s
 #: instead of 40, and come every 2 s instead of 10 and more (tests/slurm/steady_status_checks.py), so that the
@@ -70,8 +71,7 @@ def slurm():
 
 def run_on_slurm(workdir: Path, *args, config: dict | None = None, check: bool = True):
     """The workflow through profiles/slurm, waiting for its end."""
-    launcher = [str(STEADY_STATUS_CHECKS)]
-    return run_snakemake(workdir, *SLURM_ARGS, *args, config=config, check=check, launcher=launcher)
+    return run_snakemake(workdir, *SLURM_ARGS, *args, config=config, check=check, launcher=LAUNCHER)
 
 
 def slurm_records(workdir: Path, since: datetime) -> list[dict]:
@@ -94,17 +94,15 @@ def slurm_records(workdir: Path, since: datetime) -> list[dict]:
 
 class SlurmDemoRun:
     """The demo's 3d_fullres fold 0 through profiles/slurm, running in the background from its start, with the
-    watcher that freezes its training after two of its three epochs. Once it has ended: ``returncode``,
-    ``records`` (SLURM's, read as it ended) and ``stopped`` (the frozen job's id)."""
+    watcher that freezes its training after two of its three epochs. Once it has ended: ``records`` (SLURM's,
+    read as it ended) and ``stopped`` (the frozen job's id)."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.started = datetime.now()
         self.stopped: list = []
-        self.returncode: int | None = None
         self.records: list[dict] = []
-        launcher = [str(STEADY_STATUS_CHECKS)]
-        command = snakemake_command(workdir, *SLURM_ARGS, config=SLURM_DEMO_CONFIG, launcher=launcher)
+        command = snakemake_command(workdir, *SLURM_ARGS, config=SLURM_DEMO_CONFIG, launcher=LAUNCHER)
         self.output = workdir / "snakemake.out"
         with open(self.output, "w") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -140,15 +138,15 @@ class SlurmDemoRun:
             time.sleep(0.2)
 
     def _record_the_end(self) -> None:
-        self.returncode = self.process.wait()
+        self.process.wait()
         self.records = slurm_records(self.workdir, self.started)
 
     def finish(self) -> None:
         """Wait for the run; an AssertionError with snakemake's last words where it failed."""
         for thread in self.threads:
             thread.join()
-        if self.returncode != 0:
-            raise AssertionError(f"snakemake failed ({self.returncode}):\n{self.output.read_text()[-6000:]}")
+        if self.process.returncode != 0:
+            raise AssertionError(f"snakemake failed ({self.process.returncode}):\n{self.output.read_text()[-6000:]}")
 
     def stop(self) -> None:
         """End what is still running (a session cut short): snakemake, then the jobs it left in the queue."""
