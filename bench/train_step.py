@@ -5,7 +5,9 @@ augmentation included, in background workers), move it to the device, forward, l
 supervision, backward, gradient clipping and the optimiser step. Reported: the median over
 ``--iterations`` iterations after ``--warmup`` iterations, and the CPU seconds (user + system) the
 data-loading worker processes spent per timed iteration (read from /proc: all descendants of the
-benchmark's process, nnunetv2's idle validation workers included).
+benchmark's process, nnunetv2's idle validation workers included). With ``--rounds N`` each framework runs
+N times, taking turns, and the ratio is the median of the N rounds' ratios: on a shared machine, whose speed
+drifts by more than the two frameworks differ, runs minutes apart compare better than runs far apart.
 
 Plans, from segflow's planner (equal to nnunetv2's for these fingerprints):
 * ``hippocampus``: MSD Hippocampus 3d_fullres, 1 channel, patch 40 x 56 x 40, batch 9, 4 stages;
@@ -13,7 +15,7 @@ Plans, from segflow's planner (equal to nnunetv2's for these fingerprints):
 Both frameworks train on the same synthetic preprocessed cases (segflow's .npy, nnunetv2's .b2nd), so no
 dataset is needed. torch.compile stays off for both (nnunetv2: nnUNet_compile=False).
 
-Usage (CPU here):  python bench/train_step.py --nnunet-python /opt/nnunet-venv/bin/python
+Usage (CPU here):  python bench/train_step.py --nnunet-python /opt/nnunet-venv/bin/python --workers 1 --rounds 4
 On a GPU machine:  python bench/train_step.py --device cuda --nnunet-python python3 --workers 12 --threads 13
 segflow alone:     python bench/train_step.py --segflow-only --plans hippocampus --iterations 2 --warmup 1
 MONAI's networks:  python bench/train_step.py --network segresnet --plans hippocampus --batch-size 2
@@ -321,12 +323,104 @@ def run_worker(python: str, framework: str, args, work: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def pooled(rounds: list[dict]) -> dict:
+    """One framework's figures over all rounds: every timed iteration, the mean loading cost per batch."""
+    merged = dict(rounds[0])
+    merged["times"] = [t for figures in rounds for t in figures["times"]]
+    merged["loader_cpu_s_per_batch"] = statistics.mean(f["loader_cpu_s_per_batch"] for f in rounds)
+    augmenting = [f["device_augmentation_s_per_batch"] for f in rounds if f.get("device_augmentation_s_per_batch")]
+    if "device_augmentation_s_per_batch" in merged:
+        merged["device_augmentation_s_per_batch"] = statistics.median(augmenting) if augmenting else None
+    return merged
+
+
+def timed_rounds(args, work: Path) -> tuple[dict, dict | None, list[dict]]:
+    """segflow's and nnunetv2's figures over ``--rounds`` rounds, the two frameworks taking turns first
+    (ABBA: a machine that gets slower or faster during the run penalises neither), and each round's ratio
+    of medians, which compares runs minutes apart instead of a whole benchmark apart."""
+    frameworks = ["segflow"] if args.segflow_only else ["nnunetv2", "segflow"]
+    python = {"segflow": sys.executable, "nnunetv2": args.nnunet_python}
+    runs: dict[str, list[dict]] = {f: [] for f in frameworks}
+    for r in range(args.rounds):
+        for framework in frameworks if r % 2 == 0 else frameworks[::-1]:
+            runs[framework].append(run_worker(python[framework], framework, args, work))
+    rounds = []
+    for r in range(args.rounds):
+        medians = {f: statistics.median(runs[f][r]["times"]) for f in frameworks}
+        if not args.segflow_only:
+            medians["ratio"] = medians["segflow"] / medians["nnunetv2"]
+        rounds.append(medians)
+    nn = None if args.segflow_only else pooled(runs["nnunetv2"])
+    return pooled(runs["segflow"]), nn, rounds
+
+
+def compare_plan(args, name: str) -> dict:
+    """Times both frameworks on one plan, prints the figures and returns them."""
+    args.plan = name
+    work = args.work
+    sf, nn, rounds = timed_rounds(args, work)
+    sf_median = statistics.median(sf["times"])
+    result = {"segflow": sf, "rounds": rounds}
+    if nn is not None:
+        nn_median = statistics.median(nn["times"])
+        result.update({"nnunetv2": nn, "ratio": statistics.median(r["ratio"] for r in rounds)})
+    if args.compare_layouts:
+        chosen = args.channels_last
+        args.channels_last = "off" if chosen in ("auto", "on") and args.device == "cuda" else "on"
+        other = run_worker(sys.executable, "segflow", args, work)
+        result[f"segflow_channels_last_{args.channels_last}"] = other
+        print(f"   segflow with channels_last={args.channels_last}: {statistics.median(other['times']):.3f} s/it")
+        args.channels_last = chosen
+    print(
+        f"== {name} ({args.planner} planner, {sf['network']} {sf['parameters_m']:.1f} M parameters): "
+        f"patch {sf['patch']} batch {sf['batch']} on {sf['device']} "
+        f"({args.threads} threads, {args.workers} augmentation workers; torch {sf['torch']})"
+    )
+    if nn is not None:
+        print(
+            f"   nnunetv2 2.8.1: {nn_median:8.3f} s/iteration (median of {len(nn['times'])}; "
+            f"patch {nn['patch']} batch {nn['batch']}); data loading {nn['loader_cpu_s_per_batch']:.3f} CPU s "
+            "per batch"
+        )
+    print(
+        f"   segflow:        {sf_median:8.3f} s/iteration (median of {len(sf['times'])}); data loading "
+        f"{sf['loader_cpu_s_per_batch']:.3f} CPU s per batch; augmentation on the {args.augment_on}"
+        + (
+            f" ({sf['device_augmentation_s_per_batch']:.3f} s per batch in the training process"
+            + (", overlapping the step)" if args.device == "cuda" else ")")
+            if sf["device_augmentation_s_per_batch"] is not None
+            else ""
+        )
+    )
+    for framework, figures in (("nnunetv2", nn), ("segflow", sf)):
+        if figures is not None and figures.get("peak_gpu_memory_gb") is not None:
+            print(f"   {framework} peak GPU memory: {figures['peak_gpu_memory_gb']:.2f} GiB")
+    if nn is not None:
+        if args.rounds > 1:
+            for r, medians in enumerate(rounds, 1):
+                print(
+                    f"   round {r}: nnunetv2 {medians['nnunetv2']:.3f} s, segflow {medians['segflow']:.3f} s, "
+                    f"ratio {medians['ratio']:.2f}"
+                )
+        print(f"   ratio segflow / nnunetv2 (median of the rounds' ratios): {result['ratio']:.2f}", flush=True)
+        loading = sf["loader_cpu_s_per_batch"] / nn["loader_cpu_s_per_batch"]
+        print(f"   data-loading CPU ratio segflow / nnunetv2: {loading:.2f}", flush=True)
+        result["loader_cpu_ratio"] = loading
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plans", nargs="+", default=list(PLANS), choices=list(PLANS))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="timed runs of each framework, taking turns (a shared machine's speed drifts between runs)",
+    )
     parser.add_argument("--cases", type=int, default=12)
     parser.add_argument("--workers", type=int, default=2, help="augmentation worker processes, both frameworks")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads, both frameworks")
@@ -362,53 +456,7 @@ def main() -> None:
         result = worker_segflow(args, work) if args.worker == "segflow" else worker_nnunet(args, work)
         print(json.dumps(result))
         return
-    results = {}
-    for name in args.plans:
-        args.plan = name
-        work = args.work
-        nn = None if args.segflow_only else run_worker(args.nnunet_python, "nnunetv2", args, work)
-        sf = run_worker(sys.executable, "segflow", args, work)
-        sf_median = statistics.median(sf["times"])
-        results[name] = {"segflow": sf}
-        if nn is not None:
-            nn_median = statistics.median(nn["times"])
-            results[name].update({"nnunetv2": nn, "ratio": sf_median / nn_median})
-        if args.compare_layouts:
-            chosen = args.channels_last
-            args.channels_last = "off" if chosen in ("auto", "on") and args.device == "cuda" else "on"
-            other = run_worker(sys.executable, "segflow", args, work)
-            results[name][f"segflow_channels_last_{args.channels_last}"] = other
-            print(f"   segflow with channels_last={args.channels_last}: {statistics.median(other['times']):.3f} s/it")
-            args.channels_last = chosen
-        print(
-            f"== {name} ({args.planner} planner, {sf['network']} {sf['parameters_m']:.1f} M parameters): "
-            f"patch {sf['patch']} batch {sf['batch']} on {sf['device']} "
-            f"({args.threads} threads, {args.workers} augmentation workers; torch {sf['torch']})"
-        )
-        if nn is not None:
-            print(
-                f"   nnunetv2 2.8.1: {nn_median:8.3f} s/iteration (median of {len(nn['times'])}; "
-                f"patch {nn['patch']} batch {nn['batch']}); data loading {nn['loader_cpu_s_per_batch']:.3f} CPU s "
-                "per batch"
-            )
-        print(
-            f"   segflow:        {sf_median:8.3f} s/iteration (median of {len(sf['times'])}); data loading "
-            f"{sf['loader_cpu_s_per_batch']:.3f} CPU s per batch; augmentation on the {args.augment_on}"
-            + (
-                f" ({sf['device_augmentation_s_per_batch']:.3f} s per batch in the training process"
-                + (", overlapping the step)" if args.device == "cuda" else ")")
-                if sf["device_augmentation_s_per_batch"] is not None
-                else ""
-            )
-        )
-        for framework, figures in (("nnunetv2", nn), ("segflow", sf)):
-            if figures is not None and figures.get("peak_gpu_memory_gb") is not None:
-                print(f"   {framework} peak GPU memory: {figures['peak_gpu_memory_gb']:.2f} GiB")
-        if nn is not None:
-            print(f"   ratio segflow / nnunetv2: {sf_median / nn_median:.2f} (target <= 0.9)", flush=True)
-            loading = sf["loader_cpu_s_per_batch"] / nn["loader_cpu_s_per_batch"]
-            print(f"   data-loading CPU ratio segflow / nnunetv2: {loading:.2f}", flush=True)
-            results[name]["loader_cpu_ratio"] = loading
+    results = {name: compare_plan(args, name) for name in args.plans}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -6,6 +6,7 @@ checked; the GPU scripts are checked for syntax and for the options they pass.""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shlex
@@ -170,6 +171,30 @@ def test_bench_train_step(tmp_path):
     # The one worker process cut the patches (its CPU time is seen); the training process augmented them.
     figures = json.loads((tmp_path / "figures.json").read_text())["hippocampus"]["segflow"]
     assert figures["loader_cpu_s_per_batch"] > 0 and figures["device_augmentation_s_per_batch"] > 0
+
+
+def test_bench_train_step_rounds_take_turns_and_pair_their_ratios(monkeypatch):
+    """--rounds: the frameworks alternate which runs first (ABBA), and each round's ratio compares the two runs
+    of that round, so a machine slowing down between rounds (here round 2) shifts no ratio."""
+    sys.path.insert(0, str(BENCH))
+    import train_step
+
+    medians = {"nnunetv2": iter([10.0, 20.0, 10.0]), "segflow": iter([9.0, 19.0, 9.5])}
+    order = []
+
+    def worker_run(python, framework, args, work):
+        order.append(framework)
+        seconds = next(medians[framework])
+        figures = {"times": [seconds, seconds + 0.1, seconds - 0.1], "loader_cpu_s_per_batch": 1.0}
+        return figures | ({"device_augmentation_s_per_batch": 0.2} if framework == "segflow" else {})
+
+    monkeypatch.setattr(train_step, "run_worker", worker_run)
+    args = argparse.Namespace(segflow_only=False, rounds=3, nnunet_python="python3")
+    segflow, nnunet, rounds = train_step.timed_rounds(args, Path("unused"))
+    assert order == ["nnunetv2", "segflow", "segflow", "nnunetv2", "nnunetv2", "segflow"]
+    assert [round(r["ratio"], 3) for r in rounds] == [0.9, 0.95, 0.95]
+    assert len(segflow["times"]) == len(nnunet["times"]) == 9
+    assert segflow["device_augmentation_s_per_batch"] == 0.2 and "device_augmentation_s_per_batch" not in nnunet
 
 
 def test_bench_memory(tmp_path):
