@@ -4,8 +4,8 @@
 # bench/train_step.py for the BraTS-like plan with 8 and with 16 data-loading workers and for Hippocampus
 # with 8 (seconds per iteration, loader CPU seconds per batch, peak GPU memory); issue 15's: the same for the
 # ResEnc M and L plans (BraTS-like and Hippocampus, 8 workers). That machine has torch but
-# none of the imaging packages: carry them as wheels in .whl (see the device notes) and .stubs (empty
-# SimpleITK and imagecodecs modules: nnunetv2 imports them at start-up but training never calls them).
+# none of the imaging packages: bench/gpu_prepare.py makes, here, the wheels (.whl) and the empty SimpleITK
+# and imagecodecs modules (.stubs: nnunetv2 imports them at start-up but training never calls them) to carry.
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH="/tmp/site:$PWD/.stubs:$PWD" PYTHONUNBUFFERED=1
@@ -20,7 +20,7 @@ step() {  # plan, workers, planner
 step brats 8
 step brats 16
 step hippocampus 8
-for planner in resenc_m resenc_l; do
+for planner in ${PRESETS-resenc_m resenc_l}; do  # PRESETS="": issue 14's plans alone
   step brats 8 "$planner"
   step hippocampus 8 "$planner"
 done

@@ -197,6 +197,32 @@ def test_bench_train_step_rounds_take_turns_and_pair_their_ratios(monkeypatch):
     assert segflow["device_augmentation_s_per_batch"] == 0.2 and "device_augmentation_s_per_batch" not in nnunet
 
 
+def test_bench_gpu_prepare_packs_what_the_gpu_scripts_unpack(preprocessed, tmp_path):
+    """bench/gpu_prepare.py (wheels left out: they come from PyPI) on a checkout: the carried folders are kept
+    out of git, the stubs are importable packages, and the archive unpacks as gpu_train_quality.sh unpacks it
+    into the results folder that bench/train_quality.py reads."""
+    checkout = tmp_path / "checkout"
+    (checkout / ".git" / "info").mkdir(parents=True)
+    (checkout / ".git" / "info" / "exclude").write_text("# git ls-files --others --exclude-from=.git/info/exclude\n")
+    for _ in range(2):  # a second run adds nothing twice
+        bench("gpu_prepare.py", "--repo", checkout, "--skip", "wheels", "--segflow-results", preprocessed)
+    exclude = (checkout / ".git" / "info" / "exclude").read_text().splitlines()
+    assert exclude[1:] == ["/.whl/", "/.stubs/", "/.gpudata/"]
+    assert {p.relative_to(checkout).as_posix() for p in (checkout / ".stubs").rglob("*.py")} == {
+        ".stubs/SimpleITK/__init__.py",
+        ".stubs/imagecodecs/__init__.py",
+    }
+    archive = checkout / ".gpudata" / "hippocampus_preprocessed.tar.xz"
+    assert f".gpudata/{archive.name}" in (BENCH / "gpu_train_quality.sh").read_text()
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "xJf", archive, "-C", unpacked], check=True)
+    for part in ("plans.json", "splits.json", "raw/dataset.json"):
+        assert (unpacked / part).read_bytes() == (preprocessed / part).read_bytes(), part
+    arrays = sorted(p.name for p in (preprocessed / "preprocessed" / "3d_fullres").iterdir())
+    assert sorted(p.name for p in (unpacked / "preprocessed" / "3d_fullres").iterdir()) == arrays
+
+
 def test_bench_memory(tmp_path):
     """bench/memory.py at a tenth of each size: every stage's figures are printed, and the validation export of
     logits made from the preprocessed label map gives back the case's label map (BraTS: no resampling, so voxel
