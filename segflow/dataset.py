@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segflow.errors import InputError
-from segflow.io import load_json
+from segflow.io import is_natural_image, load_json
 
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 REQUIRED_V2_KEYS = ("labels", "channel_names", "numTraining", "file_ending")
@@ -255,7 +255,11 @@ def channel_files(folder: Path, ending: str) -> dict[str, dict[int, Path]]:
 
 
 def checked_channels(case: str, found: dict[int, Path], n_channels: int, folder: Path, ending: str) -> list[Path]:
-    """A case's channel files in order; an error when one is missing or one too many is there."""
+    """A case's channel files in order; an error when one is missing or one too many is there. A natural 2D
+    image file may hold several channels (an RGB .png: CASE_0000.png for channels 0-2), so with those endings
+    fewer files than channels may be there, numbered from 0; verification counts their channels."""
+    if is_natural_image(ending) and found and sorted(found) == list(range(min(len(found), n_channels))):
+        return [found[c] for c in sorted(found)]
     for c in range(n_channels):
         if c not in found:
             raise InputError(

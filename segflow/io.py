@@ -8,6 +8,9 @@ Conventions used everywhere in segflow:
 * ``spacing`` is given in the same axis order as the array (reversed from SimpleITK's x, y, z).
 * ``geometry`` keeps what SimpleITK reports (x, y, z order) so outputs can be written back in the
   original physical space: ``{"spacing": [...], "origin": [...], "direction": [...]}``.
+* Natural 2D images (``.png``, ``.bmp``, ``.tif``) are read as nnU-Net's NaturalImage2DIO reads them: spacing
+  1 x 1 whatever the file says (its DPI is no physical size), and a file of several components per pixel
+  (RGB, RGBA) holds that many channels, in order.
 * Every write is atomic: a temporary file in the destination folder, then a rename. A reader never sees a
   half-written file, and a killed job leaves no file that looks complete.
 """
@@ -191,15 +194,26 @@ def array_and_spacing(image) -> tuple[np.ndarray, list[float]]:
     return array, spacing
 
 
-def read_image(path, case: str | None = None) -> tuple[np.ndarray, list[float], dict]:
-    """One single-channel image: (array z-y-x, spacing z-y-x, SimpleITK geometry)."""
+NATURAL_IMAGE_ENDINGS = (".png", ".bmp", ".tif")
+
+
+def is_natural_image(path) -> bool:
+    return str(path).lower().endswith(NATURAL_IMAGE_ENDINGS)
+
+
+def read_channels(path, case: str | None = None) -> tuple[np.ndarray, list[float], dict]:
+    """The channels of one image file: (array C x Z x Y x X, spacing z-y-x, SimpleITK geometry). C is 1 except
+    for a natural 2D image with several components per pixel (RGB: 3)."""
     image = read_sitk(path, case)
-    if image.GetNumberOfComponentsPerPixel() != 1:
+    components = image.GetNumberOfComponentsPerPixel()
+    natural = is_natural_image(path) and image.GetDimension() == 2
+    if components != 1 and not natural:
         raise InputError(
-            f"has {image.GetNumberOfComponentsPerPixel()} components per pixel; segflow expects one channel per file.",
+            f"has {components} components per pixel; segflow expects one channel per file.",
             file=path,
             case=case,
-            fix="split the channels into separate files CASE_0000, CASE_0001, ...",
+            fix="split the channels into separate files CASE_0000, CASE_0001, ... (only 2D .png, .bmp and .tif "
+            "files may hold several channels, such as RGB, as in nnU-Net).",
         )
     if image.GetDimension() not in (2, 3):
         raise InputError(
@@ -208,19 +222,40 @@ def read_image(path, case: str | None = None) -> tuple[np.ndarray, list[float], 
             case=case,
             fix="convert 4D images with segflow's MSD conversion (point `dataset` at the Task folder).",
         )
-    array, spacing = array_and_spacing(image)
-    return array, spacing, geometry_of(image)
+    if natural:
+        image.SetSpacing((1.0, 1.0))
+    if components == 1:
+        array, spacing = array_and_spacing(image)
+        return array[None], spacing, geometry_of(image)  # a view: a large CT is not copied here
+    sitk = _sitk()
+    channels = [array_and_spacing(sitk.VectorIndexSelectionCast(image, c)) for c in range(components)]
+    return np.stack([array for array, _ in channels]), channels[0][1], geometry_of(image)
+
+
+def read_image(path, case: str | None = None) -> tuple[np.ndarray, list[float], dict]:
+    """One single-channel image (a label map, say): (array z-y-x, spacing z-y-x, SimpleITK geometry)."""
+    channels, spacing, geometry = read_channels(path, case)
+    if len(channels) != 1:
+        raise InputError(
+            f"has {len(channels)} components per pixel where one channel is expected.",
+            file=path,
+            case=case,
+            fix="save it with a single component per pixel (a label map as a grayscale image).",
+        )
+    return channels[0], spacing, geometry
 
 
 class Case(NamedTuple):
     """A case as read from disk: C x Z x Y x X float32 channels, its 1 x Z x Y x X label map (or None),
-    spacing (z, y, x), the first channel's geometry and every channel's geometry."""
+    spacing (z, y, x), the first file's geometry, every channel file's geometry and how many channels each
+    file holds (1, or 3 for an RGB image)."""
 
     data: np.ndarray
     seg: np.ndarray | None
     spacing: list[float]
     geometry: dict
     channel_geometries: list[dict]
+    file_channels: list[int]
 
 
 def read_case(image_files, label_file=None, case: str | None = None) -> Case:
@@ -228,12 +263,12 @@ def read_case(image_files, label_file=None, case: str | None = None) -> Case:
 
     Channels must agree in shape and spacing (as nnU-Net's reader demands); the caller checks the rest.
     """
-    data, geometries, spacing = None, [], None
-    for channel, path in enumerate(image_files):
-        array, sp, geo = read_image(path, case)
-        if data is not None and array.shape != data.shape[1:]:
+    data, geometries, spacing, counts = None, [], None, []
+    for index, path in enumerate(image_files):
+        arrays, sp, geo = read_channels(path, case)
+        if data is not None and arrays.shape[1:] != data.shape[1:]:
             raise InputError(
-                f"has shape {list(array.shape)} but {image_files[0]} has {list(data.shape[1:])}; "
+                f"has shape {list(arrays.shape[1:])} but {image_files[0]} has {list(data.shape[1:])}; "
                 "all channels of a case must have the same shape.",
                 file=path,
                 case=case,
@@ -248,13 +283,20 @@ def read_case(image_files, label_file=None, case: str | None = None) -> Case:
             )
         spacing = sp if spacing is None else spacing
         geometries.append(geo)
-        if data is None:  # filled channel by channel: a large CT is never held twice as float32
-            data = np.empty((len(image_files), *array.shape), dtype=np.float32)
-        data[channel] = array
+        filled = sum(counts)
+        # Filled file by file, sized for one channel per remaining file: a large CT is never held twice as
+        # float32. Only a file of several channels (a natural image's RGB) makes it grow.
+        if data is None or filled + len(arrays) > len(data):
+            grown = np.empty((filled + len(arrays) + len(image_files) - index - 1, *arrays.shape[1:]), np.float32)
+            if data is not None:
+                grown[:filled] = data[:filled]
+            data = grown
+        data[filled : filled + len(arrays)] = arrays
+        counts.append(len(arrays))
     seg = None
     if label_file is not None:
         seg = read_image(label_file, case)[0][None]
-    return Case(data, seg, spacing, geometries[0], geometries)
+    return Case(data, seg, spacing, geometries[0], geometries, counts)
 
 
 def nifti_contains_non_finite(path, case: str | None = None) -> bool:

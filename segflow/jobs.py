@@ -27,8 +27,9 @@ def chunks(flat, sizes):
 
 
 def images_per_case(job) -> list[list[str]]:
-    """The channel files of each case of a batch job, from its flat ``input.images`` and ``params``."""
-    return chunks(job.input.images, [job.params.channels] * len(job.params.cases))
+    """The channel files of each case of a batch job, from its flat ``input.images`` and
+    ``params.files_per_case`` (one per channel, or fewer: an RGB .png holds three channels)."""
+    return chunks(job.input.images, job.params.files_per_case)
 
 
 def write_batch_manifest(job) -> None:

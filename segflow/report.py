@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from segflow.evaluate import label_key
-from segflow.io import atomic_path, read_image
+from segflow.io import atomic_path, read_channels, read_image
 from segflow.plan import network_class, resolved_configuration
 
 METRICS = ("Dice", "IoU", "HD95", "NSD", "n_ref", "n_pred")
@@ -152,7 +152,7 @@ def write_overlay(image_file, prediction_file, out_png, title: str, reference_fi
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    image = read_image(image_file)[0]
+    image = read_channels(image_file)[0][0]
     prediction = read_image(prediction_file)[0].astype(np.int64)
     panels = [("image", None), ("prediction", prediction)]
     if reference_file is not None:

@@ -60,7 +60,7 @@ def _geometry_warnings(case, image_geo, label_geo, label_file) -> list[str]:
 def verify_case(case: str, image_files, label_file, dataset_json: dict) -> dict:
     """Check one case; return its verification record (with warnings) or raise an InputError."""
     expected_channels = len(dataset_json["channel_names"])
-    if len(image_files) != expected_channels:
+    if len(image_files) > expected_channels:
         raise InputError(
             f"has {len(image_files)} channel file(s); dataset.json declares {expected_channels}.",
             file=image_files[0],
@@ -69,8 +69,18 @@ def verify_case(case: str, image_files, label_file, dataset_json: dict) -> dict:
         )
     images = read_case(image_files, None, case)
     data, spacing, image_geo = images.data, images.spacing, images.geometry
-    for path, channel in zip(image_files, data, strict=True):
-        _check_finite(channel, case, path, "image")
+    if len(data) != expected_channels:
+        raise InputError(
+            f"holds {len(data)} channel(s) in {len(image_files)} file(s) "
+            f"({', '.join(str(n) for n in images.file_channels)} per file); dataset.json declares {expected_channels}.",
+            file=image_files[0],
+            case=case,
+            fix="make channel_names list every channel: an RGB image holds three (R, G, B), a grayscale one one.",
+        )
+    first = 0
+    for path, count in zip(image_files, images.file_channels, strict=True):
+        _check_finite(data[first : first + count], case, path, "image")
+        first += count
     seg, label_spacing, label_geo = read_image(label_file, case)
     _check_finite(seg, case, label_file, "label map")
     _check_integer_labels(seg, case, label_file)

@@ -34,8 +34,8 @@ def preprocessed(tmp_path_factory):
     return workdir / "results" / DATASET
 
 
-def test_fingerprint_equals_nnunetv2(preprocessed):
-    ours, theirs = load(preprocessed / "fingerprint.json"), load(FIXTURE / "expected" / "dataset_fingerprint.json")
+def assert_fingerprint_equals(ours: dict, theirs: dict) -> None:
+    """segflow's fingerprint.json against nnunetv2's dataset_fingerprint.json of the same raw dataset."""
     assert ours["shapes_after_crop"] == theirs["shapes_after_crop"]
     np.testing.assert_allclose(ours["spacings"], theirs["spacings"], rtol=1e-12)
     assert ours["median_relative_size_after_cropping"] == pytest.approx(theirs["median_relative_size_after_cropping"])
@@ -43,6 +43,31 @@ def test_fingerprint_equals_nnunetv2(preprocessed):
         found = ours["foreground_intensity_properties_per_channel"][channel]
         for key, value in expected.items():
             assert found[key] == pytest.approx(value, rel=1e-6), (channel, key)
+
+
+def assert_preprocessed_equals(folder, expected_folder, cases: int) -> None:
+    """segflow's preprocessed arrays, crop properties and class locations of one configuration against
+    nnunetv2's, exported by the fixture scripts (CASE.npz, CASE.json)."""
+    names = sorted(p.stem for p in expected_folder.glob("*.npz"))
+    assert len(names) == cases
+    for case in names:
+        with np.load(expected_folder / f"{case}.npz", allow_pickle=False) as npz:
+            data, seg = npz["data"], npz["seg"]
+        expected = load(expected_folder / f"{case}.json")
+        ours = np.load(folder / f"{case}.npy", allow_pickle=False)
+        ours_seg = np.load(folder / f"{case}_seg.npy", allow_pickle=False)
+        properties = load(folder / f"{case}.json")
+        assert ours.shape == data.shape, case
+        np.testing.assert_allclose(ours, data, rtol=0, atol=1e-4, err_msg=case)
+        np.testing.assert_array_equal(ours_seg, seg, err_msg=case)
+        for key in ("shape_before_cropping", "bbox_used_for_cropping", "shape_after_cropping_and_before_resampling"):
+            assert properties[key] == expected[key], (case, key)
+        assert properties["class_locations"] == expected["class_locations"], case
+
+
+def test_fingerprint_equals_nnunetv2(preprocessed):
+    ours, theirs = load(preprocessed / "fingerprint.json"), load(FIXTURE / "expected" / "dataset_fingerprint.json")
+    assert_fingerprint_equals(ours, theirs)
 
 
 def test_plans_equal_nnunetv2(preprocessed):
@@ -59,22 +84,7 @@ def test_plans_equal_nnunetv2(preprocessed):
 @pytest.mark.parametrize("configuration", ["2d", "3d_fullres"])
 def test_preprocessed_arrays_and_class_locations_equal_nnunetv2(preprocessed, configuration):
     expected_folder = FIXTURE / "expected" / configuration
-    cases = sorted(p.stem for p in expected_folder.glob("*.npz"))
-    assert len(cases) == 5
-    for case in cases:
-        with np.load(expected_folder / f"{case}.npz", allow_pickle=False) as npz:
-            data, seg = npz["data"], npz["seg"]
-        expected = load(expected_folder / f"{case}.json")
-        folder = preprocessed / "preprocessed" / configuration
-        ours = np.load(folder / f"{case}.npy", allow_pickle=False)
-        ours_seg = np.load(folder / f"{case}_seg.npy", allow_pickle=False)
-        properties = load(folder / f"{case}.json")
-        assert ours.shape == data.shape, case
-        np.testing.assert_allclose(ours, data, rtol=0, atol=1e-4, err_msg=case)
-        np.testing.assert_array_equal(ours_seg, seg, err_msg=case)
-        for key in ("shape_before_cropping", "bbox_used_for_cropping", "shape_after_cropping_and_before_resampling"):
-            assert properties[key] == expected[key], (case, key)
-        assert properties["class_locations"] == expected["class_locations"], case
+    assert_preprocessed_equals(preprocessed / "preprocessed" / configuration, expected_folder, cases=5)
 
 
 @pytest.mark.parametrize("name", list(shared.PIPELINES))

@@ -88,6 +88,10 @@ TEST_BATCHES = assign_batches(sorted(TEST), config["case_batches"])
 
 
 def raw_images(case):
+    """A case's channel files: a raw folder's as found (an RGB .png holds three channels in one file), an
+    MSD task's as its conversion writes them."""
+    if DATASET.kind != "msd":
+        return [str(f) for f in DATASET.sources[case]]
     ending = DATASET.file_ending
     return [
         f"{RAW}/imagesTr/{case}_{c:04d}{ending}" for c in range(DATASET.num_channels)

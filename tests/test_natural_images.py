@@ -1,0 +1,86 @@
+"""Natural 2D images as nnU-Net reads them (its NaturalImage2DIO): an RGB .png holds three channels in one file,
+and its spacing is 1 x 1 whatever DPI the file states. segflow against what nnunetv2 2.8.1 computed on the same
+dataset (tests/data/nnunetv2/natural/, written by tests/nnunetv2_fixture/make_natural_image_fixture.py):
+fingerprint, plans, 2d arrays and class locations; then the rest of the workflow, to the test image's
+segmentation written as a .png."""
+
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import REPO, load, run_snakemake
+from PIL import Image
+from test_nnunetv2_parity import assert_fingerprint_equals, assert_preprocessed_equals
+
+from segflow.errors import InputError
+from segflow.io import read_case, read_image
+from segflow.verify import verify_case
+
+FIXTURE = REPO / "tests" / "data" / "nnunetv2" / "natural"
+DATASET = "Dataset951_RgbPng"
+RAW = FIXTURE / "raw" / DATASET
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """The whole workflow on the fixture's dataset: 2d, fold 0, a tiny budget, its test image predicted."""
+    workdir = tmp_path_factory.mktemp("natural")
+    shutil.copytree(RAW, workdir / DATASET)
+    budget = "{epochs: 1, iterations_per_epoch: 2, val_iterations: 1}"
+    config = {"dataset": str(workdir / DATASET), "folds": "[0]", "train": budget, "inference": "{mirror: false}"}
+    run_snakemake(workdir, config=config)
+    return workdir / "results" / DATASET
+
+
+def test_an_rgb_png_is_three_channels_at_spacing_one(tmp_path):
+    image, label = RAW / "imagesTr" / "rgb_000_0000.png", RAW / "labelsTr" / "rgb_000.png"
+    case = read_case([image], label, "rgb_000")
+    picture = np.asarray(Image.open(image))  # H x W x 3
+    assert case.data.shape == (3, 1, *picture.shape[:2]) and case.file_channels == [3]
+    np.testing.assert_array_equal(case.data[:, 0], picture.transpose(2, 0, 1).astype(np.float32))
+    assert case.spacing == [999.0, 1.0, 1.0] and case.geometry["spacing"] == [1.0, 1.0]
+    np.testing.assert_array_equal(case.seg[0, 0], np.asarray(Image.open(label)))
+    # A .tif's resolution becomes SimpleITK's spacing; nnU-Net reads natural images at 1 x 1 all the same.
+    tif = tmp_path / "rgb_000_0000.tif"
+    Image.open(image).save(tif, dpi=(300, 300))
+    assert sitk.ReadImage(str(tif)).GetSpacing() == pytest.approx((25.4 / 300, 25.4 / 300))
+    from_tif = read_case([tif], None, "rgb_000")
+    assert from_tif.spacing == [999.0, 1.0, 1.0]
+    np.testing.assert_array_equal(from_tif.data, case.data)
+
+
+def test_fingerprint_plans_and_arrays_equal_nnunetv2(results):
+    expected = FIXTURE / "expected"
+    assert_fingerprint_equals(load(results / "fingerprint.json"), load(expected / "dataset_fingerprint.json"))
+    ours, theirs = load(results / "plans.json"), load(expected / "nnUNetPlans.json")
+    assert set(ours["configurations"]) == set(theirs["configurations"]) == {"2d"}
+    assert ours["configurations"]["2d"] == theirs["configurations"]["2d"]
+    assert theirs["configurations"]["2d"]["spacing"] == [1.0, 1.0]
+    assert_preprocessed_equals(results / "preprocessed" / "2d", expected / "2d", cases=6)
+
+
+def test_the_test_image_is_segmented_as_a_png_of_its_size(results):
+    picture = np.asarray(Image.open(RAW / "imagesTs" / "rgb_006_0000.png"))
+    segmentation = np.asarray(Image.open(results / "predictions" / "rgb_006.png"))
+    assert segmentation.shape == picture.shape[:2] and segmentation.dtype == np.uint8
+    assert set(np.unique(segmentation)) <= {0, 1, 2}
+    validation = results / "train" / "2d" / "fold_0" / "validation"
+    assert sorted(p.suffix for p in validation.glob("rgb_*.png")) == [".png"] * len(
+        load(results / "splits.json")[0]["val"]
+    )
+    assert (results / "report" / "overlays" / "test_rgb_006.png").is_file()
+
+
+def test_channels_that_do_not_match_channel_names_name_the_case_and_the_fix(tmp_path):
+    image, label = RAW / "imagesTr" / "rgb_001_0000.png", RAW / "labelsTr" / "rgb_001.png"
+    dataset_json = load(RAW / "dataset.json")
+    verify_case("rgb_001", [image], label, dataset_json)  # as declared: passes
+    grayscale = {**dataset_json, "channel_names": {"0": "gray"}}
+    with pytest.raises(InputError, match=r"holds 3 channel\(s\) in 1 file\(s\).*declares 1.*an RGB image holds three"):
+        verify_case("rgb_001", [image], label, grayscale)
+    rgb_label = tmp_path / "rgb_001.png"
+    shutil.copy(image, rgb_label)
+    with pytest.raises(InputError, match="has 3 components per pixel where one channel is expected") as error:
+        read_image(rgb_label, "rgb_001")
+    assert "rgb_001" in str(error.value) and "grayscale" in str(error.value)
