@@ -75,7 +75,8 @@ def verify_case(case: str, image_files, label_file, dataset_json: dict) -> dict:
             f"({', '.join(str(n) for n in images.file_channels)} per file); dataset.json declares {expected_channels}.",
             file=image_files[0],
             case=case,
-            fix="make channel_names list every channel: an RGB image holds three (R, G, B), a grayscale one one.",
+            fix="add the missing channel files (CASE_0001, ...) or make channel_names list the channels the files "
+            "hold: an RGB image holds three (R, G, B), a grayscale one one.",
         )
     first = 0
     for path, count in zip(image_files, images.file_channels, strict=True):
