@@ -4,6 +4,7 @@ dataset (tests/data/nnunetv2/natural/, written by tests/nnunetv2_fixture/make_na
 fingerprint, plans, 2d arrays and class locations; then the rest of the workflow, to the test image's
 segmentation written as a .png."""
 
+import json
 import shutil
 
 import numpy as np
@@ -13,6 +14,7 @@ from conftest import REPO, load, run_snakemake
 from PIL import Image
 from test_nnunetv2_parity import assert_fingerprint_equals, assert_preprocessed_equals
 
+from segflow.dataset import discover
 from segflow.errors import InputError
 from segflow.io import read_case, read_image
 from segflow.verify import verify_case
@@ -84,3 +86,13 @@ def test_channels_that_do_not_match_channel_names_name_the_case_and_the_fix(tmp_
     with pytest.raises(InputError, match="has 3 components per pixel where one channel is expected") as error:
         read_image(rgb_label, "rgb_001")
     assert "rgb_001" in str(error.value) and "grayscale" in str(error.value)
+
+
+@pytest.mark.parametrize("reader", ["NaturalImage2DIO", "SimpleITKIO"])
+def test_the_readers_segflow_reproduces_may_be_named_in_dataset_json(tmp_path, reader):
+    raw = tmp_path / DATASET
+    shutil.copytree(RAW, raw)
+    meta = load(raw / "dataset.json")
+    (raw / "dataset.json").write_text(json.dumps({**meta, "overwrite_image_reader_writer": reader}))
+    dataset = discover(raw)
+    assert len(dataset.cases) == 6 and dataset.sources["rgb_000"] == [raw / "imagesTr" / "rgb_000_0000.png"]

@@ -108,6 +108,12 @@ def dataset_json_without_labels(root):
     (root / "dataset.json").write_text(json.dumps(meta))
 
 
+def reader_segflow_does_not_reproduce(root):
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["overwrite_image_reader_writer"] = "NibabelIOWithReorient"
+    (root / "dataset.json").write_text(json.dumps(meta))
+
+
 ERRORS = {
     nan_image: ([f"{BROKEN}_0000.nii.gz", "NaN"], True),
     infinite_image: ([f"{BROKEN}_0001.nii.gz", "infinite"], True),
@@ -125,6 +131,7 @@ ERRORS = {
     non_consecutive: (["dataset.json", "consecutive", "[0, 1, 3]"], False),
     malformed_dataset_json: (["dataset.json", "not valid JSON"], False),
     dataset_json_without_labels: (["dataset.json", "lacks the required keys ['labels']"], False),
+    reader_segflow_does_not_reproduce: (["dataset.json", "NibabelIOWithReorient", "reorients"], False),
 }
 
 
