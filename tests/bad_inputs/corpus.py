@@ -114,6 +114,12 @@ def reader_segflow_does_not_reproduce(root):
     (root / "dataset.json").write_text(json.dumps(meta))
 
 
+def files_listed_in_dataset_json(root):
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["dataset"] = {BROKEN: {"images": [f"imagesTr/{BROKEN}_0000.nii.gz"], "label": f"labelsTr/{BROKEN}.nii.gz"}}
+    (root / "dataset.json").write_text(json.dumps(meta))
+
+
 ERRORS = {
     nan_image: ([f"{BROKEN}_0000.nii.gz", "NaN"], True),
     infinite_image: ([f"{BROKEN}_0001.nii.gz", "infinite"], True),
@@ -132,6 +138,7 @@ ERRORS = {
     malformed_dataset_json: (["dataset.json", "not valid JSON"], False),
     dataset_json_without_labels: (["dataset.json", "lacks the required keys ['labels']"], False),
     reader_segflow_does_not_reproduce: (["dataset.json", "NibabelIOWithReorient", "reorients"], False),
+    files_listed_in_dataset_json: (["dataset.json", "under 'dataset'", "symbolic links are accepted"], False),
 }
 
 
