@@ -235,12 +235,12 @@ def discover_raw(root: Path, dataset_json: dict) -> Dataset:
     )
 
 
-# nnU-Net's readers (dataset.json's overwrite_image_reader_writer) that read otherwise than segflow, which reads
-# every file as SimpleITKIO does and natural 2D images as NaturalImage2DIO does: what each one changes.
+# nnU-Net's readers (dataset.json's overwrite_image_reader_writer) that segflow reads as (segflow.io), and those
+# that read otherwise, with what each one changes.
+SAME_READERS = ("SimpleITKIO", "NaturalImage2DIO", "Tiff3DIO")
 OTHER_READERS = {
     "NibabelIO": "reads NIfTI headers with nibabel, whose affine can differ from SimpleITK's",
     "NibabelIOWithReorient": "reorients every image to RAS before training",
-    "Tiff3DIO": "takes each case's spacing from a CASE.json file beside its .tif",
 }
 
 
@@ -248,12 +248,12 @@ def check_reader(dataset_json: dict, file: Path) -> None:
     """A reader that segflow does not reproduce stops the run, rather than training on other arrays or
     spacings than nnU-Net would without a word."""
     reader = dataset_json.get("overwrite_image_reader_writer")
-    if reader is None or reader in ("SimpleITKIO", "NaturalImage2DIO"):
+    if reader is None or reader in SAME_READERS:
         return
     what = OTHER_READERS.get(reader, "is not one of nnU-Net's readers segflow knows")
     raise InputError(
         f"asks for nnU-Net's reader {reader} (overwrite_image_reader_writer), which {what}; segflow reads "
-        "images as nnU-Net's SimpleITKIO does (NaturalImage2DIO for 2D .png, .bmp, .tif).",
+        "images as nnU-Net's SimpleITKIO does (NaturalImage2DIO for 2D .png, .bmp, .tif; Tiff3DIO for 3D .tif).",
         file=file,
         fix="remove overwrite_image_reader_writer to read the images with SimpleITK, or convert them to NIfTI "
         "with the orientation and spacing you want.",

@@ -10,7 +10,9 @@ Conventions used everywhere in segflow:
   original physical space: ``{"spacing": [...], "origin": [...], "direction": [...]}``.
 * Natural 2D images (``.png``, ``.bmp``, ``.tif``) are read as nnU-Net's NaturalImage2DIO reads them: spacing
   1 x 1 whatever the file says (its DPI is no physical size), and a file of several components per pixel
-  (RGB, RGBA) holds that many channels, in order.
+  (RGB, RGBA) holds that many channels, in order. A 3D ``.tif``/``.tiff`` is read as nnU-Net's Tiff3DIO reads
+  it: its spacing (z, y, x) comes from ``CASE.json`` beside it (``{"spacing": [...]}``), else 1 x 1 x 1, and a
+  segmentation written as a 3D ``.tif`` gets that file beside it too.
 * Every write is atomic: a temporary file in the destination folder, then a rename. A reader never sees a
   half-written file, and a killed job leaves no file that looks complete.
 """
@@ -18,6 +20,7 @@ Conventions used everywhere in segflow:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -201,9 +204,38 @@ def is_natural_image(path) -> bool:
     return str(path).lower().endswith(NATURAL_IMAGE_ENDINGS)
 
 
-def read_channels(path, case: str | None = None) -> tuple[np.ndarray, list[float], dict]:
+TIFF_ENDINGS = (".tif", ".tiff")
+
+
+def tiff_spacing_file(path, channel_file: bool) -> Path:
+    """nnU-Net's Tiff3DIO sidecar of a 3D .tif: CASE.json beside CASE_XXXX.tif (an image's channel file) or
+    beside CASE.tif (a label map or a segmentation)."""
+    path = Path(path)
+    stem = path.name[: -len(next(e for e in TIFF_ENDINGS if path.name.lower().endswith(e)))]
+    return path.with_name((stem[:-5] if channel_file else stem) + ".json")
+
+
+def tiff_spacing(path, channel_file: bool, case: str | None) -> list[float]:
+    """A 3D .tif's spacing (z, y, x) as Tiff3DIO takes it: from its CASE.json, else 1 x 1 x 1 (with a warning)."""
+    sidecar = tiff_spacing_file(path, channel_file)
+    if not sidecar.is_file():
+        logging.getLogger("segflow").warning("%s: no %s beside it, spacing 1 x 1 x 1 (as nnU-Net)", path, sidecar.name)
+        return [1.0, 1.0, 1.0]
+    spacing = load_json(sidecar).get("spacing")
+    if not (isinstance(spacing, list) and len(spacing) == 3 and all(isinstance(v, (int, float)) for v in spacing)):
+        raise InputError(
+            f"holds spacing {spacing!r}; a 3D .tif's spacing file holds three numbers (z, y, x).",
+            file=sidecar,
+            case=case,
+            fix='write it as {"spacing": [z, y, x]} in mm, the order of the image\'s axes.',
+        )
+    return [float(v) for v in spacing]
+
+
+def read_channels(path, case: str | None = None, channel_file: bool = True) -> tuple[np.ndarray, list[float], dict]:
     """The channels of one image file: (array C x Z x Y x X, spacing z-y-x, SimpleITK geometry). C is 1 except
-    for a natural 2D image with several components per pixel (RGB: 3)."""
+    for a natural 2D image with several components per pixel (RGB: 3). ``channel_file``: a CASE_XXXX file of
+    an image (not a label map), which tells where a 3D .tif's spacing file lies."""
     image = read_sitk(path, case)
     components = image.GetNumberOfComponentsPerPixel()
     natural = is_natural_image(path) and image.GetDimension() == 2
@@ -224,6 +256,8 @@ def read_channels(path, case: str | None = None) -> tuple[np.ndarray, list[float
         )
     if natural:
         image.SetSpacing((1.0, 1.0))
+    elif str(path).lower().endswith(TIFF_ENDINGS) and image.GetDimension() == 3:
+        image.SetSpacing(tiff_spacing(path, channel_file, case)[::-1])
     if components == 1:
         array, spacing = array_and_spacing(image)
         return array[None], spacing, geometry_of(image)  # a view: a large CT is not copied here
@@ -234,7 +268,7 @@ def read_channels(path, case: str | None = None) -> tuple[np.ndarray, list[float
 
 def read_image(path, case: str | None = None) -> tuple[np.ndarray, list[float], dict]:
     """One single-channel image (a label map, say): (array z-y-x, spacing z-y-x, SimpleITK geometry)."""
-    channels, spacing, geometry = read_channels(path, case)
+    channels, spacing, geometry = read_channels(path, case, channel_file=False)
     if len(channels) != 1:
         raise InputError(
             f"has {len(channels)} components per pixel where one channel is expected.",
@@ -327,3 +361,5 @@ def write_image(array: np.ndarray, geometry: dict, path) -> None:
     image.SetDirection(geometry["direction"])
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
+    if str(path).lower().endswith(TIFF_ENDINGS) and array.ndim == 3:  # Tiff3DIO's spacing file, as it writes one
+        save_json({"spacing": list(geometry["spacing"])[::-1]}, tiff_spacing_file(path, channel_file=False))

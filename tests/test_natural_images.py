@@ -16,7 +16,8 @@ from test_nnunetv2_parity import assert_fingerprint_equals, assert_preprocessed_
 
 from segflow.dataset import discover
 from segflow.errors import InputError
-from segflow.io import read_case, read_image
+from segflow.export import write_segmentation
+from segflow.io import read_case, read_image, write_image
 from segflow.verify import verify_case
 
 FIXTURE = REPO / "tests" / "data" / "nnunetv2" / "natural"
@@ -88,7 +89,7 @@ def test_channels_that_do_not_match_channel_names_name_the_case_and_the_fix(tmp_
     assert "rgb_001" in str(error.value) and "grayscale" in str(error.value)
 
 
-@pytest.mark.parametrize("reader", ["NaturalImage2DIO", "SimpleITKIO"])
+@pytest.mark.parametrize("reader", ["NaturalImage2DIO", "SimpleITKIO", "Tiff3DIO"])
 def test_the_readers_segflow_reproduces_may_be_named_in_dataset_json(tmp_path, reader):
     raw = tmp_path / DATASET
     shutil.copytree(RAW, raw)
@@ -96,3 +97,27 @@ def test_the_readers_segflow_reproduces_may_be_named_in_dataset_json(tmp_path, r
     (raw / "dataset.json").write_text(json.dumps({**meta, "overwrite_image_reader_writer": reader}))
     dataset = discover(raw)
     assert len(dataset.cases) == 6 and dataset.sources["rgb_000"] == [raw / "imagesTr" / "rgb_000_0000.png"]
+
+
+def test_a_3d_tif_takes_its_spacing_from_case_json_as_tiff3dio_does(tmp_path):
+    """nnunetv2 2.8.1 picks Tiff3DIO for a 3D .tif (NaturalImage2DIO refuses it): the spacing comes from
+    CASE.json beside the images (CASE_XXXX.tif) and beside the label map (CASE.tif), whatever the .tif's own
+    header says, and 1 x 1 x 1 without it; a segmentation written as .tif gets its CASE.json too."""
+    images, labels = tmp_path / "imagesTr", tmp_path / "labelsTr"
+    volume = np.arange(12 * 30 * 40, dtype=np.float32).reshape(12, 30, 40)
+    header = {"spacing": [2.0, 2.0, 2.0], "origin": [0.0] * 3, "direction": list(np.eye(3).ravel())}
+    write_image(volume, header, images / "stack_0000.tif")
+    write_image((volume % 3).astype(np.uint8), header, labels / "stack.tif")
+    assert read_case([images / "stack_0000.tif"], None, "stack").spacing == [1.0, 1.0, 1.0]
+    (images / "stack.json").write_text(json.dumps({"spacing": [3.0, 0.5, 0.5]}))
+    (labels / "stack.json").write_text(json.dumps({"spacing": [3.0, 0.5, 0.5]}))
+    case = read_case([images / "stack_0000.tif"], labels / "stack.tif", "stack")
+    assert case.data.shape == (1, 12, 30, 40) and case.spacing == [3.0, 0.5, 0.5]  # what nnunetv2 read
+    np.testing.assert_array_equal(case.data[0], volume)
+    assert case.geometry["spacing"] == [0.5, 0.5, 3.0] and read_image(labels / "stack.tif")[1] == [3.0, 0.5, 0.5]
+    write_segmentation(case.seg[0], case.geometry, {"labels": {"background": 0, "a": 1, "b": 2}}, tmp_path / "out.tif")
+    assert load(tmp_path / "out.json") == {"spacing": [3.0, 0.5, 0.5]}
+    np.testing.assert_array_equal(read_image(tmp_path / "out.tif")[0], volume % 3)
+    (images / "stack.json").write_text(json.dumps({"spacing": [3.0, 0.5]}))
+    with pytest.raises(InputError, match=r"stack.json.*three numbers"):
+        read_case([images / "stack_0000.tif"], None, "stack")
