@@ -209,10 +209,10 @@ TIFF_ENDINGS = (".tif", ".tiff")
 
 def tiff_spacing_file(path, channel_file: bool) -> Path:
     """nnU-Net's Tiff3DIO sidecar of a 3D .tif: CASE.json beside CASE_XXXX.tif (an image's channel file) or
-    beside CASE.tif (a label map or a segmentation)."""
+    beside CASE.tif (a label map, a segmentation, or an image to predict given as one file)."""
     path = Path(path)
     stem = path.name[: -len(next(e for e in TIFF_ENDINGS if path.name.lower().endswith(e)))]
-    return path.with_name((stem[:-5] if channel_file else stem) + ".json")
+    return path.with_name((stem[:-5] if channel_file and re.search(r"_\d{4}$", stem) else stem) + ".json")
 
 
 def tiff_spacing(path, channel_file: bool, case: str | None) -> list[float]:

@@ -118,6 +118,10 @@ def test_a_3d_tif_takes_its_spacing_from_case_json_as_tiff3dio_does(tmp_path):
     write_segmentation(case.seg[0], case.geometry, {"labels": {"background": 0, "a": 1, "b": 2}}, tmp_path / "out.tif")
     assert load(tmp_path / "out.json") == {"spacing": [3.0, 0.5, 0.5]}
     np.testing.assert_array_equal(read_image(tmp_path / "out.tif")[0], volume % 3)
+    single = tmp_path / "single.tif"  # an image to predict given as one file (segflow predict): single.json
+    write_image(volume, header, single)
+    (tmp_path / "single.json").write_text(json.dumps({"spacing": [4.0, 1.0, 1.0]}))
+    assert read_case([single], None, "single").spacing == [4.0, 1.0, 1.0]
     (images / "stack.json").write_text(json.dumps({"spacing": [3.0, 0.5]}))
     with pytest.raises(InputError, match=r"stack.json.*three numbers"):
         read_case([images / "stack_0000.tif"], None, "stack")
