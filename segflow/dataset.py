@@ -207,15 +207,15 @@ def discover_raw(root: Path, dataset_json: dict) -> Dataset:
         )
     check_labels(dataset_json, file)
     check_reader(dataset_json, file)
+    ending = dataset_json["file_ending"]
     if "dataset" in dataset_json:
         raise InputError(
             "lists the cases' files under 'dataset' (nnU-Net's alternative to the imagesTr/labelsTr folders), "
             "which segflow does not read.",
             file=file,
-            fix="link the files into imagesTr/ as CASE_XXXX" + str(dataset_json["file_ending"]) + " and labelsTr/ as "
-            "CASE" + str(dataset_json["file_ending"]) + " (symbolic links are accepted) and remove the 'dataset' key.",
+            fix=f"link the files into imagesTr/ as CASE_XXXX{ending} and labelsTr/ as CASE{ending} (symbolic links "
+            "are accepted) and remove the 'dataset' key.",
         )
-    ending = dataset_json["file_ending"]
     _require_folder(root / "imagesTr", "imagesTr")
     _require_folder(root / "labelsTr", "labelsTr")
     channels_of = channel_files(root / "imagesTr", ending)
