@@ -9,8 +9,10 @@ and Snakemake then removes the job's outputs.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
+from pathlib import Path
 
 from segflow.batches import write_manifest
 from segflow.errors import InputError
@@ -26,10 +28,35 @@ def chunks(flat, sizes):
     return out
 
 
+def is_channel_file_of(path, case: str) -> bool:
+    """Whether ``path`` is named CASE_XXXX.ext for this case."""
+    name = Path(path).name
+    return name.startswith(case) and re.match(r"_\d{4}\.", name[len(case) :]) is not None
+
+
+def files_by_case(files, cases, channels: int) -> list[list[str]]:
+    """A flat list of channel files in case order (Snakemake flattens nested lists) split into each case's
+    files, by their names: one file per channel, or fewer where a file holds several (an RGB .png holds
+    three). Grouping by name rather than by a count per case keeps the jobs' params as they were, so that
+    Snakemake's params trigger reruns nothing of an existing run."""
+    remaining, grouped = list(files), []
+    for case in cases:
+        count = 0
+        while count < len(remaining) and is_channel_file_of(remaining[count], case):
+            count += 1
+        if not 1 <= count <= channels:
+            raise ValueError(f"case {case!r}: {count} channel files among {files}, expected 1 to {channels}")
+        grouped.append(remaining[:count])
+        remaining = remaining[count:]
+    if remaining:
+        raise ValueError(f"files of no case of {list(cases)}: {remaining}")
+    return grouped
+
+
 def images_per_case(job) -> list[list[str]]:
-    """The channel files of each case of a batch job, from its flat ``input.images`` and
-    ``params.files_per_case`` (one per channel, or fewer: an RGB .png holds three channels)."""
-    return chunks(job.input.images, job.params.files_per_case)
+    """The channel files of each case of a batch job (its flat ``input.images``, ``params.cases`` and
+    ``params.channels``)."""
+    return files_by_case(job.input.images, job.params.cases, job.params.channels)
 
 
 def write_batch_manifest(job) -> None:

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from segflow.batches import assign_batches, auto_batch_count, files_in_manifests, write_manifest
+from segflow.jobs import files_by_case
 
 
 @pytest.mark.parametrize(
@@ -38,3 +39,16 @@ def test_a_manifest_refuses_files_that_do_not_match_its_cases(tmp_path):
     with pytest.raises(ValueError, match="records: 1 files for 2 cases"):
         write_manifest(tmp_path / "b000.json", ["a", "b"], {"records": ["a.json"]})
     assert not (tmp_path / "b000.json").exists()
+
+
+def test_a_batch_jobs_flat_image_list_splits_into_its_cases_by_name():
+    """One file per channel, or one RGB file for three channels; a case whose name extends another's keeps its
+    own files; files of no case of the batch, or a case with none, are errors."""
+    files = ["x/c1_0000.png", "x/c10_0000.png", "x/c10_0001.png", "x/c1_0000_0000.png"]
+    assert files_by_case(files, ["c1", "c10", "c1_0000"], 3) == [files[:1], files[1:3], files[3:]]
+    with pytest.raises(ValueError, match="files of no case"):
+        files_by_case(["x/a_0000.nii.gz", "x/b_0000.nii.gz"], ["a"], 2)
+    with pytest.raises(ValueError, match="case 'b': 0 channel files"):
+        files_by_case(["x/a_0000.nii.gz"], ["a", "b"], 2)
+    with pytest.raises(ValueError, match="expected 1 to 1"):
+        files_by_case(["x/a_0000.nii.gz", "x/a_0001.nii.gz"], ["a"], 1)

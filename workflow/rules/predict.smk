@@ -49,7 +49,7 @@ for batch, cases in TEST_BATCHES.items():
             runtime=config["inference"]["runtime_minutes"],
         params:
             cases=cases,
-            files_per_case=[len(test_images(c)) for c in cases],
+            channels=DATASET.num_channels,
             device=config["device"],
             mirror=config["inference"]["mirror"],
             step=config["inference"]["step_size"],

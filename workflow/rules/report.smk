@@ -58,6 +58,6 @@ rule report_overlays:
         results=results_dir,
         raw=raw_dir,
         ending=DATASET.file_ending,
-        files_per_case=[len(test_images(c)) for c in OVERLAY_TEST_CASES],
+        channels=DATASET.num_channels,
     script:
         "../scripts/report_overlays.py"

@@ -21,7 +21,7 @@ for batch, cases in BATCHES.items():
             mem_mb=batch_mem_mb,
         params:
             cases=cases,
-            files_per_case=[len(raw_images(c)) for c in cases],
+            channels=DATASET.num_channels,
             dataset=dataset_json_signature(),
         script:
             "../scripts/verify.py"

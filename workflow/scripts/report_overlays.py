@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from segflow.io import load_json
-from segflow.jobs import chunks, run_job
+from segflow.jobs import files_by_case, run_job
 from segflow.report import validation_prediction, write_overlay
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -17,7 +17,7 @@ def write_overlays():
         image = raw / "imagesTr" / f"{case}_0000{ending}"
         title = f"{case} (fold {fold}, {selection['best']})"
         write_overlay(image, prediction, png, title, reference_file=raw / "labelsTr" / f"{case}{ending}")
-    images = [files[0] for files in chunks(sm.input.test_images, p.files_per_case)]  # each case's first file
+    images = [files[0] for files in files_by_case(sm.input.test_images, p.test_cases, p.channels)]  # first files
     for case, image, prediction, png in zip(
         p.test_cases, images, sm.input.test_predictions, sm.output.test, strict=True
     ):
