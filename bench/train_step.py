@@ -328,9 +328,9 @@ def pooled(rounds: list[dict]) -> dict:
     merged = dict(rounds[0])
     merged["times"] = [t for figures in rounds for t in figures["times"]]
     merged["loader_cpu_s_per_batch"] = statistics.mean(f["loader_cpu_s_per_batch"] for f in rounds)
-    augmenting = [f["device_augmentation_s_per_batch"] for f in rounds if f.get("device_augmentation_s_per_batch")]
-    if "device_augmentation_s_per_batch" in merged:
-        merged["device_augmentation_s_per_batch"] = statistics.median(augmenting) if augmenting else None
+    if "device_augmentation_s_per_batch" in merged:  # segflow's alone
+        measured = [s for f in rounds if (s := f["device_augmentation_s_per_batch"]) is not None]
+        merged["device_augmentation_s_per_batch"] = statistics.median(measured) if measured else None
     return merged
 
 
@@ -357,8 +357,7 @@ def timed_rounds(args, work: Path) -> tuple[dict, dict | None, list[dict]]:
 def compare_plan(args, name: str) -> dict:
     """Times both frameworks on one plan, prints the figures and returns them."""
     args.plan = name
-    work = args.work
-    sf, nn, rounds = timed_rounds(args, work)
+    sf, nn, rounds = timed_rounds(args, args.work)
     sf_median = statistics.median(sf["times"])
     result = {"segflow": sf, "rounds": rounds}
     if nn is not None:
@@ -367,7 +366,7 @@ def compare_plan(args, name: str) -> dict:
     if args.compare_layouts:
         chosen = args.channels_last
         args.channels_last = "off" if chosen in ("auto", "on") and args.device == "cuda" else "on"
-        other = run_worker(sys.executable, "segflow", args, work)
+        other = run_worker(sys.executable, "segflow", args, args.work)
         result[f"segflow_channels_last_{args.channels_last}"] = other
         print(f"   segflow with channels_last={args.channels_last}: {statistics.median(other['times']):.3f} s/it")
         args.channels_last = chosen

@@ -16,14 +16,12 @@ file or an inconsistent ``dataset.json`` fails before any job starts: required k
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from segflow.errors import InputError
-from segflow.io import is_natural_image, load_json
+from segflow.io import CHANNEL_SUFFIX, is_natural_image, load_json
 
-CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 REQUIRED_V2_KEYS = ("labels", "channel_names", "numTraining", "file_ending")
 
 

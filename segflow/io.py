@@ -197,22 +197,27 @@ def array_and_spacing(image) -> tuple[np.ndarray, list[float]]:
     return array, spacing
 
 
+# An image's channel file without its ending: CASE_XXXX.
+CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 NATURAL_IMAGE_ENDINGS = (".png", ".bmp", ".tif")
+TIFF_ENDINGS = (".tif", ".tiff")
 
 
 def is_natural_image(path) -> bool:
     return str(path).lower().endswith(NATURAL_IMAGE_ENDINGS)
 
 
-TIFF_ENDINGS = (".tif", ".tiff")
+def is_tiff(path) -> bool:
+    return str(path).lower().endswith(TIFF_ENDINGS)
 
 
 def tiff_spacing_file(path, channel_file: bool) -> Path:
     """nnU-Net's Tiff3DIO sidecar of a 3D .tif: CASE.json beside CASE_XXXX.tif (an image's channel file) or
     beside CASE.tif (a label map, a segmentation, or an image to predict given as one file)."""
     path = Path(path)
-    stem = path.name[: -len(next(e for e in TIFF_ENDINGS if path.name.lower().endswith(e)))]
-    return path.with_name((stem[:-5] if channel_file and re.search(r"_\d{4}$", stem) else stem) + ".json")
+    stem = path.name.rsplit(".", 1)[0]
+    match = CHANNEL_SUFFIX.match(stem) if channel_file else None
+    return path.with_name((match["case"] if match else stem) + ".json")
 
 
 def tiff_spacing(path, channel_file: bool, case: str | None) -> list[float]:
@@ -256,7 +261,7 @@ def read_channels(path, case: str | None = None, channel_file: bool = True) -> t
         )
     if natural:
         image.SetSpacing((1.0, 1.0))
-    elif str(path).lower().endswith(TIFF_ENDINGS) and image.GetDimension() == 3:
+    elif is_tiff(path) and image.GetDimension() == 3:
         image.SetSpacing(tiff_spacing(path, channel_file, case)[::-1])
     if components == 1:
         array, spacing = array_and_spacing(image)
@@ -361,5 +366,5 @@ def write_image(array: np.ndarray, geometry: dict, path) -> None:
     image.SetDirection(geometry["direction"])
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
-    if str(path).lower().endswith(TIFF_ENDINGS) and array.ndim == 3:  # Tiff3DIO's spacing file, as it writes one
+    if is_tiff(path) and array.ndim == 3:  # Tiff3DIO's spacing file, as it writes one
         save_json({"spacing": list(geometry["spacing"])[::-1]}, tiff_spacing_file(path, channel_file=False))

@@ -9,13 +9,13 @@ and Snakemake then removes the job's outputs.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
 from pathlib import Path
 
 from segflow.batches import write_manifest
 from segflow.errors import InputError
+from segflow.io import CHANNEL_SUFFIX
 from segflow.progress import show_on_terminal
 
 
@@ -29,9 +29,11 @@ def chunks(flat, sizes):
 
 
 def is_channel_file_of(path, case: str) -> bool:
-    """Whether ``path`` is named CASE_XXXX.ext for this case."""
+    """Whether ``path`` is named CASE_XXXX.ext for this case (the ending starts at the first dot after CASE)."""
     name = Path(path).name
-    return name.startswith(case) and re.match(r"_\d{4}\.", name[len(case) :]) is not None
+    ending = name.find(".", len(case))
+    match = CHANNEL_SUFFIX.match(name[:ending]) if name.startswith(case) and ending > 0 else None
+    return match is not None and match["case"] == case
 
 
 def files_by_case(files, cases, channels: int) -> list[list[str]]:
