@@ -143,6 +143,18 @@ def copy_file(source, destination) -> None:
         shutil.copyfile(source, tmp)
 
 
+def link_file(source, destination) -> None:
+    """Give ``destination`` the content of ``source`` as a second name of the same file (a hard link: no copy,
+    no disk), atomically; a copy where the file system has no hard links. Safe because segflow never writes a
+    file in place: a later write of either name makes a new file and leaves the other name as it was."""
+    with atomic_path(destination) as tmp:
+        tmp.unlink(missing_ok=True)  # left by a job killed here
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
 def _sitk():
     import SimpleITK as sitk
 

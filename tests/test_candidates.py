@@ -59,12 +59,12 @@ def test_a_preset_and_a_monai_network_join_a_finished_run_and_train_only_their_o
     ResEnc M's). The default candidate does not train again and nothing is preprocessed again (they all train
     on the default's 3d_fullres data); the new ones train, validate and join the selection and the report;
     adding ResEnc L afterwards schedules its two candidates' jobs alone, and those that compare candidates."""
-    budget = "{epochs: 1, iterations_per_epoch: 1, val_iterations: 1, threads: 2}"
+    budget = "{epochs: 1, iterations_per_epoch: 1, val_iterations: 1, threads: 1}"
     base = {
         "configurations": "[3d_fullres]",
         "folds": "[0]",
         "train": budget,
-        "inference": "{mirror: false}",
+        "inference": "{mirror: false, threads: 1}",
         "test_images": "null",
     }
     run_snakemake(tmp_path, config=base)

@@ -78,8 +78,8 @@ def test_cascade_workflow_trains_on_all_lowres_folds_and_predicts(tmp_path):
         "gpu_memory_target_gb": 0.02,
         "configurations": ["3d_lowres", "3d_cascade_fullres"],
         "folds": [0],
-        "train": {"epochs": 1, "iterations_per_epoch": 1, "val_iterations": 1, "seed": 0, "threads": 2},
-        "inference": {"mirror": False, "threads": 2},
+        "train": {"epochs": 1, "iterations_per_epoch": 1, "val_iterations": 1, "seed": 0, "threads": 1},
+        "inference": {"mirror": False, "threads": 1},
     }
     (tmp_path / "cascade.yaml").write_text(json.dumps(settings))
     run_snakemake(tmp_path, "--configfile", str(tmp_path / "cascade.yaml"))

@@ -96,6 +96,18 @@ def logged_epochs(out):
     return [json.loads(line)["epoch"] for line in (out / "training_log.jsonl").read_text().splitlines()]
 
 
+def assert_best_is_the_epoch_of_the_highest_ema(out) -> None:
+    """checkpoint_best.pt holds the state after the first epoch of the highest EMA pseudo Dice: the very file
+    that epoch wrote as its latest state (a second name, no copy), so also checkpoint_final.pt where that
+    epoch was the last."""
+    ema = [json.loads(line)["ema_fg_dice"] for line in (out / "training_log.jsonl").read_text().splitlines()]
+    best_epoch = ema.index(max(ema)) + 1
+    best = torch.load(out / "checkpoint_best.pt", weights_only=True)
+    assert best["current_epoch"] == best_epoch and best["best_ema"] == max(ema)
+    assert (out / "checkpoint_best.pt").samefile(out / "checkpoint_final.pt") == (best_epoch == EPOCHS)
+    assert (out / "checkpoint_best.pt").stat().st_nlink == (3 if best_epoch == EPOCHS else 1)
+
+
 @pytest.fixture(scope="module")
 def trained(dataset, tmp_path_factory):
     """One uninterrupted training of the module's dataset."""
@@ -116,6 +128,7 @@ def test_same_config_gives_identical_weights_and_a_finished_training_rewrites_it
     # output); the next attempt writes it again without training. The fallback one epoch back is gone.
     assert (first / "checkpoint_latest.pt").samefile(first / "checkpoint_final.pt")
     assert not (first / "checkpoint_previous.pt").exists()
+    assert_best_is_the_epoch_of_the_highest_ema(first)
     (first / "checkpoint_final.pt").unlink()
     (first / "progress.png").unlink()
     output = finish(start_training(dataset, first))

@@ -15,7 +15,7 @@ Files in the fold folder:
   or killed job keeps it and the next attempt continues after the last finished epoch.
 * ``checkpoint_final.pt`` - the state after the last epoch, last of all: a hard link to
   ``checkpoint_latest.pt`` (one file on disk; see ``Trainer.finish``). ``checkpoint_best.pt`` - the state at
-  the best EMA pseudo Dice.
+  the best EMA pseudo Dice, likewise a second name of that epoch's ``checkpoint_latest.pt`` (written once).
 * ``progress.png`` - losses, pseudo Dice and its EMA; epoch duration; learning rate.
 * ``training_log.jsonl`` - one JSON object per epoch.
 * ``pretrained.json`` - with ``train.pretrained_weights``: the checkpoint the fold started from, what was loaded
@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +52,7 @@ from torch import nn
 
 from segflow.device import resolve_device
 from segflow.errors import InputError
-from segflow.io import atomic_path, load_checkpoint, load_json, save_json
+from segflow.io import atomic_path, link_file, load_checkpoint, load_json, save_json
 from segflow.labels import has_regions, output_channels
 from segflow.labels import regions as label_regions
 from segflow.networks import build_network
@@ -372,16 +371,17 @@ class Trainer:
             "inference_allowed_mirroring_axes": list(self.augmentation.mirror_axes),
         }
 
-    def save(self, name: str, epoch_done: int) -> None:
-        with atomic_path(self.out / name) as tmp:
-            torch.save(self.state(epoch_done), tmp)
-
-    def save_resumable(self, epoch_done: int) -> None:
+    def save_resumable(self, epoch_done: int, best: bool = False) -> None:
         """checkpoint_latest.pt, the one before it kept as checkpoint_previous.pt: if the latest is found
-        damaged (a full disk, a copy cut short), training falls back one epoch instead of starting over."""
+        damaged (a full disk, a copy cut short), training falls back one epoch instead of starting over. With
+        ``best``, the same state is also checkpoint_best.pt: a second name of the file (written once, not
+        twice), given before the latest is replaced, so that a job killed in between resumes from the
+        epoch before and finds the best checkpoint again."""
         latest = self.out / "checkpoint_latest.pt"
         with atomic_path(latest) as tmp:
             torch.save(self.state(epoch_done), tmp)
+            if best:
+                link_file(tmp, self.out / "checkpoint_best.pt")
             if latest.exists():
                 os.replace(latest, self.out / "checkpoint_previous.pt")
 
@@ -442,11 +442,11 @@ class Trainer:
         for epoch in range(self.start_epoch, self.settings.epochs):
             self.run_epoch(epoch)
             ema = self.history["ema_fg_dice"][-1]
-            if self.best_ema is None or ema > self.best_ema:
+            best = self.best_ema is None or ema > self.best_ema
+            if best:
                 self.best_ema = ema
-                self.save("checkpoint_best.pt", epoch + 1)
             # The resumable state first: whatever is logged below belongs to a saved epoch.
-            self.save_resumable(epoch + 1)
+            self.save_resumable(epoch + 1, best=best)
             log.info("epoch %d: %s", epoch, self.write_log())
             countdown.step(self.epoch_summary())
             write_progress(self.history, self.out / "progress.png")
@@ -461,13 +461,7 @@ class Trainer:
         point but before Snakemake registered its success loses its declared outputs, and its next attempt
         resumes after the last epoch and only writes them again. The fallback one epoch back is no longer
         needed. A finished fold thus holds what nnU-Net keeps: the final and the best weights."""
-        latest, final = self.out / "checkpoint_latest.pt", self.out / "checkpoint_final.pt"
-        with atomic_path(final) as tmp:
-            tmp.unlink(missing_ok=True)  # left by a job killed here
-            try:
-                os.link(latest, tmp)
-            except OSError:  # a file system without hard links
-                shutil.copyfile(latest, tmp)
+        link_file(self.out / "checkpoint_latest.pt", self.out / "checkpoint_final.pt")
         (self.out / "checkpoint_previous.pt").unlink(missing_ok=True)
 
 
