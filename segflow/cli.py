@@ -124,7 +124,8 @@ def model_selection(model: Path, configurations, folds, postprocessing: bool) ->
 def input_images(folder: Path, dataset_json: dict, scratch: Path) -> dict[str, list[Path]]:
     """Case -> channel files; single-file cases (MSD style) are split into channel files in ``scratch``."""
     from segflow.convert import convert_image
-    from segflow.dataset import CHANNEL_SUFFIX, images_to_predict
+    from segflow.dataset import images_to_predict
+    from segflow.io import CHANNEL_SUFFIX
 
     ending = dataset_json["file_ending"]
     if not folder.is_dir():
