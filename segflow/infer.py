@@ -111,7 +111,7 @@ def load_model(plans_path, dataset_json_path, configuration: str, checkpoints) -
     """A configuration with the weights of the given fold checkpoints (``torch.load(weights_only=True)``)."""
     if not checkpoints:
         raise ValueError(f"no checkpoints given for {configuration}")
-    loaded = [load_checkpoint(path) for path in checkpoints]
+    loaded = [load_checkpoint(path, mapped=True) for path in checkpoints]
     return model_of(load_json(plans_path), load_json(dataset_json_path), configuration, loaded)
 
 

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -93,17 +94,20 @@ def plain_numpy_globals() -> list:
     return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
+def load_checkpoint(path, map_location="cpu", mapped: bool = False) -> dict:
     """A model checkpoint's tensors and plain values (numbers, strings, lists, dicts, numpy scalars), loaded with
     ``torch.load(weights_only=True)`` and an explicit allowlist: segflow's checkpoints and nnU-Net v2's
     (``checkpoint_final.pth``) load; a file that would run code while being unpickled is refused, as is one that
-    cannot be read."""
+    cannot be read. ``mapped``: the tensors are the file's pages, read when first used, so that a reader of the
+    network weights alone never reads the optimiser's state (twice the weights for AdamW) into memory."""
     import pickle
 
     import torch
 
     try:
         with torch.serialization.safe_globals(plain_numpy_globals()):
+            if mapped and map_location == "cpu" and zipfile.is_zipfile(path):  # torch maps only its zip format
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         culprit = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))

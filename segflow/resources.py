@@ -10,9 +10,10 @@ resident memory of the job's process tree, workers included):
   times the convolution outputs of a batch (the planner's VRAM proxy, ``segflow.plan``) in float32. Measured:
   the demo's 3d_fullres fold (66 MB of convolution outputs) 1.28 GB; an MSD Prostate 3d_fullres fold (patch
   20 x 320 x 256, batch 2: 3.6 GB of convolution outputs) 11.1 GB.
-* validation and prediction: the process, the largest case's arrays (image, logits, export; probabilities
-  where ensembles need them) and, on a CPU, a tile's activations. Measured: a synthetic 65 x 340 x 340 case
-  with 2 channels and 3 classes, 2.26 GB; a 512 x 512 x 1 000 CT, 8.17 GB.
+* validation and prediction: the process, the network and the fold weights it loads (the checkpoints' network
+  weights only, ``segflow.io.load_checkpoint(mapped=True)``), the largest case's arrays (image, logits, export;
+  probabilities where ensembles need them) and, on a CPU, a tile's activations. Measured: a synthetic
+  65 x 340 x 340 case with 2 channels and 3 classes, 2.26 GB; a 512 x 512 x 1 000 CT, 8.17 GB.
 
 Crop and preprocessing jobs also declare their wall time (``runtime``), from their cases' voxels; training,
 validation and prediction take the config's, as their time depends on the device and the budget.
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import math
 
+from segflow.networks import recipe_of
+from segflow.networks.parameters import parameter_count
 from segflow.plan import (
     conv_feature_map_size,
     features_per_stage,
@@ -67,6 +70,8 @@ PROBABILITY_CLASS_COPIES = 3
 #: sample. Measured: a 65 x 340 x 340 case (2 channels, 3 classes; patch 40 x 192 x 224, 1.9 GB of convolution
 #: outputs) validated in 2.26 GB, about 1.5 GB of it the network's.
 TILE_ACTIVATION_FRACTION = 1.0
+#: Optimiser state per parameter, in float32 copies: SGD's momentum buffer, AdamW's two moments.
+OPTIMIZER_MOMENTS = {"sgd": 1, "adamw": 2}
 MARGIN = 1.25
 #: Wall time of a per-case job (crop, preprocessing) per voxel and channel, and its start-up. Measured: a
 #: 512 x 512 x 1 000 CT preprocessed (cubic resampling to 0.8 mm) in 150 s on this project's 2 cores, 0.57 us
@@ -99,15 +104,24 @@ def sample_activations(configuration: dict, num_classes: int) -> int:
 
 
 def training_mem_mb(
-    configuration: dict, num_classes: int, threads: int, on_gpu: bool, attempt: int = 1, augment_on: str = "device"
+    configuration: dict,
+    num_classes: int,
+    threads: int,
+    on_gpu: bool,
+    attempt: int = 1,
+    augment_on: str = "device",
+    in_channels: int = 1,
 ) -> int:
-    """Host memory of a training job of a (resolved) plans configuration."""
+    """Host memory of a training job of a (resolved) plans configuration. On a GPU the host holds the network
+    once, as it is built before it moves there; on a CPU also its gradients and the optimiser's state."""
     mb = TRAINING_PROCESS_MB + loader_workers(threads, on_gpu, augment_on) * WORKER_MB
+    parameters = parameter_count(configuration, in_channels, num_classes)
     if on_gpu:
-        mb += CUDA_CONTEXT_MB
+        mb += CUDA_CONTEXT_MB + parameters * FLOAT32 / MB
     else:
+        copies = 2 + OPTIMIZER_MOMENTS[recipe_of(configuration).optimizer]
         activations = sample_activations(configuration, num_classes) * configuration["batch_size"]
-        mb += ACTIVATION_COPIES * activations * FLOAT32 / MB
+        mb += (copies * parameters + ACTIVATION_COPIES * activations) * FLOAT32 / MB
     return scaled(mb, attempt)
 
 
@@ -119,16 +133,24 @@ def inference_mem_mb(
     tile_activations: int = 0,
     with_probabilities: bool = False,
     attempt: int = 1,
+    held_parameters: int = 0,
 ) -> int:
     """Host memory of a validation or prediction job whose largest case has ``voxels`` voxels (in its original
     geometry or resampled, whichever is larger), for a network with ``tile_activations`` convolution outputs per
-    tile (``sample_activations``; on a GPU they are the GPU's)."""
+    tile (``sample_activations``; on a GPU they are the GPU's), and ``held_parameters`` float32 parameters (the
+    function of that name)."""
     copies = INFERENCE_CHANNEL_COPIES * channels + INFERENCE_CLASS_COPIES * num_classes + INFERENCE_OTHER_COPIES
     if with_probabilities:
         copies += PROBABILITY_CLASS_COPIES * num_classes
-    mb = INFERENCE_PROCESS_MB + copies * voxels * FLOAT32 / MB
+    mb = INFERENCE_PROCESS_MB + (copies * voxels + held_parameters) * FLOAT32 / MB
     mb += CUDA_CONTEXT_MB if on_gpu else TILE_ACTIVATION_FRACTION * tile_activations * FLOAT32 / MB
     return scaled(mb, attempt)
+
+
+def held_parameters(members: list[dict], folds: int, in_channels: int, num_classes: int) -> int:
+    """The parameters an inference job holds for the (resolved) plans configurations of the models it runs at
+    once: each one's fold weights, and its network."""
+    return sum((folds + 1) * parameter_count(c, in_channels, num_classes) for c in members)
 
 
 def preprocessing_mem_mb(voxels: int, channels: int, attempt: int = 1) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,46 @@ def hippocampus_config(hippocampus: Path) -> dict:
 def load(path):
     with open(path) as f:
         return json.load(f)
+
+
+def declared_resources(dry_run: str) -> dict[str, dict[str, int]]:
+    """Benchmark file -> the mem_mb and runtime (where given) of each job a ``snakemake -n`` lists."""
+    declared = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run):
+        benchmark = re.search(r"^\s+benchmark: (\S+)", block, re.M)
+        resources = re.search(r"^\s+resources: (.*)$", block, re.M)
+        if benchmark and resources:
+            values = dict(re.findall(r"\b(mem_mb|runtime)=(\d+)", resources[1]))
+            declared[benchmark[1]] = {k: int(v) for k, v in values.items()}
+    return declared
+
+
+def measured(benchmark) -> dict[str, float]:
+    """A Snakemake benchmark file's first run: peak resident memory (MB) and wall time (s) of the job."""
+    header, values = benchmark.read_text().splitlines()[:2]
+    row = dict(zip(header.split("\t"), values.split("\t"), strict=True))
+    return {"max_rss": float(row["max_rss"]), "s": float(row["s"])}
+
+
+def assert_every_job_used_less_than_it_declared(workdir, out, config=None) -> set[str]:
+    """Snakemake's benchmark files of a finished run (peak resident memory of each heavy job's process tree, and
+    its wall time) against what the same jobs declare (mem_mb, runtime where declared), as a dry-run that forces
+    them lists it; returns the kinds of job checked."""
+    benchmarks = sorted((out / "benchmarks").rglob("*.tsv"))
+    rules = {"fingerprint", "train", "validate"}
+    rules |= {f"preprocess_{p.stem}" for p in benchmarks if p.parent.parent.name == "preprocess"}
+    rules |= {f"predict_{p.stem}" for p in benchmarks if p.parent.name == "predict"}
+    declared = {}
+    for forced in (["fingerprint"], sorted(rules - {"fingerprint"})):  # forcing the fingerprint defers the rest
+        dry = run_snakemake(workdir, "-n", "--forcerun", *forced, config=config).stdout
+        declared |= declared_resources(dry)
+    checked = []
+    for benchmark in benchmarks:
+        relative = str(benchmark.relative_to(workdir))
+        assert relative in declared, f"{relative}: no job of the dry-run declares it"
+        used, asked = measured(benchmark), declared[relative]
+        assert used["max_rss"] < asked["mem_mb"], f"{relative}: used {used['max_rss']:.0f} MB, declared {asked}"
+        if "runtime" in asked:
+            assert used["s"] < 60 * asked["runtime"], f"{relative}: took {used['s']:.0f} s, declared {asked}"
+        checked.append(relative)
+    return {path.split("/")[3].removesuffix(".tsv") for path in checked}

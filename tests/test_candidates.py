@@ -5,7 +5,7 @@ one selection."""
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import load, run_snakemake, scheduled_jobs
+from conftest import assert_every_job_used_less_than_it_declared, load, run_snakemake, scheduled_jobs
 
 from segflow.candidates import Candidate, parse
 from segflow.cli import main
@@ -104,6 +104,12 @@ def test_a_preset_and_a_monai_network_join_a_finished_run_and_train_only_their_o
     for shown in ("nnUNetResEncUNetMPlans", "ResidualEncoderUNet", "SegResNetDS"):
         assert shown in plans_table
     assert "Nothing to be done" in run_snakemake(tmp_path, "-n", config=grown).stdout
+    # Every job used less memory than it declared: SegResNetDS's 87 M parameters with their gradients and
+    # AdamW's two moments (1.4 GB) count in its training's estimate, one fold's weights in its validation's.
+    assert {"train", "validate"} <= assert_every_job_used_less_than_it_declared(tmp_path, out, grown)
+    # One fold's validation, asked for alone in a run of several planners, is scheduled alone.
+    target = f"results/{DEMO}/train/3d_fullres/fold_0/validation"
+    assert scheduled_jobs(run_snakemake(tmp_path, "-n", "-f", target, config=grown).stdout) == {"validate": 1}
 
     # segflow predict with the preset's and the MONAI network's candidates named on the command line (an
     # ensemble of the two).

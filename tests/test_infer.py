@@ -1,6 +1,9 @@
 """Inference: tiles, Gaussian weights, and the geometry round trip of a prediction (an oracle model whose
 logits are the one-hot ground truth must give back the label map, voxel for voxel, on the input's grid)."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -22,6 +25,7 @@ from segflow.infer import (
     Predictor,
     SlidingWindow,
     gaussian_importance,
+    load_model,
     padding_for,
     tile_slicers,
     tile_starts,
@@ -257,3 +261,26 @@ def test_mirroring_averages_flipped_predictions():
     data = np.zeros((1, 4, 8, 8), np.float32)
     logits = Predictor(model, "cpu", network=Ramp()).predict(data)
     np.testing.assert_allclose(logits[1], 0.5, atol=1e-6)
+
+
+def resident_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_inference_reads_a_checkpoints_network_weights_and_never_its_optimiser_state(demo_run, tmp_path):
+    """Validation and prediction load fold checkpoints mapped: the optimiser's state (for AdamW twice the
+    weights; here a 256 MB stand-in) is never read into memory. nnU-Net's older, non-zip checkpoints load too."""
+    results = demo_run / "results" / "Task900_SegflowDemo"
+    checkpoint = torch.load(results / "train" / "3d_fullres" / "fold_0" / "checkpoint_final.pt", weights_only=True)
+    optimizer_state = {"state": {0: {"exp_avg": torch.ones(64 * 2**20)}}, "param_groups": []}
+    torch.save({**checkpoint, "optimizer_state": optimizer_state}, tmp_path / "large.pt")
+    torch.save(checkpoint, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    del optimizer_state
+    plans, dataset_json = results / "plans.json", results / "dataset.json"
+    before = resident_mb()
+    model = load_model(plans, dataset_json, "3d_fullres", [tmp_path / "large.pt"])
+    weights = model.fold_weights[0]
+    assert all(torch.equal(weights[k], v) for k, v in checkpoint["network_weights"].items())
+    assert resident_mb() - before < 64
+    legacy = load_model(plans, dataset_json, "3d_fullres", [tmp_path / "legacy.pt"]).fold_weights[0]
+    assert all(torch.equal(legacy[k], v) for k, v in checkpoint["network_weights"].items())

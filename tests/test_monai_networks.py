@@ -9,6 +9,7 @@ from monai.networks.nets import SegResNetDS, SwinUNETR
 from test_plan import load_case
 
 from segflow.networks import build_network, with_network
+from segflow.networks.parameters import parameter_count
 from segflow.plan import network_class, plan_experiment, resolved_configuration
 from segflow.train.loop import TrainSettings, target_pyramid
 from segflow.train.loss import deep_supervision_weights
@@ -116,3 +117,22 @@ def test_recipes():
     unet = training_recipe(resolved_configuration(plans, "3d_fullres"), settings)
     sgd = build_optimizer(unet, parameters)
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["lr"] == 5e-3
+
+
+@pytest.mark.parametrize("planner", ["default", "resenc_m"])
+@pytest.mark.parametrize("network", ["default", "swinunetr", "segresnet"])
+def test_parameter_counts_from_the_plans_equal_the_built_networks(planner, network):
+    """The workflow sizes a job's memory from the count segflow.networks.parameters gives without building the
+    network: every configuration of an anisotropic dataset's plans (SegResNetDS keeps kernels of 1 along the fine
+    axes there), 2 and 4 input channels."""
+    case = load_case("anisotropic")
+    plans = with_network(plan_experiment(case["fingerprint"], case["dataset_json"], planner=planner), network)
+    # Built without memory, except SwinUNETR: its initialisation reads values.
+    device = torch.device("cpu" if network == "swinunetr" else "meta")
+    for name in plans["configurations"]:
+        configuration = resolved_configuration(plans, name)
+        for channels, classes in ((2, 3), (4, 5)):
+            with device:
+                built = build_network(configuration, channels, classes)
+            expected = sum(p.numel() for p in built.parameters())
+            assert parameter_count(configuration, channels, classes) == expected, (name, channels)

@@ -45,7 +45,7 @@ def misfits(own: dict, weights: dict) -> tuple[list[str], list[str]]:
 def load_pretrained(network: torch.nn.Module, path) -> dict:
     """Load the weights of checkpoint ``path`` into ``network``; returns what was done (for pretrained.json)."""
     path = Path(path)
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, mapped=True)
     weights = checkpoint.get("network_weights")
     if not isinstance(weights, dict):
         raise InputError("has no network_weights.", file=path, fix="give a segflow or nnU-Net v2 fold checkpoint.")

@@ -18,6 +18,7 @@ from segflow.networks import DEFAULT_NETWORK, NETWORKS, with_network
 from segflow.plan import DEFAULT_PLANNER, PLANNERS, data_folder, resolved_configuration
 from segflow.preprocess import preprocessing_signature
 from segflow.resources import (
+    held_parameters,
     inference_mem_mb,
     largest_voxels,
     per_case_runtime_minutes,
@@ -264,15 +265,14 @@ def training_mem(wildcards, attempt):
     setting = config["train"]["mem_mb"]
     if setting != "auto":
         return user_mem_mb(setting, attempt)
-    candidate = parse_candidate(wildcards.candidate)
-    configuration = resolved_configuration(
-        candidate_plans(candidate), candidate.configuration
-    )
-    threads = config["train"]["threads"]
-    on_gpu = bool(gpus(wildcards))
-    augment_on = config["train"]["augment_on"]
     return training_mem_mb(
-        configuration, num_outputs(), threads, on_gpu, attempt, augment_on
+        candidate_configuration(parse_candidate(wildcards.candidate)),
+        num_outputs(),
+        config["train"]["threads"],
+        on_gpu=bool(gpus(wildcards)),
+        attempt=attempt,
+        augment_on=config["train"]["augment_on"],
+        in_channels=DATASET.num_channels,
     )
 
 
@@ -293,20 +293,46 @@ def inference_mem(wildcards, attempt):
         tile_activations=tile_activations(wildcards),
         with_probabilities=keeps_probabilities(wildcards),
         attempt=attempt,
+        held_parameters=inference_parameters(wildcards),
     )
+
+
+def inference_candidates(wildcards):
+    """The candidates whose network a validation (its own) or a prediction (any of the run's) may run."""
+    name = getattr(wildcards, "candidate", None)
+    return [parse_candidate(name)] if name else selected_candidates()
 
 
 def tile_activations(wildcards):
-    """The convolution outputs of a tile of the job's network: a validation's candidate, or the largest of the
-    candidates a prediction may use."""
-    name = getattr(wildcards, "candidate", None)
-    candidates = [parse_candidate(name)] if name else selected_candidates()
+    """The convolution outputs of a tile of the largest network the job may run."""
     return max(
-        sample_activations(
-            resolved_configuration(candidate_plans(c), c.configuration), num_outputs()
-        )
-        for c in candidates
+        sample_activations(candidate_configuration(c), num_outputs())
+        for c in inference_candidates(wildcards)
     )
+
+
+def inference_parameters(wildcards):
+    """The parameters a validation (its fold's weights) or a prediction holds: for the latter, the largest
+    selection it may get, the two largest candidates (an ensemble) with all folds and their previous stages.
+    """
+    validation = hasattr(wildcards, "candidate")
+    folds = 1 if validation else len(CV_FOLDS)
+    held = sorted(
+        held_parameters(
+            [candidate_configuration(s) for s in with_previous_stage(c)],
+            folds,
+            DATASET.num_channels,
+            num_outputs(),
+        )
+        for c in inference_candidates(wildcards)
+    )
+    return held[-1] if validation else sum(held[-2:])
+
+
+def with_previous_stage(candidate):
+    """A candidate, and the candidate of its previous stage where it is a cascade's."""
+    previous = candidate.previous_stage(candidate_plans(candidate))
+    return [candidate, previous] if previous else [candidate]
 
 
 def gpus(wildcards):
@@ -374,6 +400,11 @@ def read_plans(path):
 def candidate_plans(candidate):
     """A candidate's plans: its planner's, with its network in place (the file rule network_plans writes)."""
     return with_network(read_plans(plans_json(candidate.planner)), candidate.network)
+
+
+def candidate_configuration(candidate):
+    """A candidate's resolved plans configuration."""
+    return resolved_configuration(candidate_plans(candidate), candidate.configuration)
 
 
 def candidate_plans_path(candidate):
@@ -639,8 +670,11 @@ def next_stage_param(wildcards):
 
 
 def keeps_probabilities(wildcards):
-    """Validation keeps probabilities only where ensembles will need them."""
-    return len(selected_candidates()) > 1
+    """Validation keeps probabilities only where ensembles will need them: where the run has more than one
+    candidate. Several planners or networks make several; for one of each, the planner's configurations tell
+    (its plans are a validation's input: another planner's are not, and a DAG that targets the validation alone
+    has not run their checkpoint)."""
+    return len(PLANNER_NAMES) * len(NETWORK_NAMES) > 1 or len(selected_candidates()) > 1
 
 
 def selection_inputs(wildcards):
