@@ -146,6 +146,11 @@ def target_pyramid(target: torch.Tensor, scales) -> list[torch.Tensor]:
     return out
 
 
+#: progress.png is drawn after the last epoch and, before it, at most this often: drawing it takes 0.6 s (and
+#: importing matplotlib as long again), as long as a whole epoch of a small training.
+PROGRESS_INTERVAL_S = 30.0
+
+
 class Trainer:
     def __init__(
         self,
@@ -439,6 +444,7 @@ class Trainer:
             log.info("started from %s (%d tensors loaded)", self.pretrained["source"], self.pretrained["loaded"])
         self.try_resume()
         countdown = Countdown(f"{self.name}: epoch", self.settings.epochs, done=self.start_epoch)
+        drawn = time.monotonic()
         for epoch in range(self.start_epoch, self.settings.epochs):
             self.run_epoch(epoch)
             ema = self.history["ema_fg_dice"][-1]
@@ -449,7 +455,9 @@ class Trainer:
             self.save_resumable(epoch + 1, best=best)
             log.info("epoch %d: %s", epoch, self.write_log())
             countdown.step(self.epoch_summary())
-            write_progress(self.history, self.out / "progress.png")
+            if epoch == self.settings.epochs - 1 or time.monotonic() - drawn >= PROGRESS_INTERVAL_S:
+                write_progress(self.history, self.out / "progress.png")
+                drawn = time.monotonic()
         if self.start_epoch == self.settings.epochs:
             self.write_log()
             write_progress(self.history, self.out / "progress.png")
