@@ -113,7 +113,8 @@ def segflow_model(args) -> Path:
     workdir = args.work / "segflow"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    config = budget_config(args, CONFIGURATION, FOLDS)
+    threads = {"threads": args.train_threads} if args.train_threads else {}
+    config = budget_config(args, CONFIGURATION, FOLDS, **threads)
     (args.work / "segflow_config.json").write_text(json.dumps(config))
     results = workdir / "results" / args.hippocampus.name
     folds = [
@@ -174,6 +175,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--val-iterations", type=int, default=2)
     parser.add_argument("--cases", type=int, default=10)
+    parser.add_argument(
+        "--train-threads",
+        type=int,
+        help="segflow's threads per training job (default: its config's; 1 trains the folds side by side)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work", type=Path, default=Path("/tmp/segflow-bench-interop"))
     parser.add_argument("--json", type=Path)

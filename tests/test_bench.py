@@ -117,7 +117,17 @@ def test_bench_predict(tiny_task, preprocessed, tmp_path):
 def test_bench_interop(tiny_task, tmp_path):
     """segflow trains two folds, exports them as an nnU-Net folder and predicts with the export and its results."""
     output = bench(
-        "interop.py", "--segflow-only", "--hippocampus", tiny_task, *TINY_BUDGET, "--cases", "1", "--work", tmp_path
+        "interop.py",
+        "--segflow-only",
+        "--hippocampus",
+        tiny_task,
+        *TINY_BUDGET,
+        "--train-threads",
+        "1",
+        "--cases",
+        "1",
+        "--work",
+        tmp_path,
     )
     assert re.search(r"segflow +[\d.]+ s per case \(whole command\)", output), output
     assert re.search(r"identical label maps: 1 of 1 cases; largest probability difference 0\.0+\n", output), output

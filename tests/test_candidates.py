@@ -61,6 +61,7 @@ def test_a_preset_and_a_monai_network_join_a_finished_run_and_train_only_their_o
     adding ResEnc L afterwards schedules its two candidates' jobs alone, and those that compare candidates."""
     budget = "{epochs: 1, iterations_per_epoch: 1, val_iterations: 1, threads: 1}"
     base = {
+        "case_batches": 2,
         "configurations": "[3d_fullres]",
         "folds": "[0]",
         "train": budget,

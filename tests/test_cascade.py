@@ -76,6 +76,7 @@ def test_cascade_workflow_trains_on_all_lowres_folds_and_predicts(tmp_path):
     settings = {
         "dataset": str(root),
         "gpu_memory_target_gb": 0.02,
+        "case_batches": 2,
         "configurations": ["3d_lowres", "3d_cascade_fullres"],
         "folds": [0],
         "train": {"epochs": 1, "iterations_per_epoch": 1, "val_iterations": 1, "seed": 0, "threads": 1},

@@ -32,6 +32,7 @@ def results(tmp_path_factory):
     shutil.copytree(RAW, workdir / DATASET)
     budget = "{epochs: 1, iterations_per_epoch: 2, val_iterations: 1}"
     config = {"dataset": str(workdir / DATASET), "folds": "[0]", "train": budget, "inference": "{mirror: false}"}
+    config["case_batches"] = 2
     run_snakemake(workdir, config=config)
     return workdir / "results" / DATASET
 

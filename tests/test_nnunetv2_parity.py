@@ -30,7 +30,7 @@ def preprocessed(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("parity")
     raw = workdir / DATASET
     shutil.copytree(FIXTURE / "raw" / DATASET, raw)
-    run_snakemake(workdir, config={"dataset": str(raw), "folds": "[]", "test_images": "null"})
+    run_snakemake(workdir, config={"dataset": str(raw), "folds": "[]", "test_images": "null", "case_batches": 2})
     return workdir / "results" / DATASET
 
 

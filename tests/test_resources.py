@@ -138,6 +138,7 @@ def test_every_job_of_a_large_anisotropic_set_used_less_memory_than_it_declared(
     generate_raw(tmp_path / "large", cases=5, channels=2, size="medium")
     config = {
         "dataset": str(tmp_path / "large"),
+        "case_batches": 2,
         "configurations": "[3d_fullres]",
         "folds": "[0]",
         "train": "{epochs: 1, iterations_per_epoch: 2, val_iterations: 1, threads: 2}",

@@ -290,7 +290,8 @@ def test_region_based_training_on_the_demo(tmp_path):
         # here: three leave the regions' Dice near 0.4).
         "configurations": ["2d"],
         "folds": [0],
-        "train": {"epochs": 6},
+        "case_batches": 2,
+        "train": {"epochs": 6, "threads": 2},
         "inference": {"mirror": False},
         "labels": {"background": 0, "organ": [1, 2], "lesion": 2},
         "regions_class_order": [1, 2],
