@@ -9,7 +9,7 @@ from monai.networks.nets import SegResNetDS, SwinUNETR
 from test_plan import load_case
 
 from segflow.networks import build_network, with_network
-from segflow.networks.parameters import parameter_count
+from segflow.networks.sizes import padded_patch, parameter_count
 from segflow.plan import network_class, plan_experiment, resolved_configuration
 from segflow.train.loop import TrainSettings, target_pyramid
 from segflow.train.loss import deep_supervision_weights
@@ -122,7 +122,7 @@ def test_recipes():
 @pytest.mark.parametrize("planner", ["default", "resenc_m"])
 @pytest.mark.parametrize("network", ["default", "swinunetr", "segresnet"])
 def test_parameter_counts_from_the_plans_equal_the_built_networks(planner, network):
-    """The workflow sizes a job's memory from the count segflow.networks.parameters gives without building the
+    """The workflow sizes a job's memory from what segflow.networks.sizes reads from the plans without building the
     network: every configuration of an anisotropic dataset's plans (SegResNetDS keeps kernels of 1 along the fine
     axes there), 2 and 4 input channels."""
     case = load_case("anisotropic")
@@ -136,3 +136,7 @@ def test_parameter_counts_from_the_plans_equal_the_built_networks(planner, netwo
                 built = build_network(configuration, channels, classes)
             expected = sum(p.numel() for p in built.parameters())
             assert parameter_count(configuration, channels, classes) == expected, (name, channels)
+        # The input the network pads a patch to, which its activations follow.
+        divisors = built.divisors() if network != "default" else [1] * len(configuration["patch_size"])
+        padded = [math.ceil(p / d) * d for p, d in zip(configuration["patch_size"], divisors, strict=True)]
+        assert padded_patch(configuration) == padded, name

@@ -1,7 +1,8 @@
-"""How many parameters a network of a plans configuration has, counted from its description without building it
-(the workflow sizes its jobs' memory at every Snakemake start, where importing torch and MONAI would take
-seconds). Each count follows the structure its builder gives (``segflow.networks.unet``, MONAI's classes in
-``segflow.networks.monai_networks``); the tests compare them with the built networks'."""
+"""What a network of a plans configuration holds, read from its description without building it (the workflow
+sizes its jobs' memory at every Snakemake start, where importing torch and MONAI would take seconds): its
+parameters, counted as its builder lays them out (``segflow.networks.unet``, MONAI's classes in
+``segflow.networks.monai_networks``), and the input MONAI's networks pad a patch to. The tests compare both
+with the built networks'."""
 
 from __future__ import annotations
 
@@ -98,6 +99,8 @@ def segresnet_parameters(kwargs: dict, in_channels: int, num_classes: int) -> in
 
 SWIN_WINDOW = 7
 SWIN_MLP_RATIO = 4
+SWIN_PATCH = 2  # the patch embedding's stride; four patch mergings follow it
+SWIN_DOWNSAMPLINGS = 5
 
 
 def swinunetr_parameters(kwargs: dict, in_channels: int, num_classes: int) -> int:
@@ -123,6 +126,36 @@ def swinunetr_parameters(kwargs: dict, in_channels: int, num_classes: int) -> in
         count += conv(2 * size * m, size * m, k2, bias=False) + residual_block(2 * size * m, size * m)
     count += conv(size, size, k2, bias=False) + residual_block(2 * size, size)  # decoder 1
     return count + conv(size, num_classes, k1)
+
+
+def padded_patch(configuration: dict) -> list[int]:
+    """The input size a patch becomes inside the network: MONAI's networks pad it with zeros to what their
+    downsampling divides (SwinUNETR: 32 per axis; SegResNetDS: the product of its levels' factors); nnU-Net's
+    U-Nets take it as it is."""
+    patch, kwargs = configuration["patch_size"], configuration["architecture"]["arch_kwargs"]
+    name = network_class(configuration)
+    if name == "SwinUNETR":
+        divisors = [SWIN_PATCH**SWIN_DOWNSAMPLINGS] * len(patch)
+    elif name == "SegResNetDS":
+        scales = segresnet_scales(kwargs.get("resolution"), len(kwargs["blocks_down"]), len(patch))
+        divisors = np.prod(np.array(scales[:-1]), axis=0).astype(int).tolist() if len(scales) > 1 else [1] * len(patch)
+    else:
+        return [int(p) for p in patch]
+    return [math.ceil(p / d) * d for p, d in zip(patch, divisors, strict=True)]
+
+
+def segresnet_block_features(configuration: dict) -> int:
+    """The values of the feature maps SegResNetDS's residual blocks work on, for one sample: per level, its width
+    times its voxels (the padded input's, downsampled as far as that level) times its blocks, down and up."""
+    kwargs = configuration["architecture"]["arch_kwargs"]
+    blocks, dim = kwargs["blocks_down"], len(configuration["patch_size"])
+    scales = segresnet_scales(kwargs.get("resolution"), len(blocks), dim)
+    voxels, total = math.prod(padded_patch(configuration)), 0
+    for level, n in enumerate(blocks):
+        up = 1 if level < len(blocks) - 1 else 0
+        total += kwargs["init_filters"] * 2**level * voxels * (n + up)
+        voxels /= math.prod(scales[level])
+    return int(total)
 
 
 def parameter_count(configuration: dict, in_channels: int, num_classes: int) -> int:
