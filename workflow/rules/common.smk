@@ -397,9 +397,17 @@ def read_plans(path):
     return plans_as_of(str(path), os.stat(path).st_mtime_ns)
 
 
+@functools.cache
+def network_plans_as_of(path, mtime_ns, network):
+    return with_network(plans_as_of(path, mtime_ns), network)
+
+
 def candidate_plans(candidate):
-    """A candidate's plans: its planner's, with its network in place (the file rule network_plans writes)."""
-    return with_network(read_plans(plans_json(candidate.planner)), candidate.network)
+    """A candidate's plans: its planner's, with its network in place (the file rule network_plans writes); made
+    once per version of the planner's plans (a network other than the planner's own is a deep copy, and job
+    resources ask for it per job). Shared between callers, like read_plans's."""
+    path = plans_json(candidate.planner)
+    return network_plans_as_of(str(path), os.stat(path).st_mtime_ns, candidate.network)
 
 
 def candidate_configuration(candidate):
@@ -703,12 +711,7 @@ def prediction_plans(wildcards):
 
 def prediction_checkpoints(wildcards):
     """Every trained fold model: which of them the selection uses is decided by selection.json."""
-    names = set()
-    for candidate in selected_candidates():
-        names.add(candidate.name)
-        previous = candidate.previous_stage(candidate_plans(candidate))
-        if previous:
-            names.add(previous.name)
+    names = {s.name for c in selected_candidates() for s in with_previous_stage(c)}
     return [
         f"{OUT}/train/{c}/fold_{f}/checkpoint_final.pt"
         for c in sorted(names)
