@@ -60,6 +60,10 @@ DATASET = load_dataset(config)
 OUT = f"{config['results']}/{DATASET.name}"
 LOGS = f"{OUT}/logs"
 ENV = "../../envs/segflow.yaml"
+# Small jobs that open the way to many others (the plans): run before larger jobs that are ready
+# too. Snakemake otherwise starts the jobs with the largest inputs first, and a plan of a few milliseconds
+# waited for trainings, leaving cores idle at the end of the run.
+GATE_PRIORITY = 10
 # Per-case stages run one job per batch of cases. On a cluster a batch's conversion, verification and crop
 # also share one submission (the group cases_bNNN).
 BATCHES = assign_batches(DATASET.cases, config["case_batches"])

@@ -8,6 +8,7 @@ checkpoint plan:
         plans=f"{OUT}/plans.json",
     log:
         f"{LOGS}/plan.log",
+    priority: GATE_PRIORITY
     conda:
         ENV
     params:
@@ -29,6 +30,7 @@ checkpoint plan_preset:
         f"{LOGS}/plan_{{planner}}.log",
     wildcard_constraints:
         planner="|".join(p for p in PLANNERS if p != DEFAULT_PLANNER),
+    priority: GATE_PRIORITY
     conda:
         ENV
     params:
@@ -50,6 +52,7 @@ rule network_plans:
         f"{LOGS}/plans_{{stem}}.log",
     wildcard_constraints:
         stem="|".join(NETWORK_PLANS) or "no-network-plans",
+    priority: GATE_PRIORITY
     conda:
         ENV
     params:
