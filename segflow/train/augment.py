@@ -79,14 +79,15 @@ def enlarged_patch_size(patch_size, rotation) -> list[int]:
     coords = np.array(patch_size, dtype=np.float64)
     final = coords.copy()
     for axis in range(len(coords)) if len(coords) == 3 else [None]:
-        rotated = coords.reshape(1, -1) @ rotation_matrix(len(coords), axis, angle)
+        rotated = coords.reshape(1, -1) @ axis_rotation(len(coords), axis, angle)
         final = np.maximum(final, np.abs(rotated[0]))
     return (final / min(ENLARGEMENT_SCALE_RANGE)).astype(int).tolist()
 
 
-def rotation_matrix(dim: int, axis: int | None, angle: float) -> np.ndarray:
-    """The matrix that batchgenerators rotates a row vector of coordinates with, in 3D about ``axis`` (its sign
-    conventions, so that the enlarged patch is nnU-Net's, axis by axis); in 2D (``axis`` None) in the plane.
+def axis_rotation(dim: int, axis: int | None, angle: float) -> np.ndarray:
+    """The rotation by ``angle`` in 3D about ``axis``, in 2D (``axis`` None) in the plane, with batchgenerators'
+    sign conventions: the matrix it rotates a row vector of coordinates with (so that the enlarged patch is
+    nnU-Net's, axis by axis), and the factors of batchgeneratorsv2's affine (``device_augment.rotation_matrix``).
     Written here rather than imported: batchgenerators' module of them imports pandas, SciPy and scikit-image,
     0.7 s at the start of every training job."""
     c, s = math.cos(angle), math.sin(angle)

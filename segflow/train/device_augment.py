@@ -15,14 +15,13 @@ on the device or the thread that augments it.
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from segflow.train import batched
-from segflow.train.augment import SCALE_RANGE, AugmentationSettings, cascade_transforms
+from segflow.train.augment import SCALE_RANGE, AugmentationSettings, axis_rotation, cascade_transforms
 
 # (probability per sample, per channel) of nnunetv2 2.8.1's transforms; ranges as in augment.py
 P_ROTATION, P_SCALING = 0.2, 0.2
@@ -55,12 +54,8 @@ def rotation_matrix(angles, scale: float) -> np.ndarray:
     """batchgeneratorsv2's affine: rotations about the axes (Rz Ry Rx in 3D, by the last angle in 2D) after a
     uniform scaling."""
     if len(angles) == 2:
-        c, s = math.cos(angles[-1]), math.sin(angles[-1])
-        return np.array([[c, -s], [s, c]]) * scale
-    (cx, sx), (cy, sy), (cz, sz) = [(math.cos(a), math.sin(a)) for a in angles]
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+        return axis_rotation(2, None, angles[-1]) * scale
+    rx, ry, rz = (axis_rotation(3, axis, angle) for axis, angle in enumerate(angles))
     return rz @ ry @ rx * scale
 
 
