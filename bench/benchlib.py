@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +121,22 @@ def preprocessed_hippocampus(hippocampus: Path, work: Path, results: Path | None
     command = snakemake_command(workdir, *config, targets=["preprocessing", splits])
     subprocess.run(command, check=True, capture_output=True)
     return workdir / "results" / Path(hippocampus).name
+
+
+@contextmanager
+def background_load(processes: int):
+    """``processes`` busy processes beside whatever runs in the block: a shared workstation or cluster node,
+    whose other users keep every core busy. Each spins in pure Python (one core's worth of demand, little
+    memory), at the benchmark's own priority, killed when the block ends."""
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL) for _ in range(processes)
+    ]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def timed(command, env=None) -> float:

@@ -9,7 +9,7 @@ export PYTHONPATH="/tmp/site:$PWD/.stubs:$PWD" PYTHONUNBUFFERED=1
 OUT="${OUT:-/tmp}"
 mkdir -p /tmp/hippocampus && tar xJf .gpudata/hippocampus_preprocessed.tar.xz -C /tmp/hippocampus
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-common=(--device cuda --nnunet-python python3 --segflow-results /tmp/hippocampus --parallel --threads 8 --workers 7)
+common=(--device cuda --nnunet-python python3 --segflow-results /tmp/hippocampus --jobs 2 --threads 8 --workers 7)
 if [ "${SMALL:-1}" = 1 ]; then  # SMALL=0: issue 14's budget alone
   python3 bench/train_quality.py "${common[@]}" --epochs 8 --iterations 20 --val-iterations 5 --repeats 3 \
     --work /tmp/tq_small --json "$OUT/train_quality_gpu_small.json"

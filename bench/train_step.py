@@ -18,6 +18,7 @@ dataset is needed. torch.compile stays off for both (nnunetv2: nnUNet_compile=Fa
 Usage (CPU here):  python bench/train_step.py --nnunet-python /opt/nnunet-venv/bin/python --workers 1 --rounds 4
 On a GPU machine:  python bench/train_step.py --device cuda --nnunet-python python3 --workers 12 --threads 13
 segflow alone:     python bench/train_step.py --segflow-only --plans hippocampus --iterations 2 --warmup 1
+A busy machine:    python bench/train_step.py --plans hippocampus --load 4 ...  (4 busy processes beside both)
 MONAI's networks:  python bench/train_step.py --network segresnet --plans hippocampus --batch-size 2
 (segflow alone: nnunetv2 2.8.1 ships no trainer for them)
 """
@@ -39,7 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchlib import add_segflow_only, nnunet_env, save_nnunet_case  # noqa: E402
+from benchlib import add_segflow_only, background_load, nnunet_env, save_nnunet_case  # noqa: E402
 
 from segflow.networks import NETWORKS  # noqa: E402
 from segflow.plan import PLANNERS, plan_experiment  # noqa: E402
@@ -224,7 +225,7 @@ def worker_segflow(args, work: Path) -> dict:
     augmenting = timed_calls(trainer.batched_augmentation, "apply")
     trainer.network.train()
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
-    with trainer.batch_stream(0, validation=False) as batches:
+    with trainer.batch_stream(validation=False) as batches:
         times, loader_cpu = timed_iterations(
             lambda: trainer.train_step(*next(batches)), args.warmup, args.iterations, sync
         )
@@ -357,7 +358,8 @@ def timed_rounds(args, work: Path) -> tuple[dict, dict | None, list[dict]]:
 def compare_plan(args, name: str) -> dict:
     """Times both frameworks on one plan, prints the figures and returns them."""
     args.plan = name
-    sf, nn, rounds = timed_rounds(args, args.work)
+    with background_load(args.load):
+        sf, nn, rounds = timed_rounds(args, args.work)
     sf_median = statistics.median(sf["times"])
     result = {"segflow": sf, "rounds": rounds}
     if nn is not None:
@@ -374,6 +376,7 @@ def compare_plan(args, name: str) -> dict:
         f"== {name} ({args.planner} planner, {sf['network']} {sf['parameters_m']:.1f} M parameters): "
         f"patch {sf['patch']} batch {sf['batch']} on {sf['device']} "
         f"({args.threads} threads, {args.workers} augmentation workers; torch {sf['torch']})"
+        + (f", {args.load} busy processes beside it" if args.load else "")
     )
     if nn is not None:
         print(
@@ -443,6 +446,9 @@ def main() -> None:
         "--network", default="default", choices=list(NETWORKS), help="segflow's network axis (MONAI's: segflow alone)"
     )
     parser.add_argument("--batch-size", type=int, help="override the plan's batch size, both frameworks")
+    parser.add_argument(
+        "--load", type=int, default=0, help="busy processes beside both frameworks (a shared machine), default none"
+    )
     parser.add_argument("--compare-layouts", action="store_true", help="also time segflow with the other layout")
     parser.add_argument("--worker", choices=["segflow", "nnunetv2"], help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)

@@ -39,13 +39,16 @@ def atomic_path(path):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
 
     The temporary name is fixed (``.NAME.part.SUFFIXES``), not random: a job killed while writing leaves
-    it behind, and the rerun that writes ``path`` again overwrites and renames it, so no litter stays.
-    Snakemake never runs two jobs for one output at once.
+    it behind, and the rerun that writes ``path`` again replaces and renames it, so no litter stays.
+    Snakemake never runs two jobs for one output at once. A leftover is removed, never written into: it may
+    be a second name of another file (a job killed after ``link_file`` gave it one, as training does for
+    checkpoint_best.pt), whose content a write through it would truncate.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
     tmp = path.with_name(f".{path.name}.part{suffix}")
+    tmp.unlink(missing_ok=True)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -86,12 +89,31 @@ NUMPY_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "u
 NUMPY_DTYPES += ("float16", "float32", "float64")
 
 
+def numpy_scalar_reconstructors() -> list:
+    """numpy's scalar reconstructor under the two names a pickle may give it: ``numpy._core.multiarray.scalar``
+    (written by numpy 2) and ``numpy.core.multiarray.scalar`` (numpy 1). This numpy's own function answers to
+    its module's name; a function of the same behaviour answers to the other, so that a checkpoint written with
+    either numpy loads with both (torch before 2.6 takes an allowlist entry's name from the function itself)."""
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy 1 before 1.26
+        from numpy.core.multiarray import scalar
+
+    def other(*args):
+        return scalar(*args)
+
+    other.__name__ = other.__qualname__ = "scalar"
+    other.__module__ = (
+        "numpy.core.multiarray" if scalar.__module__.startswith("numpy._core") else "numpy._core.multiarray"
+    )
+    return [scalar, other]
+
+
 def plain_numpy_globals() -> list:
-    """What unpickling a numpy scalar calls: its reconstructor (under numpy 2's and numpy 1's module names) and
-    the plain numeric dtypes. None of them runs code, and a scalar of any other dtype is still refused."""
-    scalar = np._core.multiarray.scalar
+    """What unpickling a numpy scalar calls: its reconstructor (``numpy_scalar_reconstructors``) and the plain
+    numeric dtypes. None of them runs code, and a scalar of any other dtype is still refused."""
     dtypes = [type(np.dtype(name)) for name in NUMPY_DTYPES]
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
+    return [*numpy_scalar_reconstructors(), np.dtype, *dtypes]
 
 
 def load_checkpoint(path, map_location="cpu", mapped: bool = False) -> dict:
@@ -152,7 +174,6 @@ def link_file(source, destination) -> None:
     no disk), atomically; a copy where the file system has no hard links. Safe because segflow never writes a
     file in place: a later write of either name makes a new file and leaves the other name as it was."""
     with atomic_path(destination) as tmp:
-        tmp.unlink(missing_ok=True)  # left by a job killed here
         try:
             os.link(source, tmp)
         except OSError:

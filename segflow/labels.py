@@ -24,3 +24,12 @@ def regions(labels: dict) -> list:
 def output_channels(labels: dict) -> list:
     """What each output channel of the network stands for: regions (tuples) or label values (ints)."""
     return regions(labels) if has_regions(labels) else sorted(plain_labels(labels).values())
+
+
+def label_values(labels: dict) -> list[int]:
+    """Every value a label map of the dataset may hold (each label's, a region's values, the ignore label's),
+    sorted."""
+    values = set()
+    for value in labels.values():
+        values.update(value if isinstance(value, (list, tuple)) else [value])
+    return sorted(int(v) for v in values)

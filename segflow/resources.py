@@ -119,7 +119,8 @@ def training_mem_mb(
 ) -> int:
     """Host memory of a training job of a (resolved) plans configuration. On a GPU the host holds the network
     once, as it is built before it moves there; on a CPU also its gradients and the optimiser's state."""
-    mb = TRAINING_PROCESS_MB + loader_workers(threads, on_gpu, augment_on) * WORKER_MB
+    workers = loader_workers(threads, on_gpu, augment_on)
+    mb = TRAINING_PROCESS_MB + (workers + validation_workers(workers)) * WORKER_MB
     parameters = parameter_count(configuration, in_channels, num_classes)
     if on_gpu:
         mb += CUDA_CONTEXT_MB + parameters * FLOAT32 / MB
@@ -188,6 +189,13 @@ def loader_workers(threads: int, on_gpu: bool, augment_on: str = "device") -> in
     if on_gpu:
         return max(1, threads - 1)
     return 1 if threads > 1 and augment_on == "workers" else 0
+
+
+def validation_workers(training_workers: int) -> int:
+    """Loader worker processes of a training job's validation batches, a pool beside the training's for the
+    whole training (as nnU-Net keeps max(1, n / 2)); none where the training has at most one: a validation
+    batch is only cut, which the training process does between steps at no cost worth a process."""
+    return training_workers // 2
 
 
 def user_mem_mb(mb: int, attempt: int = 1) -> int:

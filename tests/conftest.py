@@ -32,6 +32,27 @@ class Payload:
         return (Path.touch, (Path(self.marker),))
 
 
+def required(message: str) -> None:
+    """Skip a test that needs something this machine lacks, with ``message`` saying how to provide it; under
+    CI (SEGFLOW_CI=1), where everything is provided, fail instead."""
+    if os.environ.get("SEGFLOW_CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def plain_python() -> str:
+    """The Python of an environment made with the Quick start's install alone (no test extras), at the lowest
+    numpy and torch that pyproject.toml allows: SEGFLOW_PLAIN_PYTHON, which .ci/run makes."""
+    python = os.environ.get("SEGFLOW_PLAIN_PYTHON")
+    if not python:
+        required(
+            "set SEGFLOW_PLAIN_PYTHON to the python of a virtual environment made with "
+            "`pip install $(python tests/floors.py) && pip install . $(python tests/floors.py)` (as .ci/run does)"
+        )
+    return python
+
+
 def snakemake_command(workdir, *args, config: dict | None = None, launcher=("-m", "snakemake")) -> list[str]:
     """``snakemake --cores 2`` on segflow's Snakefile in ``workdir``; targets belong in ``args``. ``launcher``: what
     python runs, ``-m snakemake`` or a script that starts it."""

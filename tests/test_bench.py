@@ -136,18 +136,27 @@ def test_bench_interop(tiny_task, tmp_path):
 
 
 def test_bench_train_quality(tiny_task, preprocessed, tmp_path):
-    output = bench(
-        "train_quality.py",
-        "--segflow-only",
-        "--hippocampus",
-        tiny_task,
-        "--segflow-results",
-        preprocessed,
-        *TINY_BUDGET,
-        "--work",
-        tmp_path,
-    )
-    assert re.search(r"segflow:\s+EMA pseudo Dice [\d.]+; median \d+ s per run", output), output
+    """Two seeds of each segflow variant at half the width, every run's curves in the JSON; run again, the JSON's
+    runs are kept, not trained again, and one more seed trains only itself."""
+    record = tmp_path / "quality.json"
+    common = ["--segflow-only", "--hippocampus", tiny_task, "--segflow-results", preprocessed, *TINY_BUDGET]
+    common += ["--width-divisor", "2", "--augment-on", "device", "workers", "--work", tmp_path, "--json", record]
+    output = bench("train_quality.py", *common, "--repeats", "2")
+    assert "features / 2" in output, output
+    for variant in ("device", "workers"):
+        assert re.search(rf"segflow-{variant}:\s+EMA pseudo Dice [\d.]+ \(runs: [\d.]+, [\d.]+\); median", output), (
+            output
+        )
+    runs = json.loads(record.read_text())["runs"]
+    assert sorted(runs) == [f"segflow-{v}/seed_{s}" for v in ("device", "workers") for s in (0, 1)]
+    assert all(len(r["train_loss"]) == len(r["pseudo_dice"]) == 1 for r in runs.values())
+    plans = json.loads((tmp_path / "plans_width_2.json").read_text())["configurations"]["3d_fullres"]
+    planned = json.loads((preprocessed / "plans.json").read_text())["configurations"]["3d_fullres"]
+    halves = [f // 2 for f in planned["architecture"]["arch_kwargs"]["features_per_stage"]]
+    assert plans["architecture"]["arch_kwargs"]["features_per_stage"] == halves
+    bench("train_quality.py", *common, "--repeats", "3")
+    again = json.loads(record.read_text())["runs"]
+    assert {k: again[k] for k in runs} == runs and len(again) == 6
 
 
 def test_bench_train_step(tmp_path):

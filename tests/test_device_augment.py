@@ -21,53 +21,64 @@ CHANNELS = 2
 PATCHES = {"3d": [4, 4, 4], "2d": [4, 4], "dummy 2d": [1, 4, 4]}
 
 
-def theirs(settings: AugmentationSettings, channels: int) -> dict[str, np.ndarray]:
-    """One sample's parameters drawn by nnunetv2's batchgeneratorsv2 pipeline, in device_augment's terms."""
+#: batchgeneratorsv2's intensity transforms in the pipeline's order (augment.intensity_transforms), by the names
+#: of their parameters in device_augment.
+INTENSITY = ("noise", "blur", "brightness", "contrast", "low_res", "gamma_inverted", "gamma")
+
+
+def drawn_by_batchgeneratorsv2(settings: AugmentationSettings, channels: int) -> dict:
+    """One sample's draws of nnunetv2's batchgeneratorsv2 pipeline, in its order: each transform's parameters,
+    None for an intensity transform whose RandomTransform does not apply."""
     image = torch.zeros((channels, *settings.patch_size))
-    dims = len(settings.patch_size)
     spatial = spatial_transforms(settings)[1 if settings.dummy_2d else 0]
-    noise, blur, brightness, contrast, low_res, gamma_inverted, gamma = intensity_transforms(settings)
-    params = spatial.get_parameters(image=image[:, 0] if settings.dummy_2d else image)
+    drawn = {"spatial": spatial.get_parameters(image=image[:, 0] if settings.dummy_2d else image)}
+    for name, transform in zip(INTENSITY, intensity_transforms(settings), strict=True):
+        applies = transform.get_parameters()["apply_transform"]
+        drawn[name] = transform.transform.get_parameters(image=image) if applies else None
+    drawn["mirror"] = {"axes": [a for a in settings.mirror_axes if torch.rand(1) < 0.5]}
+    return drawn
+
+
+def device_parameters(settings: AugmentationSettings, channels: int, drawn: dict) -> dict[str, np.ndarray]:
+    """batchgeneratorsv2's draws of one sample (``drawn_by_batchgeneratorsv2``) in device_augment's terms."""
+    dims = len(settings.patch_size)
+    affine = drawn["spatial"]["affine"]
     plane = 2 if settings.dummy_2d else dims
-    p = {
-        "spatial": np.array(params["affine"] is not None),
-        "matrix": np.eye(plane) if params["affine"] is None else params["affine"],
-    }
-    p["noise_applied"] = np.full(channels, False)
-    p["noise"] = np.zeros(channels)
-    if noise.get_parameters()["apply_transform"]:
-        drawn = noise.transform.get_parameters(image=image)
-        p["noise_applied"][drawn["apply_idx"].numpy()] = True
-        p["noise"][:] = drawn["sigmas"]
+    p = {"spatial": np.array(affine is not None), "matrix": np.eye(plane) if affine is None else np.asarray(affine)}
+    p["noise_applied"], p["noise"] = np.full(channels, False), np.zeros(channels)
+    if drawn["noise"] is not None:
+        p["noise_applied"][drawn["noise"]["apply_idx"].numpy()] = True
+        p["noise"][:] = drawn["noise"]["sigmas"]
     p["blur_applied"], p["blur"] = np.full(channels, False), np.ones((channels, dims))
-    if blur.get_parameters()["apply_transform"]:
-        drawn = blur.transform.get_parameters(image=image)
-        p["blur_applied"] = drawn["apply_to_channel"].numpy()
-        p["blur"][p["blur_applied"]] = np.array(drawn["sigmas"]).reshape(-1, dims)
-    for name, transform in (("brightness", brightness), ("contrast", contrast)):
+    if drawn["blur"] is not None:
+        p["blur_applied"] = drawn["blur"]["apply_to_channel"].numpy()
+        p["blur"][p["blur_applied"]] = np.array(drawn["blur"]["sigmas"]).reshape(-1, dims)
+    for name in ("brightness", "contrast"):
         p[f"{name}_applied"], p[name] = np.full(channels, False), np.ones(channels)
-        if transform.get_parameters()["apply_transform"]:
-            drawn = transform.transform.get_parameters(image=image)
-            p[f"{name}_applied"][drawn["apply_to_channel"].numpy()] = True
-            p[name][drawn["apply_to_channel"].numpy()] = drawn["multipliers"].numpy()
+        if drawn[name] is not None:
+            p[f"{name}_applied"][drawn[name]["apply_to_channel"].numpy()] = True
+            p[name][drawn[name]["apply_to_channel"].numpy()] = drawn[name]["multipliers"].numpy()
     p["low_res_applied"], p["low_res"] = np.full(channels, False), np.ones((channels, dims))
-    if low_res.get_parameters()["apply_transform"]:
-        drawn = low_res.transform.get_parameters(image=image)
-        if len(drawn["apply_to_channel"]) == 0:
-            drawn["scales"] = torch.ones((0, dims))
-        p["low_res_applied"][drawn["apply_to_channel"].numpy()] = True
-        p["low_res"][drawn["apply_to_channel"].numpy()] = drawn["scales"].numpy()
-    for name, transform in (("gamma_inverted", gamma_inverted), ("gamma", gamma)):
+    if drawn["low_res"] is not None:
+        scales = drawn["low_res"]["scales"] if len(drawn["low_res"]["apply_to_channel"]) else torch.ones((0, dims))
+        p["low_res_applied"][drawn["low_res"]["apply_to_channel"].numpy()] = True
+        p["low_res"][drawn["low_res"]["apply_to_channel"].numpy()] = scales.numpy()
+    for name in ("gamma_inverted", "gamma"):
         p[f"{name}_applied"], p[name] = np.full(channels, False), np.ones(channels)
-        if transform.get_parameters()["apply_transform"]:
-            drawn = transform.transform.get_parameters(image=image)
-            assert drawn["retain_stats"].all() and bool(drawn["invert_image"].all()) == (name == "gamma_inverted")
-            p[f"{name}_applied"][drawn["apply_to_channel"].numpy()] = True
-            p[name][drawn["apply_to_channel"].numpy()] = drawn["gamma"].numpy()
+        if drawn[name] is not None:
+            gamma = drawn[name]
+            assert gamma["retain_stats"].all() and bool(gamma["invert_image"].all()) == (name == "gamma_inverted")
+            p[f"{name}_applied"][gamma["apply_to_channel"].numpy()] = True
+            p[name][gamma["apply_to_channel"].numpy()] = gamma["gamma"].numpy()
     mirror = np.full(dims, False)
-    mirror[[a for a in settings.mirror_axes if torch.rand(1) < 0.5]] = True
+    mirror[drawn["mirror"]["axes"]] = True
     p["mirror"] = mirror
     return p
+
+
+def theirs(settings: AugmentationSettings, channels: int) -> dict[str, np.ndarray]:
+    """One sample's parameters drawn by nnunetv2's batchgeneratorsv2 pipeline, in device_augment's terms."""
+    return device_parameters(settings, channels, drawn_by_batchgeneratorsv2(settings, channels))
 
 
 def compare(ours: dict, reference: dict, key: str):

@@ -1,7 +1,7 @@
 """segflow against what nnunetv2 2.8.1 computed on the same inputs (tests/data/nnunetv2/, written by
 tests/nnunetv2_fixture/make_fixture.py in nnunetv2's own environment): fingerprint, plans, preprocessed arrays
 and class locations of a small two-channel (CT + MR) anisotropic dataset; the augmentation pipelines and
-the samples they produce under the same seeds; patch sampling with an ignore label."""
+the samples they produce under the same seeds; patch sampling with an ignore label and without one."""
 
 import json
 import shutil
@@ -152,3 +152,31 @@ def test_sampling_with_an_ignore_label_matches_nnunetv2(tmp_path, name):
         for label, count in expected[kind].items():
             assert abs(ours[kind][label] - count) <= 0.05 * count, (kind, label, ours[kind], expected[kind])
     assert "3" not in ours["forced"] and "0" not in ours["forced"], "forced samples centre on labels 1 and 2"
+
+
+@pytest.mark.parametrize("name", list(shared.SAMPLING))
+def test_sampling_without_an_ignore_label_matches_nnunetv2(tmp_path, name):
+    """Where 10 000 patches are cut from a map without an ignore label, read off a coordinate image: each axis's
+    corners of the other samples (uniform over the allowed range, which reaches half the padding beyond the
+    image) and of the forced ones (a stored foreground voxel at the centre, the corner clipped at the lowest
+    allowed) as often as nnunetv2's loader cuts them."""
+    expected = load(FIXTURE / "sampling.json")["without_ignore"][name]
+    patch = shared.SAMPLING[name]
+    enlarged = AugmentationSettings(patch).enlarged_patch
+    assert enlarged == expected["enlarged_patch"]
+    seg = shared.labelled_map()
+    save_npy(shared.coordinate_image(seg.shape[1:]), tmp_path / "case.npy")
+    save_npy(seg, tmp_path / "case_seg.npy")
+    save_json({"class_locations": class_locations(seg, [1, 2])}, tmp_path / "case.json")
+    loader = PatchLoader([Case(tmp_path, "case")], shared.SAMPLING_BATCH_SIZE, enlarged, patch, name == "2d")
+    np.random.seed(shared.SAMPLING_SEED)
+    batches = [
+        loader.generate_train_batch()["data"].numpy()
+        for _ in range(shared.SAMPLING_PATCHES // shared.SAMPLING_BATCH_SIZE)
+    ]
+    ours = shared.corner_counts(batches, shared.SAMPLING_BATCH_SIZE)
+    for kind in ("forced", "other"):
+        for axis, counts in expected[kind].items():
+            assert set(ours[kind][axis]) == set(counts), (kind, axis, ours[kind][axis], counts)
+            for corner, count in counts.items():
+                assert abs(ours[kind][axis][corner] - count) <= 5 * np.sqrt(count), (kind, axis, corner)

@@ -4,14 +4,12 @@ collects them, and a headless Chromium (Debian's package) opens the page and sho
 from __future__ import annotations
 
 import base64
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-from conftest import REPO, load, run_snakemake
+from conftest import REPO, load, required, run_snakemake
 
 DEMO = "Task900_SegflowDemo"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -66,10 +64,7 @@ def test_report_builds_and_chromium_shows_the_metrics_table(demo_run, tmp_path):
 
     chromium = shutil.which("chromium")
     if chromium is None:
-        message = "Debian's chromium is not installed (apt-get install chromium)"
-        if os.environ.get("SEGFLOW_CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        required("Debian's chromium is not installed (apt-get install chromium)")
     shown = tmp_path / "report_metrics.html"
     shown.write_text(with_script(text, SHOW_CROSSVAL))
     screenshot = tmp_path / "report_metrics.png"
@@ -112,20 +107,11 @@ def with_script(page: str, script: str) -> str:
     return f"{page[:end]}<script>{script}</script>{page[end:]}"
 
 
-def test_report_builds_in_an_environment_of_a_plain_install(demo_run, tmp_path):
+def test_report_builds_in_an_environment_of_a_plain_install(demo_run, plain_python, tmp_path):
     """`snakemake --report` with only what `pip install .` brings (no test extras): CI makes such an environment
     and names its Python in SEGFLOW_PLAIN_PYTHON."""
-    python = os.environ.get("SEGFLOW_PLAIN_PYTHON")
-    if not python:
-        message = (
-            "set SEGFLOW_PLAIN_PYTHON to the python of a virtual environment made with "
-            "`pip install torch==2.13.0 && pip install .` (as .ci/run does)"
-        )
-        if os.environ.get("SEGFLOW_CI"):
-            pytest.fail(message)
-        pytest.skip(message)
     html = tmp_path / "report.html"
-    command = [python, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(demo_run)]
+    command = [plain_python, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(demo_run)]
     result = subprocess.run([*command, "--report", str(html)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert '"4. Cross-validation"' in html.read_text()

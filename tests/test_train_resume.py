@@ -51,18 +51,21 @@ def dataset(tmp_path_factory):
     return root
 
 
-def start_training(root, out):
+def start_training(root, out, prelude: str = "", python: str = sys.executable):
+    """A training of the module's dataset in a process of its own (``python``'s); ``prelude``: code run before
+    it (a fault)."""
     code = (
         "import logging, sys\n"
         "logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
         "from segflow.train.loop import TrainSettings, train\n"
+        f"{prelude}\n"
         f"r = {str(root)!r}\n"
         "train(f'{r}/plans.json', f'{r}/dataset.json', f'{r}/splits.json', f'{r}/preprocessed', '3d_fullres', 0,\n"
         f"      {str(out)!r}, TrainSettings(epochs={EPOCHS}, iterations_per_epoch=3, val_iterations=2, seed=7),\n"
         "      device='cpu', threads=2)\n"
     )
     return subprocess.Popen(
-        [sys.executable, "-c", code],
+        [python, "-c", code],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -154,15 +157,24 @@ def test_a_damaged_resumable_state_falls_back_one_epoch(dataset, trained, tmp_pa
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_the_training_process_and_one_loader_worker_draw_the_same_batches(dataset, tmp_path):
+def test_any_number_of_loader_workers_draws_the_same_batches_from_pools_that_live_for_the_whole_training(
+    dataset, tmp_path, monkeypatch
+):
     """A CPU training that augments on the device cuts its patches in its own process (loader_workers: 0); with
-    a loader worker cutting them instead, the weights are the same: the batches depend on the seeds alone."""
+    three loader workers cutting them instead, the weights are the same: a batch depends on the seeds alone. The
+    workers are started once for the whole training, three for training batches and one for validation batches,
+    not once per epoch."""
+    from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
+
     from segflow.io import load_json
     from segflow.train.loop import Trainer, TrainSettings
 
-    settings = TrainSettings(epochs=2, iterations_per_epoch=2, val_iterations=1, seed=7)
+    pools = []
+    start = MultiThreadedAugmenter._start
+    monkeypatch.setattr(MultiThreadedAugmenter, "_start", lambda self: pools.append(self.num_processes) or start(self))
+    settings = TrainSettings(epochs=3, iterations_per_epoch=2, val_iterations=2, seed=7)
     trained = []
-    for workers in (0, 1):
+    for workers in (0, 3):
         trainer = Trainer(
             load_json(dataset / "plans.json"),
             load_json(dataset / "dataset.json"),
@@ -179,3 +191,58 @@ def test_the_training_process_and_one_loader_worker_draw_the_same_batches(datase
         trained.append(weights(tmp_path / f"workers_{workers}"))
     a, b = trained
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(pools) == [1, 3]
+
+
+#: Run in a training process: SIGKILL it when the second best state (an epoch after the first, which is always
+#: the best so far) has been linked as checkpoint_best.pt, before it is renamed to checkpoint_latest.pt.
+KILL_AFTER_THE_SECOND_BEST_LINK = """
+import os, signal
+import segflow.train.loop as loop
+
+def link_then_die(source, destination, _link=loop.link_file, _linked=[]):
+    _link(source, destination)
+    if destination.name == "checkpoint_best.pt":
+        _linked.append(source)
+        if len(_linked) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+loop.link_file = link_then_die
+"""
+
+#: Run in the next attempt: its first epoch ends with a lower pseudo Dice than the interrupted attempt's (as a
+#: GPU's non-deterministic kernels may give), so that its state is written as the latest only, not as the best.
+WORSE_FIRST_EPOCH = """
+import segflow.train.loop as loop
+_run_epoch = loop.Trainer.run_epoch
+
+def worse_once(self, epoch, *batches, _done=[]):
+    _run_epoch(self, epoch, *batches)
+    if not _done:
+        _done.append(epoch)
+        self.history["mean_fg_dice"][-1] = 0.0
+        self.history["ema_fg_dice"][-1] = -1.0
+
+loop.Trainer.run_epoch = worse_once
+"""
+
+
+def test_a_kill_between_linking_the_best_state_and_renaming_it_leaves_the_best_checkpoint_intact(dataset, tmp_path):
+    """Killed after an epoch's state got its second name checkpoint_best.pt and before it became
+    checkpoint_latest.pt, a training leaves that state's temporary file behind, sharing the best file's
+    content; the next attempt writes its own state as a new file, so the best checkpoint keeps the best epoch's
+    weights whatever the next attempt's epochs give."""
+    out = tmp_path / "fold"
+    process = start_training(dataset, out, prelude=KILL_AFTER_THE_SECOND_BEST_LINK)
+    process.communicate(timeout=600)
+    assert process.returncode == -signal.SIGKILL
+    best = out / "checkpoint_best.pt"
+    leftover = next(out.glob(".checkpoint_latest.pt.part*"))
+    assert leftover.samefile(best)  # the window the kill hit
+    best_bytes = best.read_bytes()
+    best_epoch = torch.load(best, weights_only=True)["current_epoch"]
+    assert torch.load(out / "checkpoint_latest.pt", weights_only=True)["current_epoch"] == best_epoch - 1
+    output = finish(start_training(dataset, out, prelude=WORSE_FIRST_EPOCH))
+    assert f"after epoch {best_epoch - 1}" in output
+    assert best.read_bytes() == best_bytes
+    assert torch.load(best, weights_only=True)["current_epoch"] == best_epoch

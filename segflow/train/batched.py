@@ -37,9 +37,12 @@ def _selected(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def _per_row(rows: torch.Tensor, statistic) -> torch.Tensor:
-    """A statistic of each row, as a column. Row by row: on a CPU, whole-tensor reductions of one row are several
-    times faster than the same reduction along a dimension (measured: std, mean and min/max of 8 rows of 128^3)."""
-    return torch.stack([statistic(row) for row in rows])[:, None]
+    """A statistic of each row, as a column. Row by row on a CPU, where whole-tensor reductions of one row are
+    several times faster than the same reduction along a dimension (measured: std, mean and min/max of 8 rows of
+    128^3); along the dimension elsewhere, one kernel for all rows."""
+    if rows.device.type == "cpu":
+        return torch.stack([statistic(row) for row in rows])[:, None]
+    return statistic(rows, 1, keepdim=True)
 
 
 def mirror(batch: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
@@ -130,15 +133,16 @@ def blur(batch: torch.Tensor, sigmas: torch.Tensor, applied: torch.Tensor) -> to
     """Separable Gaussian blur of the applied rows, ``sigmas[b, c, d]`` along spatial axis d, reflecting at the
     border: one grouped convolution per axis for all rows (a row's kernel padded with zero taps to the
     largest, which reflects further but weighs the extra voxels 0)."""
-    index = applied.flatten().nonzero().flatten().to(batch.device)
-    if not index.numel():
+    chosen = applied.flatten().nonzero().flatten()  # where the parameters are: the host
+    if not chosen.numel():
         return batch
     spatial = batch.shape[2:]
+    index = chosen.to(batch.device)
     rows = batch.view(-1, *spatial).index_select(0, index)[None]
-    row_sigmas = sigmas.reshape(-1, len(spatial)).to(batch.device)[index]
+    row_sigmas = sigmas.reshape(-1, len(spatial))[chosen]
     convolve = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
     for d in range(len(spatial)):
-        kernels = _blur_kernels(row_sigmas[:, d]).to(batch.dtype)
+        kernels = _blur_kernels(row_sigmas[:, d]).to(batch.device, batch.dtype)
         half = kernels.shape[1] // 2
         shape = [1] * len(spatial)
         shape[d] = kernels.shape[1]
@@ -201,29 +205,39 @@ def _reaches_outside(grids: torch.Tensor, input_shape) -> torch.Tensor:
 SCORE = 1000  # batchgeneratorsv2 scales the label indicators to settle ties in float16 as it does
 
 
-def resample_labels(seg: torch.Tensor, grids: torch.Tensor, pad_label: int) -> torch.Tensor:
+def resample_labels(seg: torch.Tensor, grids: torch.Tensor, pad_label: int, labels=None) -> torch.Tensor:
     """Label maps n x S x ... resampled on ``grids`` as batchgeneratorsv2 2.8.1's spatial transform does: each
     label's indicator (x 1000) interpolated linearly and rounded to float16, the highest score wins (the lowest
     label on a tie, and where the nearest neighbour's label is among the best, it wins); a sample whose
     kernels reach outside the input counts ``pad_label`` there; a sample with two labels takes the second where
-    its score passes half."""
+    its score passes half. ``labels``: the values the maps may hold (the dataset's), scored whether present or
+    not, so that nothing waits for the device to say which are; else those found in ``seg``."""
     out = torch.empty((len(seg), seg.shape[1], *grids.shape[1:-1]), dtype=seg.dtype, device=seg.device)
     outside = _reaches_outside(grids, seg.shape[2:])
+    candidates = None if labels is None else sorted({*map(int, labels), pad_label})
     for c in range(seg.shape[1]):
-        out[:, c] = _resample_label_channel(seg[:, c : c + 1], grids, pad_label, outside)
+        out[:, c] = _resample_label_channel(seg[:, c : c + 1], grids, pad_label, outside, candidates)
     return out
 
 
-def _resample_label_channel(volumes, grids, pad_label: int, outside) -> torch.Tensor:
+def _present_labels(volumes: torch.Tensor, pad_label: int, outside) -> list[int]:
+    """The label values in ``volumes``, and the padding label where a kernel reaches outside (read from the
+    device: a synchronisation)."""
+    labels = torch.unique(volumes)
+    if outside.any():
+        labels = torch.unique(torch.cat([labels, labels.new_tensor([pad_label])]))
+    return labels.tolist()
+
+
+def _resample_label_channel(volumes, grids, pad_label: int, outside, candidates=None) -> torch.Tensor:
     """One label channel (n x 1 x ...) of ``resample_labels``, as n x patch."""
     n, spatial = len(volumes), grids.dim() - 2
     per_sample = (n, *[1] * spatial)
     nearest = (_sample(volumes.float() - pad_label, grids, "nearest") + pad_label).to(volumes.dtype)[:, 0]
-    labels = torch.unique(volumes)
-    if outside.any():
-        labels = torch.unique(torch.cat([labels, labels.new_tensor([pad_label])]))
-    present = torch.stack([(volumes == u).flatten(1).any(1) | (outside & (u == pad_label)) for u in labels])
-    scores = torch.stack([_label_scores(volumes, u, grids, pad_label, outside) for u in labels.tolist()])
+    values = candidates if candidates is not None else _present_labels(volumes, pad_label, outside)
+    labels = torch.tensor(values, dtype=volumes.dtype, device=volumes.device)
+    present = torch.stack([(volumes == u).flatten(1).any(1) | (outside & (u == pad_label)) for u in values])
+    scores = torch.stack([_label_scores(volumes, u, grids, pad_label, outside) for u in values])
     scores.masked_fill_(~present.view(len(labels), *per_sample), float("-inf"))
     winner = scores.argmax(0)  # the first, i.e. lowest, label on a tie
     best = scores.gather(0, winner[None])[0]
@@ -231,7 +245,8 @@ def _resample_label_channel(volumes, grids, pad_label: int, outside) -> torch.Te
     nearest_score = scores.gather(0, nearest_index[None])[0]
     result = torch.where(nearest_score == best, nearest, labels[winner])
     pairs = present.sum(0) == 2
-    if pairs.any():  # two labels: the second where its score passes half of SCORE, the nearest on a tie
+    if volumes.device.type != "cpu" or pairs.any():  # (asked on the CPU only, where asking costs nothing)
+        # two labels: the second where its score passes half of SCORE, the nearest on a tie
         first = labels[present.int().argmax(0)].view(per_sample)
         second_index = len(labels) - 1 - present.flip(0).int().argmax(0)
         second = labels[second_index].view(per_sample)
@@ -252,10 +267,11 @@ def _label_scores(volumes, label: int, grids, pad_label: int, outside) -> torch.
 
 
 def resample(
-    image: torch.Tensor, seg: torch.Tensor, matrices: torch.Tensor, patch_size, pad_label: int = -1
+    image: torch.Tensor, seg: torch.Tensor, matrices: torch.Tensor, patch_size, pad_label: int = -1, labels=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The centred ``patch_size`` patch of each (enlarged) sample, resampled through its matrix (rotation and
-    scaling): images linearly with zeros outside, label maps by ``resample_labels``. A sample that is neither
-    rotated nor scaled is only cut out of the centre, which the loader does (``PatchLoader.centred``)."""
+    scaling): images linearly with zeros outside, label maps by ``resample_labels`` (``labels``: the values they
+    may hold). A sample that is neither rotated nor scaled is only cut out of the centre, which the loader does
+    (``PatchLoader.centred``)."""
     grids = sampling_grids(matrices.to(image.device), image.shape[2:], patch_size)
-    return _sample(image, grids, "bilinear"), resample_labels(seg, grids, pad_label)
+    return _sample(image, grids, "bilinear"), resample_labels(seg, grids, pad_label, labels)

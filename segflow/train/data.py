@@ -12,10 +12,10 @@ enough that rotation and scaling leave no empty corners); the spatial transform 
 it. Outside the image the image is 0 and the label -1. 2D configurations sample a depth-1 3D patch from
 the volume, so a forced slice is drawn through the class's stored voxels (weighted by their number).
 
-Randomness is numpy's global generator, which batchgenerators' workers seed from the seeds we pass,
-drawn in the order nnunetv2 draws, and torch's, seeded from numpy's state for every batch; the trainer
-derives the seeds from (seed, fold, epoch, worker), so an epoch's batches do not depend on whether training
-was interrupted before it.
+Randomness is numpy's global generator, drawn in the order nnunetv2 draws, and torch's, seeded from numpy's
+state for every batch; the trainer seeds numpy for every batch from (seed, fold, purpose, batch index), so a
+batch depends neither on the worker that made it nor on whether training was interrupted before it, and the
+workers live for the whole training.
 """
 
 from __future__ import annotations
@@ -73,9 +73,19 @@ class PatchLoader(SlimDataLoaderBase):
     torch tensors, which torch hands between processes in shared memory."""
 
     def __init__(
-        self, cases: list[Case], batch_size: int, patch_size, final_patch_size, is_2d: bool, transforms=None, draw=None
+        self,
+        cases: list[Case],
+        batch_size: int,
+        patch_size,
+        final_patch_size,
+        is_2d: bool,
+        transforms=None,
+        draw=None,
+        seed_of=None,
+        first_batch: int = 0,
+        producers: int = 1,
     ):
-        super().__init__(cases, batch_size, None)
+        super().__init__(cases, batch_size, producers)
         self.is_2d = is_2d
         depth = [1] if is_2d else []  # 2D: a depth-1 patch of the volume, as nnunetv2 samples it
         self.patch_size = depth + [int(p) for p in patch_size]
@@ -83,6 +93,10 @@ class PatchLoader(SlimDataLoaderBase):
         self.transforms = transforms
         self.draw = draw
         self.owner = os.getpid()  # the process that made the loader; workers are forked from it
+        # With ``seed_of``, batch i of the stream (``first_batch`` + i overall) draws from numpy seeded with
+        # ``seed_of(first_batch + i)``, whichever of the ``producers`` makes it: batchgenerators' workers make
+        # batches in turn (worker w every producers-th from w, its thread_id), and they are taken in turn.
+        self.seed_of, self.first_batch, self.made = seed_of, first_batch, 0
 
     def bounding_box(self, shape, centre=None):
         """Lower and upper corners of a patch in an image of ``shape``; centred on ``centre`` if given."""
@@ -157,7 +171,15 @@ class PatchLoader(SlimDataLoaderBase):
         start = [lo + w.start for lo, w in zip(lbs, window, strict=True)]
         return start, [s + f for s, f in zip(start, self.final_patch_size, strict=True)]
 
+    def next_batch_index(self) -> int:
+        """The overall index of the batch this producer makes next."""
+        index = self.first_batch + self.thread_id + self.made * self.number_of_threads_in_multithreaded
+        self.made += 1
+        return index
+
     def generate_train_batch(self) -> dict:
+        if self.seed_of is not None:
+            np.random.seed(self.seed_of(self.next_batch_index()))
         # Workers seed numpy only; torch's generator (batchgeneratorsv2 draws from both) follows from numpy's
         # state, read without drawing, so numpy's draws stay exactly those of nnunetv2's loader.
         torch.manual_seed(numpy_state_digest())

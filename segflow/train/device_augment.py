@@ -67,9 +67,11 @@ def centre_window(enlarged, final) -> tuple[slice, ...]:
 class BatchedAugmentation:
     """Draw (in a worker) and apply (on the training device) nnU-Net's training augmentation of a batch."""
 
-    def __init__(self, settings: AugmentationSettings, masked_channels=()):
+    def __init__(self, settings: AugmentationSettings, masked_channels=(), label_values=None):
         self.settings = settings
         self.masked_channels = list(masked_channels)
+        # the values the label maps may hold (segflow.labels.label_values): resampling them need not ask the device
+        self.label_values = label_values
         self.dims = len(settings.patch_size)  # of the image; the spatial transform's is 2 for dummy 2D
         self.spatial_dims = 2 if settings.dummy_2d else self.dims
 
@@ -128,7 +130,7 @@ class BatchedAugmentation:
         batched.mirror(image, p["mirror"])
         batched.mirror(seg, p["mirror"])
         batched.mask_outside(image, seg, self.masked_channels)
-        seg[seg == -1] = 0
+        seg.masked_fill_(seg == -1, 0)  # (boolean indexing would wait for the device to count the voxels)
         return image, seg
 
     def rotate_and_scale(self, image, seg, moved_image, moved_seg, p: dict) -> None:
@@ -140,10 +142,10 @@ class BatchedAugmentation:
         if self.settings.dummy_2d:  # the first axis folded into the channels, an in-plane transform per slice
             n, c, z = moved_image.shape[:3]
             flat_image, flat_seg = moved_image.flatten(1, 2), moved_seg.flatten(1, 2)
-            flat_image, flat_seg = batched.resample(flat_image, flat_seg, matrices, patch[1:])
+            flat_image, flat_seg = batched.resample(flat_image, flat_seg, matrices, patch[1:], labels=self.label_values)
             resampled = flat_image.view(n, c, z, *patch[1:]), flat_seg.view(n, seg.shape[1], z, *patch[1:])
         else:
-            resampled = batched.resample(moved_image, moved_seg, matrices, patch)
+            resampled = batched.resample(moved_image, moved_seg, matrices, patch, labels=self.label_values)
         rows = moved.to(image.device)
         image[rows], seg[rows] = resampled
 

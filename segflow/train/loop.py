@@ -26,10 +26,11 @@ Checkpoints hold only tensors and plain Python values and load with ``torch.load
 Batches: loader workers cut the patches (on a CPU that augments on the device, the training process itself:
 ``segflow.resources.loader_workers``); by default they also draw each sample's augmentation parameters, which
 the training device applies to the whole batch (``device_augment.py``), on CUDA one batch ahead in a
-background thread (``Prefetcher``). Randomness comes from seeds derived from (seed, fold, epoch, purpose), so
-two runs of the same config give the same weights on CPU, and an interrupted run continued from
-``checkpoint_latest.pt`` ends with the weights of an uninterrupted one; one worker and the training process
-itself draw the same batches.
+background thread (``Prefetcher``). The loader's workers live for the whole training, one pool for training
+batches and one for validation batches (``segflow.resources.validation_workers``), as nnU-Net's do. Randomness
+comes from seeds derived from (seed, fold, purpose, batch index), so two runs of the same config give the same
+weights on CPU, and an interrupted run continued from ``checkpoint_latest.pt`` ends with the weights of an
+uninterrupted one; any number of workers, or the training process itself, draw the same batches.
 """
 
 from __future__ import annotations
@@ -53,13 +54,13 @@ from torch import nn
 from segflow.device import resolve_device
 from segflow.errors import InputError
 from segflow.io import atomic_path, link_file, load_checkpoint, load_json, save_json
-from segflow.labels import has_regions, output_channels
+from segflow.labels import has_regions, label_values, output_channels
 from segflow.labels import regions as label_regions
 from segflow.networks import build_network
 from segflow.networks.unet import scaled_size
 from segflow.plan import data_folder, resolved_configuration
 from segflow.progress import Countdown, Heartbeat
-from segflow.resources import loader_workers
+from segflow.resources import loader_workers, validation_workers
 from segflow.splits import fold_cases
 from segflow.train.augment import AugmentationSettings, training_pipeline, validation_pipeline
 from segflow.train.cascade import foreground_labels, previous_stage_files
@@ -188,7 +189,9 @@ class Trainer:
         self.masked_channels = [c for c, m in enumerate(self.configuration["use_mask_for_norm"]) if m]
         if settings.augment_on not in ("device", "workers"):
             raise ValueError(f"augment_on is 'device' or 'workers', not {settings.augment_on!r}")
-        self.batched_augmentation = BatchedAugmentation(self.augmentation, self.masked_channels)
+        self.batched_augmentation = BatchedAugmentation(
+            self.augmentation, self.masked_channels, label_values(dataset_json["labels"])
+        )
         self.cascade_degradation = (
             ComposeTransforms(cascade_degradation(self.previous_labels)) if self.previous_labels else None
         )
@@ -206,6 +209,8 @@ class Trainer:
         self.recipe = training_recipe(self.configuration, settings)
         self.optimizer = build_optimizer(self.recipe, self.network.parameters())
         self.amp = self.device.type == "cuda"
+        if self.amp:  # as nnunetv2: cuDNN picks the fastest convolution algorithms for the (fixed) patch size
+            torch.backends.cudnn.benchmark = True
         channels_last = settings.channels_last
         if channels_last is None:
             channels_last = self.device.type == "cuda" and not self.is_2d
@@ -232,8 +237,9 @@ class Trainer:
 
     # --- batches ---------------------------------------------------------------------------------------
 
-    def batches(self, epoch: int, validation: bool):
-        """An iterator over this epoch's (augmented) batches, seeded by (seed, fold, epoch, purpose)."""
+    def batches(self, validation: bool, first_batch: int):
+        """An iterator over (augmented) batches from overall batch ``first_batch`` on, each seeded by (seed, fold,
+        purpose, its index), and what closes it (its worker pool, if it has one)."""
         from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
         from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 
@@ -246,19 +252,28 @@ class Trainer:
             transforms, draw = None, self.batched_augmentation.draw
         else:
             transforms = training_pipeline(self.augmentation, self.masked_channels, self.previous_labels)
-        batch_size = self.configuration["batch_size"]
-        loader = PatchLoader(cases, batch_size, patch, self.patch_size, self.is_2d, transforms, draw)
         purpose = "val" if validation else "train"
-        if self.workers <= 0:
-            np.random.seed(derived_seed(self.settings.seed, self.fold, epoch, purpose, 0))
+        workers = validation_workers(self.workers) if validation else self.workers
+        loader = PatchLoader(
+            cases,
+            self.configuration["batch_size"],
+            patch,
+            self.patch_size,
+            self.is_2d,
+            transforms,
+            draw,
+            seed_of=lambda index: derived_seed(self.settings.seed, self.fold, purpose, index),
+            first_batch=first_batch,
+            producers=max(1, workers),
+        )
+        if workers <= 0:
             return SingleThreadedAugmenter(loader, None), None
-        seeds = [derived_seed(self.settings.seed, self.fold, epoch, purpose, w) for w in range(self.workers)]
         cuda = self.device.type == "cuda"
         # How often an idle worker looks for room in its queue: a CPU step takes seconds, and at
         # batchgenerators' 0.02 s the polling alone costs more CPU than cutting the patches.
         wait = 0.02 if cuda else 0.1
         augmenter = MultiThreadedAugmenter(
-            loader, None, self.workers, num_cached_per_queue=2, seeds=seeds, pin_memory=cuda, wait_time=wait
+            loader, None, workers, num_cached_per_queue=2, seeds=None, pin_memory=cuda, wait_time=wait
         )
         return augmenter, augmenter
 
@@ -312,9 +327,10 @@ class Trainer:
         return float(loss), self.labels.hard_counts(outputs[0].float(), targets[0])
 
     @contextmanager
-    def batch_stream(self, epoch: int, validation: bool):
-        """This epoch's (data, targets) on the device, the next batch prepared while the current one trains."""
-        generator, closer = self.batches(epoch, validation)
+    def batch_stream(self, validation: bool, first_batch: int = 0):
+        """(data, targets) on the device from overall batch ``first_batch`` on, the next batch prepared while the
+        current one trains; one stream (and worker pool) serves every epoch."""
+        generator, closer = self.batches(validation, first_batch)
         stream = Prefetcher(lambda: self.to_device(next(generator)), self.device)
         try:
             yield stream
@@ -323,7 +339,15 @@ class Trainer:
             if closer is not None:
                 closer._finish()
 
-    def run_epoch(self, epoch: int) -> None:
+    @contextmanager
+    def epoch_streams(self):
+        """The training and validation batch streams of the epochs still to train."""
+        train_first = self.start_epoch * self.settings.iterations_per_epoch
+        val_first = self.start_epoch * self.settings.val_iterations
+        with self.batch_stream(False, train_first) as train, self.batch_stream(True, val_first) as val:
+            yield train, val
+
+    def run_epoch(self, epoch: int, train_batches, val_batches) -> None:
         started = time.perf_counter()
         lr = learning_rate(self.recipe, epoch, self.settings.epochs)
         for group in self.optimizer.param_groups:
@@ -331,18 +355,16 @@ class Trainer:
         self.network.train()
         heartbeat = Heartbeat(f"{self.name}: epoch {epoch + 1}/{self.settings.epochs}")
         losses = []
-        with self.batch_stream(epoch, validation=False) as batches:
-            for i in range(self.settings.iterations_per_epoch):
-                losses.append(self.train_step(*next(batches)))
-                heartbeat.beat(f"training iteration {i + 1}/{self.settings.iterations_per_epoch}")
+        for i in range(self.settings.iterations_per_epoch):
+            losses.append(self.train_step(*next(train_batches)))
+            heartbeat.beat(f"training iteration {i + 1}/{self.settings.iterations_per_epoch}")
         self.network.eval()
         val_losses, counts = [], 0
-        with self.batch_stream(epoch, validation=True) as batches:
-            for i in range(self.settings.val_iterations):
-                loss, batch_counts = self.validation_step(*next(batches))
-                val_losses.append(loss)
-                counts = counts + batch_counts
-                heartbeat.beat(f"validation iteration {i + 1}/{self.settings.val_iterations}")
+        for i in range(self.settings.val_iterations):
+            loss, batch_counts = self.validation_step(*next(val_batches))
+            val_losses.append(loss)
+            counts = counts + batch_counts
+            heartbeat.beat(f"validation iteration {i + 1}/{self.settings.val_iterations}")
         tp, fp, fn = counts.double().cpu().numpy()
         with np.errstate(invalid="ignore", divide="ignore"):
             dice = 2 * tp / (2 * tp + fp + fn)
@@ -444,9 +466,18 @@ class Trainer:
             log.info("started from %s (%d tensors loaded)", self.pretrained["source"], self.pretrained["loaded"])
         self.try_resume()
         countdown = Countdown(f"{self.name}: epoch", self.settings.epochs, done=self.start_epoch)
+        if self.start_epoch < self.settings.epochs:
+            with self.epoch_streams() as (train_batches, val_batches):
+                self.train_epochs(countdown, train_batches, val_batches)
+        if self.start_epoch == self.settings.epochs:
+            self.write_log()
+            write_progress(self.history, self.out / "progress.png")
+        self.finish()
+
+    def train_epochs(self, countdown: Countdown, train_batches, val_batches) -> None:
         drawn = time.monotonic()
         for epoch in range(self.start_epoch, self.settings.epochs):
-            self.run_epoch(epoch)
+            self.run_epoch(epoch, train_batches, val_batches)
             ema = self.history["ema_fg_dice"][-1]
             best = self.best_ema is None or ema > self.best_ema
             if best:
@@ -458,10 +489,6 @@ class Trainer:
             if epoch == self.settings.epochs - 1 or time.monotonic() - drawn >= PROGRESS_INTERVAL_S:
                 write_progress(self.history, self.out / "progress.png")
                 drawn = time.monotonic()
-        if self.start_epoch == self.settings.epochs:
-            self.write_log()
-            write_progress(self.history, self.out / "progress.png")
-        self.finish()
 
     def finish(self) -> None:
         """checkpoint_final.pt is the state after the last epoch, a second name (hard link) of

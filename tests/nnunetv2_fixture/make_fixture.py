@@ -1,7 +1,7 @@
 """Regenerate tests/data/nnunetv2/, what nnunetv2 2.8.1 computes on small inputs, for the parity tests
 (tests/test_nnunetv2_parity.py; CI has no nnunetv2). Run it with nnunetv2's own Python:
 
-    /path/to/nnunet-venv/bin/python tests/nnunetv2_fixture/make_fixture.py
+    /path/to/nnunet-venv/bin/python tests/nnunetv2_fixture/make_fixture.py [augmentation sampling preprocessing]
 
 (../shared/reference/anchor-nnunetv2.md: `pip install nnunetv2==2.8.1 torch==2.13.0 torchvision==0.28.0`.)
 It writes:
@@ -12,7 +12,8 @@ It writes:
   training and validation pipelines described transform by transform (parity_inputs.py);
 * augmented.npz: samples augmented by those pipelines from shared inputs under fixed numpy/torch seeds;
 * sampling.json: labels at the centres of 10 000 patches cut by nnunetv2's data loader from a label map
-  with an ignore label (3D and 2D), forced-foreground and other samples apart.
+  with an ignore label (3D and 2D), forced-foreground and other samples apart; and ("without_ignore") the
+  corners of 10 000 patches cut from a map without one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from make_planner_fixture import nnunet_folders  # noqa: E402
 from parity_inputs import (  # noqa: E402
     IGNORE_LABELS,
     PIPELINES,
+    PLAIN_LABELS,
     SAMPLE_SEEDS,
     SAMPLING,
     SAMPLING_BATCH_SIZE,
@@ -42,8 +44,11 @@ from parity_inputs import (  # noqa: E402
     SAMPLING_SEED,
     augmentation_input,
     centre_label_counts,
+    coordinate_image,
+    corner_counts,
     describe,
     ignore_label_map,
+    labelled_map,
 )
 
 OUT = HERE.parent / "data" / "nnunetv2"
@@ -185,9 +190,9 @@ def augmentation() -> None:
 class OneCase:
     """The dataset interface nnunetv2's loader reads: one case held in memory."""
 
-    def __init__(self, seg: np.ndarray, class_locations: dict):
+    def __init__(self, seg: np.ndarray, class_locations: dict, data: np.ndarray | None = None):
         self.identifiers = ["case"]
-        self.data = np.zeros((1, *seg.shape[1:]), np.float32)
+        self.data = np.zeros((1, *seg.shape[1:]), np.float32) if data is None else data
         self.seg, self.class_locations = seg, class_locations
 
     def load_case(self, identifier):
@@ -214,16 +219,41 @@ def sampling() -> None:
             loader.generate_train_batch()["target"].numpy() for _ in range(SAMPLING_PATCHES // SAMPLING_BATCH_SIZE)
         ]
         counts[name] = {"enlarged_patch": enlarged, **centre_label_counts(batches, enlarged, SAMPLING_BATCH_SIZE)}
+    counts["without_ignore"] = corners_without_ignore()
     (OUT / "sampling.json").write_text(json.dumps(counts, indent=1))
 
 
+def corners_without_ignore() -> dict:
+    """Where nnunetv2's loader cuts 10 000 patches from a map without an ignore label (random corners, and
+    forced foreground), 3D and 2D: the corners per axis, read off a coordinate image."""
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    seg = labelled_map()
+    manager = LabelManager(PLAIN_LABELS, None)
+    locations = DefaultPreprocessor._sample_foreground_locations(seg, manager.foreground_labels)
+    case = OneCase(seg, locations, coordinate_image(seg.shape[1:]))
+    counts = {}
+    for name, patch in SAMPLING.items():
+        enlarged = trainer_settings(patch)["enlarged_patch"]
+        loader = nnUNetDataLoader(
+            case, SAMPLING_BATCH_SIZE, enlarged, patch, manager, oversample_foreground_percent=0.33
+        )
+        np.random.seed(SAMPLING_SEED)
+        batches = [loader.generate_train_batch()["data"] for _ in range(SAMPLING_PATCHES // SAMPLING_BATCH_SIZE)]
+        counts[name] = {"enlarged_patch": enlarged, **corner_counts(batches, SAMPLING_BATCH_SIZE)}
+    return counts
+
+
 def main() -> None:
+    """Every part of the fixture, or those named on the command line (augmentation, sampling, preprocessing)."""
     import nnunetv2  # noqa: F401
 
     OUT.mkdir(parents=True, exist_ok=True)
-    augmentation()
-    sampling()
-    preprocessing()
+    parts = {"augmentation": augmentation, "sampling": sampling, "preprocessing": preprocessing}
+    for name in sys.argv[1:] or parts:
+        parts[name]()
     versions = {"torch": torch.__version__}
     from importlib.metadata import version
 

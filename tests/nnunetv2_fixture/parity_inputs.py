@@ -21,6 +21,8 @@ SAMPLE_SEEDS = range(5)
 
 # Sampling with an ignore label: labels, patch sizes (3D and 2D), batch size and number of patches.
 IGNORE_LABELS = {"background": 0, "outer": 1, "inner": 2, "ignore": 3}
+# Sampling without one (the case of most datasets): the same patch sizes, batch size and seed.
+PLAIN_LABELS = {"background": 0, "block": 1, "bar": 2}
 SAMPLING = {"3d": [8, 24, 24], "2d": [24, 24]}
 SAMPLING_BATCH_SIZE = 5
 SAMPLING_PATCHES = 10_000
@@ -76,6 +78,42 @@ def ignore_label_map() -> np.ndarray:
     seg[4:7, 44:48, 30:34] = 2
     seg[:, 5:8, 30:34] = 0
     return seg[None]
+
+
+def labelled_map() -> np.ndarray:
+    """1 x 14 x 40 x 36, no ignore label: background, a small block of label 1 and a thin bar of label 2, the
+    foreground well inside, so that forced patches start at a few corners."""
+    seg = np.zeros((14, 40, 36), np.int8)
+    seg[5:8, 10:14, 20:23] = 1
+    seg[9, 25:32, 6] = 2
+    return seg[None]
+
+
+def coordinate_image(shape) -> np.ndarray:
+    """3 x shape: each voxel's z, y and x index plus one, so that a cut patch tells where it was cut (0 is the
+    padding outside the image)."""
+    return np.stack(np.meshgrid(*[np.arange(1, n + 1) for n in shape], indexing="ij")).astype(np.float32)
+
+
+def corner_counts(batches, batch_size: int) -> dict:
+    """How often each lower corner (per axis) was cut, from patches of ``coordinate_image``, forced-foreground
+    and other samples apart: {kind: {axis: {corner: count}}}."""
+    from collections import Counter
+
+    counts = {kind: [Counter() for _ in range(3)] for kind in ("forced", "other")}
+    first_forced = round(batch_size * (1 - 0.33))
+    for data in batches:
+        data = np.asarray(data)
+        data = data if data.ndim == 5 else data[:, :, None]  # 2D: the depth-1 axis back
+        for j in range(data.shape[0]):
+            kind = "forced" if j >= first_forced else "other"
+            for axis in range(3):
+                inside = np.argwhere(data[j, axis] > 0)[0]  # a voxel inside the image: its index there, minus
+                counts[kind][axis][str(int(data[j, axis][tuple(inside)]) - 1 - int(inside[axis]))] += 1
+    return {
+        k: {str(a): dict(sorted(c.items(), key=lambda i: int(i[0]))) for a, c in enumerate(v)}
+        for k, v in counts.items()
+    }
 
 
 def centre_label_counts(batches, patch, batch_size: int) -> dict:
