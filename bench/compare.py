@@ -53,13 +53,13 @@ NNUNET_TRAINER = "nnUNetTrainerSegflowCompare"
 
 
 def augmentation_workers(threads: int, device: str) -> int:
-    """nnunetv2's augmentation workers: as many as segflow gives workers that augment (``augment_on: workers``)."""
+    """nnunetv2's augmentation workers: as many as segflow's loader workers."""
     sys.path.insert(0, str(REPO))
     import torch
 
     from segflow.train.loop import workers_for
 
-    return workers_for(threads, torch.device(device), augment_on="workers")
+    return workers_for(threads, torch.device(device))
 
 
 # --- segflow ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ no package index and has torch but none of the imaging packages:
 
 Each folder is added to ``.git/info/exclude``, so that only ``carry`` takes it along. Device time is short:
 run this before asking for the machine, then, for example,
-    run(command="bash bench/gpu_train_step.sh && bash bench/gpu_train_quality.sh",
+    run(command="bash bench/gpu_checks.sh",
         carry=[".whl", ".stubs", ".gpudata"])
 
 Usage: python bench/gpu_prepare.py [--hippocampus DIR] [--segflow-results DIR] [--skip wheels data]

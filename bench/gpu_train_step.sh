@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 bench/augment.py --device cuda --batches 10
 step() {  # plan, workers, planner
   python3 bench/train_step.py --device cuda --nnunet-python python3 --plans "$1" --workers "$2" --threads 1 \
-    --planner "${3:-default}" --iterations "${ITERATIONS:-30}" --warmup 5 --cases 16 --work /tmp/bench \
+    --planner "${3:-default}" --iterations "${ITERATIONS:-30}" --warmup "${WARMUP:-5}" --cases 16 --work /tmp/bench \
     --json "$OUT/train_step_$1_$2_${3:-default}.json"
 }
 step brats 8

@@ -114,12 +114,11 @@ def training_mem_mb(
     threads: int,
     on_gpu: bool,
     attempt: int = 1,
-    augment_on: str = "device",
     in_channels: int = 1,
 ) -> int:
     """Host memory of a training job of a (resolved) plans configuration. On a GPU the host holds the network
     once, as it is built before it moves there; on a CPU also its gradients and the optimiser's state."""
-    workers = loader_workers(threads, on_gpu, augment_on)
+    workers = loader_workers(threads, on_gpu)
     mb = TRAINING_PROCESS_MB + (workers + validation_workers(workers)) * WORKER_MB
     parameters = parameter_count(configuration, in_channels, num_classes)
     if on_gpu:
@@ -180,15 +179,14 @@ def largest_voxels(shape, spacing, target_spacing) -> int:
     return int(max(math.prod(shape), resampled))
 
 
-def loader_workers(threads: int, on_gpu: bool, augment_on: str = "device") -> int:
+def loader_workers(threads: int, on_gpu: bool) -> int:
     """Loader worker processes of a training job. On a GPU all threads but the main one feed it (nnU-Net uses
-    12). On a CPU the training step's arithmetic already keeps every thread busy: where the device augments
-    (``augment_on: device``) the main process cuts the patches itself, which is faster than a worker started
-    and stopped at every epoch and polling beside torch (the demo's 2d fold: 5.9 s instead of 8.5 s, the same
-    weights); where workers augment each sample as nnunetv2 does, one worker does that while torch computes."""
+    12). On a CPU the training step's arithmetic already keeps every thread busy: one worker cuts and augments
+    the batches (a batch at once or sample by sample, as ``augment_on`` says) while torch computes, as
+    nnunetv2's workers do; with one thread the training process does it between its steps."""
     if on_gpu:
         return max(1, threads - 1)
-    return 1 if threads > 1 and augment_on == "workers" else 0
+    return 1 if threads > 1 else 0
 
 
 def validation_workers(training_workers: int) -> int:

@@ -186,10 +186,13 @@ SPATIAL_CASES = {
 }
 
 
+@pytest.mark.parametrize("labels", [None, [0, 1, 2, 3, 4]], ids=["labels found", "the dataset's labels"])
 @pytest.mark.parametrize("case", list(SPATIAL_CASES))
-def test_rotation_and_scaling_equal_batchgeneratorsv2(case):
+def test_rotation_and_scaling_equal_batchgeneratorsv2(case, labels):
     """Images within 1e-4 and identical label maps, including the -1 brought in from outside the input, for
-    the samples batchgeneratorsv2 rotates or scales; the others it cuts from where the loader cuts them."""
+    the samples batchgeneratorsv2 rotates or scales; the others it cuts from where the loader cuts them. The
+    label maps are the same whether the labels are found in them (on a CPU) or all the dataset's are scored
+    (on a GPU, where finding them waits for the device), one of which (4) is in no map."""
     (channels, *shape), patch, rotation = SPATIAL_CASES[case]
     samples = 6
     image = a_batch((samples, channels, *shape), 18)
@@ -220,7 +223,8 @@ def test_rotation_and_scaling_equal_batchgeneratorsv2(case):
     moved = torch.tensor(moved)
     assert moved.any() and not moved.all()
     expected_image, expected_seg = torch.stack(expected_image), torch.stack(expected_seg)
-    result_image, result_seg = batched.resample(image[moved], seg[moved], torch.stack(matrices)[moved], patch)
+    matrices = torch.stack(matrices)[moved]
+    result_image, result_seg = batched.resample(image[moved], seg[moved], matrices, patch, labels=labels)
     torch.testing.assert_close(result_image, expected_image[moved], rtol=1e-4, atol=1e-4)
     assert (expected_seg[moved] == -1).any()
     assert torch.equal(result_seg, expected_seg[moved])

@@ -8,6 +8,8 @@ from segflow.networks import NETWORKS
 from segflow.networks.sizes import padded_patch, parameter_count
 from segflow.plan import PLANNERS, architecture, topology
 from segflow.resources import (
+    MARGIN,
+    WORKER_MB,
     held_parameters,
     inference_mem_mb,
     largest_voxels,
@@ -51,10 +53,10 @@ def test_training_memory_follows_the_batch_the_network_and_the_device():
     # On a GPU the activations are the GPU's; the host holds the CUDA context and one worker per thread but one.
     gpu = training_mem_mb(double_batch, 3, threads=8, on_gpu=True)
     assert gpu == training_mem_mb(plain, 3, threads=8, on_gpu=True)
-    assert loader_workers(8, on_gpu=True) == 7 and loader_workers(8, on_gpu=True, augment_on="workers") == 7
-    # On a CPU the main process cuts the patches where the device augments; a worker augments as nnunetv2's do.
-    assert loader_workers(8, on_gpu=False) == 0 and loader_workers(8, on_gpu=False, augment_on="workers") == 1
-    assert training_mem_mb(plain, 3, 2, False, augment_on="workers") > cpu
+    assert loader_workers(8, on_gpu=True) == 7
+    # On a CPU one worker cuts and augments while torch computes, as nnunetv2's do; with one thread, none.
+    assert loader_workers(8, on_gpu=False) == 1 and loader_workers(1, on_gpu=False) == 0
+    assert training_mem_mb(plain, 3, 1, False) < cpu
 
 
 def test_a_large_network_declares_its_weights_gradients_and_optimiser_moments():
@@ -67,7 +69,8 @@ def test_a_large_network_declares_its_weights_gradients_and_optimiser_moments():
     weights = parameter_count(segresnet, 2, 3)
     assert weights == 87_016_940 and parameter_count(unet, 2, 3) == 5_389_897
     assert 1965 < training_mem_mb(segresnet, 3, threads=2, on_gpu=False, in_channels=2) < 2 * 1965
-    assert training_mem_mb(unet, 3, threads=2, on_gpu=False, in_channels=2) <= 1400
+    # The U-Net's fold declares what it did before its one loader worker (which cuts and augments on a CPU).
+    assert training_mem_mb(unet, 3, threads=2, on_gpu=False, in_channels=2) <= 1400 + WORKER_MB * MARGIN
     # On a GPU the host holds the network as it is built, before it moves there.
     on_gpu = training_mem_mb(segresnet, 3, threads=2, on_gpu=True, in_channels=2)
     assert on_gpu - training_mem_mb(unet, 3, threads=2, on_gpu=True, in_channels=2) > (weights - 5_389_897) * 4 / 2**20

@@ -73,6 +73,20 @@ def start_training(root, out, prelude: str = "", python: str = sys.executable):
     )
 
 
+def outlived(session: int, seconds: float = 60) -> bool:
+    """Whether a process of the session ``session`` (a training's, started by ``start_training``) is still alive
+    ``seconds`` after its leader ended."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            os.killpg(session, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.5)
+    os.killpg(session, signal.SIGKILL)
+    return True
+
+
 def kill_after_two_epochs(process, out) -> None:
     """SIGKILL a training (its whole process group) once it has logged two finished epochs."""
     deadline = time.time() + 300
@@ -157,17 +171,38 @@ def test_a_damaged_resumable_state_falls_back_one_epoch(dataset, trained, tmp_pa
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def in_process_trainer(dataset, output, settings, workers):
+    """A CPU trainer of the test dataset's fold 0, run in this process."""
+    from segflow.io import load_json
+    from segflow.train.loop import Trainer
+
+    def read(name):
+        return load_json(dataset / name)
+
+    return Trainer(
+        read("plans.json"),
+        read("dataset.json"),
+        "3d_fullres",
+        dataset / "preprocessed",
+        read("splits.json"),
+        0,
+        output,
+        settings,
+        "cpu",
+        workers,
+    )
+
+
 def test_any_number_of_loader_workers_draws_the_same_batches_from_pools_that_live_for_the_whole_training(
     dataset, tmp_path, monkeypatch
 ):
-    """A CPU training that augments on the device cuts its patches in its own process (loader_workers: 0); with
-    three loader workers cutting them instead, the weights are the same: a batch depends on the seeds alone. The
-    workers are started once for the whole training, three for training batches and one for validation batches,
-    not once per epoch."""
+    """A CPU training with no loader worker cuts and augments its batches in its own process; with three loader
+    workers doing that instead, the weights are the same: a batch depends on the seeds alone. The workers are
+    started once for the whole training, three for training batches and one for validation batches, not once
+    per epoch."""
     from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
 
-    from segflow.io import load_json
-    from segflow.train.loop import Trainer, TrainSettings
+    from segflow.train.loop import TrainSettings
 
     pools = []
     start = MultiThreadedAugmenter._start
@@ -175,23 +210,35 @@ def test_any_number_of_loader_workers_draws_the_same_batches_from_pools_that_liv
     settings = TrainSettings(epochs=3, iterations_per_epoch=2, val_iterations=2, seed=7)
     trained = []
     for workers in (0, 3):
-        trainer = Trainer(
-            load_json(dataset / "plans.json"),
-            load_json(dataset / "dataset.json"),
-            "3d_fullres",
-            dataset / "preprocessed",
-            load_json(dataset / "splits.json"),
-            0,
-            tmp_path / f"workers_{workers}",
-            settings,
-            "cpu",
-            workers,
-        )
-        trainer.fit()
+        in_process_trainer(dataset, tmp_path / f"workers_{workers}", settings, workers).fit()
         trained.append(weights(tmp_path / f"workers_{workers}"))
     a, b = trained
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert sorted(pools) == [1, 3]
+
+
+def test_on_a_cpu_the_loader_hands_over_batches_it_has_augmented(dataset, tmp_path, monkeypatch):
+    """On a CPU the batched augmentation runs where the batch is cut (a loader worker, or with none the
+    training process between steps), so the training step receives augmented patches at the final size."""
+    from segflow.train.device_augment import BatchedAugmentation
+    from segflow.train.loop import TrainSettings
+
+    augmented = []
+    apply = BatchedAugmentation.apply
+
+    def recorded(self, batch):
+        augmented.append(apply(self, batch))
+        return augmented[-1]
+
+    monkeypatch.setattr(BatchedAugmentation, "apply", recorded)
+    trainer = in_process_trainer(dataset, tmp_path, TrainSettings(seed=3), workers=0)
+    batches, _ = trainer.batches(validation=False, first_batch=0)
+    for _ in range(2):
+        batch = next(batches)
+        assert set(batch) == {"data", "seg"}
+        assert list(batch["data"].shape[2:]) == list(trainer.patch_size)
+        assert batch["data"] is augmented[-1][0] and batch["seg"] is augmented[-1][1]
+    assert len(augmented) == 2
 
 
 #: Run in a training process: SIGKILL it when the second best state (an epoch after the first, which is always
@@ -231,11 +278,11 @@ def test_a_kill_between_linking_the_best_state_and_renaming_it_leaves_the_best_c
     """Killed after an epoch's state got its second name checkpoint_best.pt and before it became
     checkpoint_latest.pt, a training leaves that state's temporary file behind, sharing the best file's
     content; the next attempt writes its own state as a new file, so the best checkpoint keeps the best epoch's
-    weights whatever the next attempt's epochs give."""
+    weights whatever the next attempt's epochs give. Its loader worker dies with it, not left polling."""
     out = tmp_path / "fold"
     process = start_training(dataset, out, prelude=KILL_AFTER_THE_SECOND_BEST_LINK)
-    process.communicate(timeout=600)
-    assert process.returncode == -signal.SIGKILL
+    assert process.wait(timeout=600) == -signal.SIGKILL
+    assert not outlived(process.pid), "a loader worker outlived the training process killed with SIGKILL"
     best = out / "checkpoint_best.pt"
     leftover = next(out.glob(".checkpoint_latest.pt.part*"))
     assert leftover.samefile(best)  # the window the kill hit

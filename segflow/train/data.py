@@ -20,7 +20,10 @@ workers live for the whole training.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 import warnings
 import zlib
 from contextlib import contextmanager
@@ -34,6 +37,7 @@ from segflow.io import load_json, load_npy
 from segflow.train.device_augment import centre_window
 
 OVERSAMPLE_FOREGROUND = 0.33
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def forced_foreground(sample_index: int, batch_size: int, fraction: float = OVERSAMPLE_FOREGROUND) -> bool:
@@ -68,9 +72,10 @@ def annotated_key(class_locations: dict) -> str | None:
 
 class PatchLoader(SlimDataLoaderBase):
     """Infinite batches of (enlarged) patches with nnU-Net's foreground oversampling, each sample passed
-    through ``transforms`` (a batchgeneratorsv2 pipeline) as it is cut, or, with ``draw``, left as cut and
-    sent with the parameters of its augmentation on the training device (``device_augment.py``); batches are
-    torch tensors, which torch hands between processes in shared memory."""
+    through ``transforms`` (a batchgeneratorsv2 pipeline) as it is cut, or, with ``draw``, the batch cut with
+    the parameters of its batched augmentation (``device_augment.py``): sent as it is, to be augmented on the
+    training device, or, with ``augment`` (a CPU training), augmented here, in the worker, by ``augment``.
+    Batches are torch tensors, which torch hands between processes in shared memory."""
 
     def __init__(
         self,
@@ -81,6 +86,7 @@ class PatchLoader(SlimDataLoaderBase):
         is_2d: bool,
         transforms=None,
         draw=None,
+        augment=None,
         seed_of=None,
         first_batch: int = 0,
         producers: int = 1,
@@ -91,8 +97,9 @@ class PatchLoader(SlimDataLoaderBase):
         self.patch_size = depth + [int(p) for p in patch_size]
         self.final_patch_size = depth + [int(p) for p in final_patch_size]
         self.transforms = transforms
-        self.draw = draw
+        self.draw, self.augment = draw, augment
         self.owner = os.getpid()  # the process that made the loader; workers are forked from it
+        self.ends_with_the_training = False  # set in each worker when it first runs
         # With ``seed_of``, batch i of the stream (``first_batch`` + i overall) draws from numpy seeded with
         # ``seed_of(first_batch + i)``, whichever of the ``producers`` makes it: batchgenerators' workers make
         # batches in turn (worker w every producers-th from w, its thread_id), and they are taken in turn.
@@ -178,6 +185,9 @@ class PatchLoader(SlimDataLoaderBase):
         return index
 
     def generate_train_batch(self) -> dict:
+        if os.getpid() != self.owner and not self.ends_with_the_training:
+            end_with_the_training(self.owner)
+            self.ends_with_the_training = True
         if self.seed_of is not None:
             np.random.seed(self.seed_of(self.next_batch_index()))
         # Workers seed numpy only; torch's generator (batchgeneratorsv2 draws from both) follows from numpy's
@@ -191,8 +201,12 @@ class PatchLoader(SlimDataLoaderBase):
                 for j, case in enumerate(cases)
             ]
             if self.draw is not None:
-                return self.cut_for_the_device(cases, boxes)
-            data, seg = self.cut(cases, boxes, self.patch_size)
+                batch = self.cut_for_the_device(cases, boxes)
+                if self.augment is None:
+                    return batch
+                data, seg = self.augment(batch)
+            else:
+                data, seg = self.cut(cases, boxes, self.patch_size)
             if self.transforms is not None:  # as nnunetv2: every sample cut first, then augmented one by one
                 samples = [self.transforms(image=d, segmentation=s) for d, s in zip(data, seg, strict=True)]
                 data = torch.stack([s["image"] for s in samples])
@@ -208,6 +222,16 @@ class PatchLoader(SlimDataLoaderBase):
         data, seg = self.cut(cases, [self.centred(lbs) for lbs, _ in boxes], self.final_patch_size)
         moved_data, moved_seg = self.cut([cases[j] for j in moved], [boxes[j] for j in moved], self.patch_size)
         return {"data": data, "seg": seg, "moved_data": moved_data, "moved_seg": moved_seg, "augmentation": params}
+
+
+def end_with_the_training(owner: int) -> None:
+    """Make this loader worker die with the training process that forked it, even one killed with SIGKILL (the
+    OOM killer, a user): batchgenerators' workers would otherwise go on polling a queue no one reads, holding
+    their memory and the job's output pipe."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != owner:  # it died before this worker asked
+        os._exit(0)
 
 
 @contextmanager

@@ -1,9 +1,10 @@
 """nnU-Net's training augmentation (method reference §5.6) for a whole batch on the training device (issue 14).
 
-The loader workers only cut the enlarged patches and draw each sample's parameters (``draw``: numpy's
-generator, which the workers seed from (seed, fold, epoch, worker)), with nnunetv2 2.8.1's probabilities and
-ranges; the training process applies them to the batch in a few tensor operations (``apply``, the functions
-of ``batched.py``, each equal to batchgeneratorsv2's transform given the same parameters), in nnunetv2's order:
+The loader workers cut the enlarged patches and draw each sample's parameters (``draw``: numpy's generator,
+seeded from (seed, fold, purpose, batch index)), with nnunetv2 2.8.1's probabilities and ranges; ``apply``
+applies them to the whole batch in a few tensor operations (the functions of ``batched.py``, each equal to
+batchgeneratorsv2's transform given the same parameters): on a GPU in the training process, on a CPU in the
+worker that cut the batch, on one thread beside the training step. In nnunetv2's order:
 
 rotation and scaling (one resampling, per-sample matrices), Gaussian noise, Gaussian blur, brightness,
 contrast, simulated low resolution, gamma on the inverted image, gamma, mirroring, masking outside the
@@ -65,7 +66,8 @@ def centre_window(enlarged, final) -> tuple[slice, ...]:
 
 
 class BatchedAugmentation:
-    """Draw (in a worker) and apply (on the training device) nnU-Net's training augmentation of a batch."""
+    """Draw (in a worker) and apply (on the training GPU, or in the worker on a CPU) nnU-Net's training
+    augmentation of a batch."""
 
     def __init__(self, settings: AugmentationSettings, masked_channels=(), label_values=None):
         self.settings = settings
@@ -139,13 +141,15 @@ class BatchedAugmentation:
         if not len(moved):
             return
         matrices, patch = p["matrix"][moved], self.settings.patch_size
+        # the labels to score: on a CPU those present (finding them costs nothing there), else all the dataset's
+        labels = None if image.device.type == "cpu" else self.label_values
         if self.settings.dummy_2d:  # the first axis folded into the channels, an in-plane transform per slice
             n, c, z = moved_image.shape[:3]
             flat_image, flat_seg = moved_image.flatten(1, 2), moved_seg.flatten(1, 2)
-            flat_image, flat_seg = batched.resample(flat_image, flat_seg, matrices, patch[1:], labels=self.label_values)
+            flat_image, flat_seg = batched.resample(flat_image, flat_seg, matrices, patch[1:], labels=labels)
             resampled = flat_image.view(n, c, z, *patch[1:]), flat_seg.view(n, seg.shape[1], z, *patch[1:])
         else:
-            resampled = batched.resample(moved_image, moved_seg, matrices, patch, labels=self.label_values)
+            resampled = batched.resample(moved_image, moved_seg, matrices, patch, labels=labels)
         rows = moved.to(image.device)
         image[rows], seg[rows] = resampled
 

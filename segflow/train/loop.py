@@ -23,11 +23,12 @@ Files in the fold folder:
 * ``training_log_<UTC time>.txt`` - the log of one attempt (start, resume point, every finished epoch).
 
 Checkpoints hold only tensors and plain Python values and load with ``torch.load(weights_only=True)``.
-Batches: loader workers cut the patches (on a CPU that augments on the device, the training process itself:
-``segflow.resources.loader_workers``); by default they also draw each sample's augmentation parameters, which
-the training device applies to the whole batch (``device_augment.py``), on CUDA one batch ahead in a
-background thread (``Prefetcher``). The loader's workers live for the whole training, one pool for training
-batches and one for validation batches (``segflow.resources.validation_workers``), as nnU-Net's do. Randomness
+Batches: loader workers cut the patches (``segflow.resources.loader_workers``; with one thread on a CPU, the
+training process itself); by default they also draw each sample's augmentation parameters, which are applied
+to the whole batch (``device_augment.py``): on CUDA by the training device, one batch ahead in a background
+thread (``Prefetcher``), on a CPU by the worker that cut it. The loader's workers live for the whole
+training, one pool for training batches and one for validation batches
+(``segflow.resources.validation_workers``), as nnU-Net's do. Randomness
 comes from seeds derived from (seed, fold, purpose, batch index), so two runs of the same config give the same
 weights on CPU, and an interrupted run continued from ``checkpoint_latest.pt`` ends with the weights of an
 uninterrupted one; any number of workers, or the training process itself, draw the same batches.
@@ -245,11 +246,15 @@ class Trainer:
 
         cases = self.val_cases if validation else self.train_cases
         patch = self.patch_size if validation else self.augmentation.enlarged_patch
-        draw = None
+        draw = augment = None
         if validation:
             transforms = validation_pipeline(self.previous_labels)
         elif self.settings.augment_on == "device":
             transforms, draw = None, self.batched_augmentation.draw
+            # On a CPU the batch is augmented where it is cut (a loader worker, on one thread, while torch
+            # computes the step), as nnunetv2's workers do: augmented in the training process, its small
+            # tensor operations wait on each other's threads, which on a busy machine cost several times more.
+            augment = self.augmented if self.device.type == "cpu" else None
         else:
             transforms = training_pipeline(self.augmentation, self.masked_channels, self.previous_labels)
         purpose = "val" if validation else "train"
@@ -262,6 +267,7 @@ class Trainer:
             self.is_2d,
             transforms,
             draw,
+            augment,
             seed_of=lambda index: derived_seed(self.settings.seed, self.fold, purpose, index),
             first_batch=first_batch,
             producers=max(1, workers),
@@ -281,16 +287,19 @@ class Trainer:
         """(data, deep-supervision targets) on the training device; a batch cut for augmentation on the
         device is augmented there."""
         batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-        data, seg = batch["data"], batch["seg"]
-        if "augmentation" in batch:
-            with torch.no_grad():
-                data, seg = self.batched_augmentation.apply(batch)
-            if self.cascade_degradation is not None:
-                data, seg = self.degrade_previous_stage(data, seg, int(batch["augmentation"]["noise_seed"]))
+        data, seg = self.augmented(batch) if "augmentation" in batch else (batch["data"], batch["seg"])
         data = data.contiguous(memory_format=self.memory_format)
         if self.labels.regions:
             seg = self.labels.target(seg)
         return data, target_pyramid(seg, self.ds_scales)
+
+    @torch.no_grad()
+    def augmented(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(data, seg) of a batch from ``PatchLoader.cut_for_the_device``, augmented where its tensors are."""
+        data, seg = self.batched_augmentation.apply(batch)
+        if self.cascade_degradation is not None:
+            data, seg = self.degrade_previous_stage(data, seg, int(batch["augmentation"]["noise_seed"]))
+        return data, seg
 
     def degrade_previous_stage(self, data, seg, seed: int):
         """The cascade's previous stage, after the rest of the augmentation as nnunetv2 orders it."""
@@ -574,9 +583,9 @@ def write_progress(history: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def workers_for(threads: int, device: torch.device, augment_on: str = "device") -> int:
+def workers_for(threads: int, device: torch.device) -> int:
     """Loader worker processes (segflow.resources.loader_workers, which sizes the job's memory too)."""
-    return loader_workers(threads, device.type == "cuda", augment_on)
+    return loader_workers(threads, device.type == "cuda")
 
 
 @contextmanager
@@ -622,7 +631,7 @@ def train(
         Path(out_dir),
         settings,
         str(resolved),
-        workers_for(threads, resolved, settings.augment_on),
+        workers_for(threads, resolved),
         previous_stage_dirs,
     )
     with attempt_log(Path(out_dir)):

@@ -275,7 +275,6 @@ def training_mem(wildcards, attempt):
         config["train"]["threads"],
         on_gpu=bool(gpus(wildcards)),
         attempt=attempt,
-        augment_on=config["train"]["augment_on"],
         in_channels=DATASET.num_channels,
     )
 
