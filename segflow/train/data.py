@@ -99,7 +99,6 @@ class PatchLoader(SlimDataLoaderBase):
         self.transforms = transforms
         self.draw, self.augment = draw, augment
         self.owner = os.getpid()  # the process that made the loader; workers are forked from it
-        self.ends_with_the_training = False  # set in each worker when it first runs
         # With ``seed_of``, batch i of the stream (``first_batch`` + i overall) draws from numpy seeded with
         # ``seed_of(first_batch + i)``, whichever of the ``producers`` makes it: batchgenerators' workers make
         # batches in turn (worker w every producers-th from w, its thread_id), and they are taken in turn.
@@ -184,10 +183,12 @@ class PatchLoader(SlimDataLoaderBase):
         self.made += 1
         return index
 
-    def generate_train_batch(self) -> dict:
-        if os.getpid() != self.owner and not self.ends_with_the_training:
+    def set_thread_id(self, thread_id: int) -> None:
+        super().set_thread_id(thread_id)
+        if os.getpid() != self.owner:  # batchgenerators calls this first in each worker it forks
             end_with_the_training(self.owner)
-            self.ends_with_the_training = True
+
+    def generate_train_batch(self) -> dict:
         if self.seed_of is not None:
             np.random.seed(self.seed_of(self.next_batch_index()))
         # Workers seed numpy only; torch's generator (batchgeneratorsv2 draws from both) follows from numpy's
