@@ -183,6 +183,11 @@ SPATIAL_CASES = {
     # name: (enlarged input of each sample, final patch, rotation range)
     "3d": ((3, 14, 16, 15), (9, 10, 8), (-0.52, 0.52)),
     "2d": ((3, 30, 26), (17, 19), (-np.pi, np.pi)),
+    # one voxel larger than the patch: rotated kernels reach outside the input, where the padding label counts;
+    "3d, tight": ((3, 10, 11, 9), (9, 10, 8), (-0.52, 0.52)),
+    "2d, tight": ((3, 18, 20), (17, 19), (-np.pi, np.pi)),
+    # unrotated, every point lies between 2^d voxels of random labels with equal weights: scores tie
+    "3d, between voxels": ((3, 10, 11, 9), (9, 10, 8), (0.0, 0.0)),
 }
 
 
@@ -196,7 +201,7 @@ def test_rotation_and_scaling_equal_batchgeneratorsv2(case, labels):
     (channels, *shape), patch, rotation = SPATIAL_CASES[case]
     samples = 6
     image = a_batch((samples, channels, *shape), 18)
-    seg = labels_of(samples, shape, 19)
+    seg = labels_of(samples, shape, 19, grain=1 if "between" in case else 4)
     transform = SpatialTransform(
         patch,
         patch_center_dist_from_border=0,
@@ -233,10 +238,11 @@ def test_rotation_and_scaling_equal_batchgeneratorsv2(case, labels):
     assert torch.equal(seg[~moved][window], expected_seg[~moved])
 
 
-def labels_of(samples, shape, seed):
-    """Label maps with blobs of labels 0-3 and a border of -1 (outside the image), as the loader cuts them."""
+def labels_of(samples, shape, seed, grain: int = 4):
+    """Label maps with blobs of labels 0-3 (about ``grain`` voxels wide) and a border of -1 (outside the image),
+    as the loader cuts them."""
     generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand((samples, 1, *[max(2, s // 4) for s in shape]), generator=generator)
+    coarse = torch.rand((samples, 1, *[max(2, s // grain) for s in shape]), generator=generator)
     smooth = torch.nn.functional.interpolate(coarse, size=shape, mode="bilinear" if len(shape) == 2 else "trilinear")
     seg = (smooth * 4).clamp(max=3.99).floor().to(torch.int16)
     seg[(slice(None), slice(None), slice(0, shape[0] // 4))] = -1

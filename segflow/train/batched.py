@@ -236,11 +236,15 @@ def _resample_label_channel(volumes, grids, pad_label: int, outside, candidates=
     nearest = (_sample(volumes.float() - pad_label, grids, "nearest") + pad_label).to(volumes.dtype)[:, 0]
     values = candidates if candidates is not None else _present_labels(volumes, pad_label, outside)
     labels = torch.tensor(values, dtype=volumes.dtype, device=volumes.device)
-    present = torch.stack([(volumes == u).flatten(1).any(1) | (outside & (u == pad_label)) for u in values])
-    scores = torch.stack([_label_scores(volumes, u, grids, pad_label, outside) for u in values])
+    indicators = volumes == labels.view(1, -1, *[1] * spatial)  # n x L x ...
+    present = indicators.flatten(2).any(2).T | (outside[None] & (labels == pad_label)[:, None])  # L x n
+    if volumes.device.type == "cpu":  # only the labels in the batch are scored (asking costs nothing here)
+        kept = present.any(1)
+        values = [value for value, keep in zip(values, kept.tolist(), strict=True) if keep]
+        labels, indicators, present = labels[kept], indicators[:, kept], present[kept]
+    scores = _label_scores(indicators, values, grids, pad_label, outside)
     scores.masked_fill_(~present.view(len(labels), *per_sample), float("-inf"))
-    winner = scores.argmax(0)  # the first, i.e. lowest, label on a tie
-    best = scores.gather(0, winner[None])[0]
+    best, winner = scores.max(0)  # the first, i.e. lowest, label on a tie (max(0) is ~8x argmax(0) on a CPU)
     nearest_index = torch.searchsorted(labels, nearest.contiguous()).clamp(max=len(labels) - 1)
     nearest_score = scores.gather(0, nearest_index[None])[0]
     result = torch.where(nearest_score == best, nearest, labels[winner])
@@ -256,14 +260,18 @@ def _resample_label_channel(volumes, grids, pad_label: int, outside, candidates=
     return result
 
 
-def _label_scores(volumes, label: int, grids, pad_label: int, outside) -> torch.Tensor:
-    """n x patch float16 scores of one label: its indicator x SCORE interpolated linearly; outside the input
-    the padding label's indicator is 1 for the samples whose kernels reach there."""
-    indicator = (volumes == label).float()
-    if label != pad_label:
-        return _sample(indicator * SCORE, grids, "bilinear")[:, 0].half()
-    shift = outside.float().view(len(volumes), 1, *[1] * (grids.dim() - 2))
-    return (_sample((indicator - shift) * SCORE, grids, "bilinear") + shift * SCORE)[:, 0].half()
+def _label_scores(indicators, labels: list[int], grids, pad_label: int, outside) -> torch.Tensor:
+    """L x n x patch float16 scores of the ``labels`` from their indicators (n x L x ...): each one x SCORE
+    interpolated linearly, all in one resampling; outside the input the padding label's indicator is 1 for the
+    samples whose kernels reach there."""
+    volumes = indicators.float().mul_(SCORE)
+    if pad_label in labels:
+        pad, shift = labels.index(pad_label), outside.float().view(-1, *[1] * (grids.dim() - 2)) * SCORE
+        volumes[:, pad] -= shift
+    scores = _sample(volumes, grids, "bilinear")
+    if pad_label in labels:
+        scores[:, pad] += shift
+    return scores.transpose(0, 1).half()
 
 
 def resample(

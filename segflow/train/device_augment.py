@@ -141,15 +141,13 @@ class BatchedAugmentation:
         if not len(moved):
             return
         matrices, patch = p["matrix"][moved], self.settings.patch_size
-        # the labels to score: on a CPU those present (finding them costs nothing there), else all the dataset's
-        labels = None if image.device.type == "cpu" else self.label_values
         if self.settings.dummy_2d:  # the first axis folded into the channels, an in-plane transform per slice
             n, c, z = moved_image.shape[:3]
             flat_image, flat_seg = moved_image.flatten(1, 2), moved_seg.flatten(1, 2)
-            flat_image, flat_seg = batched.resample(flat_image, flat_seg, matrices, patch[1:], labels=labels)
+            flat_image, flat_seg = batched.resample(flat_image, flat_seg, matrices, patch[1:], labels=self.label_values)
             resampled = flat_image.view(n, c, z, *patch[1:]), flat_seg.view(n, seg.shape[1], z, *patch[1:])
         else:
-            resampled = batched.resample(moved_image, moved_seg, matrices, patch, labels=labels)
+            resampled = batched.resample(moved_image, moved_seg, matrices, patch, labels=self.label_values)
         rows = moved.to(image.device)
         image[rows], seg[rows] = resampled
 
