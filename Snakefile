@@ -6,7 +6,7 @@ import yaml
 from snakemake.utils import min_version
 
 from segflow.config import resolve
-from segflow.errors import InputError
+from segflow.errors import InputError, stop_workflow
 
 min_version("9.0")
 
@@ -21,7 +21,7 @@ try:
         yaml.safe_load((Path(workflow.basedir) / "config" / "schema.yaml").read_text()),
     )
 except InputError as err:
-    raise WorkflowError(f"segflow: bad config: {err}") from None
+    stop_workflow(err, "bad config")
 config.clear()
 config.update(RESOLVED_CONFIG)
 

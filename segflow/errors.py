@@ -1,5 +1,8 @@
 """The one exception type for bad input: it always says which file, which case and what to do."""
 
+import sys
+from typing import NoReturn
+
 
 class InputError(Exception):
     """Raised when a user's data cannot be used as it is.
@@ -23,3 +26,10 @@ class InputError(Exception):
         if fix:
             message += f" Fix: {fix}"
         super().__init__(message)
+
+
+def stop_workflow(error, kind: str = "bad input") -> NoReturn:
+    """End a Snakemake run while it reads the workflow, with one line on stderr and exit status 1: a
+    WorkflowError would add Snakemake's file, line and stack frame to the message."""
+    print(f"segflow: {kind}: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(1)

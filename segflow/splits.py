@@ -11,6 +11,8 @@ ascending order. A splits file supplied by the user (``splits_final.json`` in th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from segflow.errors import InputError
@@ -64,11 +66,47 @@ def check_user_splits(splits, cases, path) -> list[dict]:
 
 
 def write_splits(cases, out, user_splits=None) -> None:
+    """nnU-Net's five folds, or the user's splits. A dataset of fewer than five cases (which may train only
+    fold ``all``: ``check_folds`` refuses the others) gets one fold per case, which ``all`` reads its cases from."""
     if user_splits:
         splits = check_user_splits(load_json(user_splits), cases, user_splits)
     else:
-        splits = kfold_splits(cases)
+        splits = kfold_splits(cases, min(NUM_FOLDS, len(cases)))
     save_json(splits, out)
+
+
+def check_folds(folds, cases, dataset_json, user_splits=None) -> None:
+    """Refuse, before any job runs, folds that the splits will not have: a fold number past the last of nnU-Net's
+    five (or of the user's splits file), or any fold number for a dataset of fewer cases than folds."""
+    if user_splits and not Path(user_splits).is_file():
+        raise InputError("the splits file does not exist.", file=user_splits, fix="correct the config key `splits`.")
+    numbered = [f for f in folds if f != "all"]
+    if not numbered:
+        return
+    if user_splits:
+        splits = check_user_splits(load_json(user_splits), cases, user_splits)
+        count, source, fix = len(splits), f"the splits file {user_splits}", "folds it has, or add folds to it"
+    else:
+        count, source, fix = (
+            NUM_FOLDS,
+            "nnU-Net's cross-validation",
+            "folds from 0 to 4, e.g. --config folds='[0, 1, 2, 3, 4]'",
+        )
+        if len(cases) < NUM_FOLDS:
+            raise InputError(
+                f"{len(cases)} training case{'s' if len(cases) != 1 else ''} cannot be split into {NUM_FOLDS} "
+                f"folds (config key `folds` asks for {numbered}).",
+                file=dataset_json,
+                fix=f"add cases (at least {NUM_FOLDS}), train one model on every case with --config "
+                "folds='[all]', or give a splits file (config key `splits`).",
+            )
+    past = [f for f in numbered if f >= count]
+    if past:
+        raise InputError(
+            f"config key `folds`: fold {past[0]} does not exist: "
+            f"there are {count} folds (0 to {count - 1}) in {source}.",
+            fix=f"ask for {fix}.",
+        )
 
 
 def fold_cases(splits, fold) -> tuple[list[str], list[str]]:

@@ -74,6 +74,16 @@ def run_snakemake(
     return result
 
 
+SNAKEMAKE_PREAMBLE = ("Using workflow specific profile", "Config file ")
+
+
+def the_one_line(output: str) -> str:
+    """What a run refused before any job printed besides Snakemake's own preamble: exactly one line."""
+    lines = [line for line in output.strip().splitlines() if not line.startswith(SNAKEMAKE_PREAMBLE)]
+    assert len(lines) == 1 and "Traceback" not in output, output[-3000:]
+    return lines[0]
+
+
 def scheduled_jobs(dry_run_output: str) -> dict[str, int]:
     """Rule name -> count from the job table of a ``snakemake -n`` run."""
     jobs, in_table = {}, False

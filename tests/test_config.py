@@ -1,12 +1,23 @@
 """The configuration a run gets: nnU-Net's defaults for a user's dataset, the demo's budget for the demo,
 command-line values typed as the schema says, errors naming the key; the README's examples run."""
 
+import json
 import re
 import shlex
 
 import pytest
 import yaml
-from conftest import REPO, blob_case, load, run_snakemake, scheduled_jobs, write_case, write_msd_dataset_json
+from conftest import (
+    REPO,
+    blob_case,
+    load,
+    run_snakemake,
+    scheduled_jobs,
+    the_one_line,
+    write_case,
+    write_msd_dataset_json,
+    write_raw_dataset,
+)
 from snakemake.cli import parse_config
 
 from segflow.config import DEMO_BUDGET, merged, resolve
@@ -97,6 +108,43 @@ def test_a_bad_value_on_the_command_line_stops_snakemake_with_the_key(tmp_path):
     result = run_snakemake(tmp_path, "-n", config={"train": "{epochs: many}"}, check=False)
     assert result.returncode != 0
     assert "config key `train.epochs`" in result.stdout and "Traceback" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "folds, fold", [("7", 7), ("[0, 9]", 9), ("[all, 5]", 5)], ids=["folds=7", "folds=[0, 9]", "folds=[all, 5]"]
+)
+def test_folds_the_splits_will_not_have_are_refused_by_the_dry_run(tmp_path, folds, fold):
+    result = run_snakemake(tmp_path, "-n", config={"folds": folds}, check=False)
+    assert result.returncode != 0
+    line = the_one_line(result.stdout)
+    assert f"config key `folds`: fold {fold} does not exist" in line and "(0 to 4)" in line and "Fix:" in line
+
+
+def test_a_dataset_too_small_for_five_folds_is_refused_before_any_job_unless_it_trains_fold_all(tmp_path):
+    root = tmp_path / "Dataset556_OneCase"
+    write_raw_dataset(root, n_cases=1)
+    for args in (["-n"], []):
+        result = run_snakemake(tmp_path, *args, config={"dataset": str(root)}, check=False)
+        assert result.returncode != 0
+        line = the_one_line(result.stdout)
+        assert f"file {root / 'dataset.json'}" in line and "1 training case cannot be split into 5 folds" in line
+        assert "folds='[all]'" in line and "splits file" in line
+    assert not (tmp_path / "results").exists()
+    dry_run = run_snakemake(tmp_path, "-n", config={"dataset": str(root), "folds": "[all]"})
+    assert scheduled_jobs(dry_run.stdout)["splits"] == 1
+
+
+def test_a_fold_past_the_users_splits_file_is_refused_naming_it(tmp_path):
+    root = tmp_path / "Dataset557_OwnSplits"
+    cases = write_raw_dataset(root, n_cases=4)
+    splits = tmp_path / "two_folds.json"
+    splits.write_text(json.dumps([{"train": cases[:2], "val": cases[2:]}, {"train": cases[2:], "val": cases[:2]}]))
+    config = {"dataset": str(root), "splits": str(splits)}
+    result = run_snakemake(tmp_path, "-n", config={**config, "folds": "[0, 2]"}, check=False)
+    assert result.returncode != 0
+    line = the_one_line(result.stdout)
+    assert f"fold 2 does not exist: there are 2 folds (0 to 1) in the splits file {splits}" in line
+    assert scheduled_jobs(run_snakemake(tmp_path, "-n", config={**config, "folds": "[0, 1]"}).stdout)["splits"] == 1
 
 
 def test_after_the_plan_a_dry_run_schedules_five_folds_of_both_configurations(hippocampus, hippocampus_run):

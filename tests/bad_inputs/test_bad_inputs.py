@@ -4,7 +4,7 @@ the problem, and the failing job leaves no output behind."""
 import json
 
 import pytest
-from conftest import blob_case, run_snakemake, write_case, write_msd_dataset_json, write_raw_dataset
+from conftest import blob_case, run_snakemake, the_one_line, write_case, write_msd_dataset_json, write_raw_dataset
 from corpus import BROKEN, ERRORS, MSD_LISTS, WARNINGS
 
 from segflow.batches import assign_batches
@@ -31,6 +31,7 @@ def test_bad_input_fails_with_a_clear_message(tmp_path, defect):
         assert not (out / "fingerprint.json").exists()
     else:
         assert not out.exists(), "a dataset-level error must stop the run before any job"
+        assert "Fix:" in the_one_line(result.stdout)
 
 
 @pytest.mark.parametrize("defect", list(WARNINGS), ids=[f.__name__ for f in WARNINGS])
@@ -57,8 +58,8 @@ def test_msd_training_list_that_contradicts_the_files_is_an_error(tmp_path, defe
     (root / "dataset.json").write_text(json.dumps(meta))
     result = run_snakemake(tmp_path, "-n", config={"dataset": str(root)}, check=False)
     assert result.returncode != 0
-    message = result.stdout
-    assert f"file {root / 'dataset.json'}" in message and MSD_LISTS[defect] in message, message[-2000:]
+    message = the_one_line(result.stdout)
+    assert f"file {root / 'dataset.json'}" in message and MSD_LISTS[defect] in message, message
 
 
 def test_msd_folder_of_nrrd_files_says_what_the_msd_layout_reads(tmp_path):
@@ -73,6 +74,7 @@ def test_msd_folder_of_nrrd_files_says_what_the_msd_layout_reads(tmp_path):
     write_msd_dataset_json(root, cases)
     result = run_snakemake(tmp_path, "-n", config={"dataset": str(root)}, check=False)
     assert result.returncode != 0
+    the_one_line(result.stdout)
     for words in (f"file {root / 'imagesTr'}", "not .nii.gz (e.g. case_000.nrrd)", "file_ending", "nnU-Net v2 raw"):
         assert words in result.stdout, result.stdout[-2000:]
     assert "numTraining" not in result.stdout.split("Fix:")[0] and "Traceback" not in result.stdout

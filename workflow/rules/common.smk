@@ -10,7 +10,7 @@ from segflow import demo
 from segflow.batches import assign_batches, files_in_manifests
 from segflow.dataset import check_labels, discover, images_to_predict, with_labels
 from segflow.device import uses_gpu
-from segflow.errors import InputError
+from segflow.errors import InputError, stop_workflow
 from segflow.io import load_json
 from segflow.candidates import Candidate, plans_file
 from segflow.candidates import parse as parse_candidate
@@ -27,7 +27,7 @@ from segflow.resources import (
     training_mem_mb,
     user_mem_mb,
 )
-from segflow.splits import NUM_FOLDS
+from segflow.splits import NUM_FOLDS, check_folds
 
 
 def load_dataset(config):
@@ -38,13 +38,16 @@ def load_dataset(config):
         try:
             dataset = discover(config["dataset"])
         except InputError as err:
-            raise WorkflowError(f"segflow: bad input: {err}") from None
+            stop_workflow(err)
     if not config["labels"]:
         return dataset
     if dataset.kind != "msd":
-        raise WorkflowError(
-            "segflow: the config's `labels` apply to MSD tasks only; for an nnU-Net v2 raw folder "
-            f"write the labels (and regions_class_order) into {dataset.root / 'dataset.json'}."
+        stop_workflow(
+            InputError(
+                "the config's `labels` apply to MSD tasks only.",
+                file=dataset.root / "dataset.json",
+                fix="write the labels (and regions_class_order) into this nnU-Net v2 raw folder's dataset.json.",
+            )
         )
     labels = with_labels(
         dataset.dataset_json, config["labels"], config["regions_class_order"]
@@ -52,7 +55,7 @@ def load_dataset(config):
     try:
         check_labels(labels, "the config's labels")
     except InputError as err:
-        raise WorkflowError(f"segflow: bad input: {err}") from None
+        stop_workflow(err)
     return dataclasses.replace(dataset, dataset_json=labels)
 
 
@@ -85,7 +88,7 @@ def load_test_images(config, dataset):
             config["test_images"], dataset.kind, dataset.dataset_json
         )
     except InputError as err:
-        raise WorkflowError(f"segflow: bad input: {err}") from None
+        stop_workflow(err)
 
 
 TEST = load_test_images(config, DATASET)

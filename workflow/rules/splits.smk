@@ -4,6 +4,12 @@ USER_SPLITS = config["splits"] or (
     if (DATASET.root / "splits_final.json").is_file()
     else None
 )
+try:
+    check_folds(
+        config["folds"], DATASET.cases, DATASET.root / "dataset.json", USER_SPLITS
+    )
+except InputError as err:
+    stop_workflow(err)
 
 
 rule splits:
