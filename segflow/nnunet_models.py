@@ -190,6 +190,23 @@ def nnunet_checkpoint(checkpoint: dict, plans: dict, configuration: str, fold: i
     }
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def model_folder_name(plans: dict, configuration: str, plans_path) -> str:
+    """nnunetv2's model folder name, ``nnUNetTrainer__PLANS__CONFIGURATION``, refused where the plans name or the
+    configuration would make it more than one folder (``/``, ``..``) or a hidden one."""
+    for what, name in (("plans name", plans.get("plans_name")), ("configuration", configuration)):
+        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+            raise InputError(
+                f"its {what} {name!r} cannot name a folder: it must be letters, digits, '_', '.' and '-', not "
+                "starting with '.'.",
+                file=plans_path,
+                fix=f"correct the {what} in the plans file (nnU-Net's is e.g. nnUNetPlans, 3d_fullres).",
+            )
+    return f"{EXPORT_TRAINER}__{plans['plans_name']}__{configuration}"
+
+
 def export_candidate(results, name: str, destination) -> Path:
     """Write candidate ``name`` of a workflow's results folder as ``destination/nnUNetTrainer__PLANS__CONFIGURATION``
     (plans.json, dataset.json, fold_K/checkpoint_final.pth for every trained fold), which ``nnUNetv2_predict``
@@ -206,7 +223,7 @@ def export_candidate(results, name: str, destination) -> Path:
     folds = trained_folds(results / "train" / name, "checkpoint_final.pt")
     if not folds:
         raise InputError(f"holds no trained fold of {name}.", file=results / "train" / name)
-    folder = Path(destination) / f"{EXPORT_TRAINER}__{plans['plans_name']}__{configuration}"
+    folder = Path(destination) / model_folder_name(plans, configuration, results / candidate.plans_file)
     if folder.exists():
         raise InputError("exists already.", file=folder, fix="remove it, or export to another folder with -o.")
     with atomic_folder(folder) as tmp:

@@ -260,3 +260,18 @@ def test_an_export_that_fails_leaves_no_folder(demo_results, tmp_path, capsys):
         main(["export-nnunet", "-m", str(damaged), "-o", str(tmp_path / "nnunet"), "-c", "2d"])
     assert f"file {checkpoint}" in capsys.readouterr().err
     assert list((tmp_path / "nnunet").iterdir()) == []
+
+
+@pytest.mark.parametrize("plans_name", ["/../../../escaped", "..", "a/b"])
+def test_export_refuses_a_plans_name_that_would_leave_the_output_folder(demo_results, tmp_path, capsys, plans_name):
+    results = tmp_path / "deep" / "er" / "results"
+    shutil.copytree(demo_results, results)
+    plans = json.loads((results / "plans.json").read_text())
+    (results / "plans.json").write_text(json.dumps({**plans, "plans_name": plans_name}))
+    before = sorted(tmp_path.rglob("*"))
+    out = tmp_path / "deep" / "er" / "nnunet"
+    with pytest.raises(SystemExit):
+        main(["export-nnunet", "-m", str(results), "-o", str(out), "-c", "2d"])
+    message = capsys.readouterr().err
+    assert f"file {results / 'plans.json'}" in message and f"plans name {plans_name!r} cannot name a folder" in message
+    assert sorted(tmp_path.rglob("*")) == before
