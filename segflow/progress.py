@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 
 log = logging.getLogger("segflow.progress")
+HEARTBEAT_S = 60.0  # the README's promise: a line at least every minute while a job works
 
 
 def show_on_terminal() -> None:
@@ -64,14 +66,31 @@ class Countdown:
 
 
 class Heartbeat:
-    """A line at least every ``interval`` seconds within a long step (an epoch of a large network)."""
+    """A line at least every ``interval`` seconds while a long stage runs (an epoch, a validation), from a timer
+    thread: one step (an iteration of a large network on a CPU, one large case) can take minutes. The stage
+    says what it is doing with ``beat``; the line says that and the time since the stage began. Use it as a
+    context manager: the thread lives inside the ``with`` block."""
 
-    def __init__(self, what: str, interval: float = 60.0, clock=time.monotonic):
-        self.what, self.interval, self.clock = what, interval, clock
-        self.started = self.last = clock()
+    def __init__(self, what: str, interval: float | None = None, clock=time.monotonic):
+        self.what, self.clock = what, clock
+        self.interval = HEARTBEAT_S if interval is None else interval
+        self.started = clock()
+        self.doing = "starting"
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.speak, name="segflow-heartbeat", daemon=True)
 
-    def beat(self, detail: str) -> None:
-        now = self.clock()
-        if now - self.last >= self.interval:
-            self.last = now
-            log.info("%s: %s, %s so far", self.what, detail, duration(now - self.started))
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def beat(self, doing: str) -> None:
+        """What the stage is doing now (the next line says it)."""
+        self.doing = doing
+
+    def speak(self) -> None:
+        while not self.stopped.wait(self.interval):
+            log.info("%s: %s, %s so far", self.what, self.doing, duration(self.clock() - self.started))

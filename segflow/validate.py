@@ -23,7 +23,7 @@ from segflow.infer import (
 from segflow.io import load_json, load_npy, save_npy
 from segflow.labels import has_regions
 from segflow.plan import data_folder, resolved_configuration
-from segflow.progress import Countdown
+from segflow.progress import Countdown, Heartbeat
 from segflow.resample import resample
 from segflow.splits import fold_cases
 from segflow.train.cascade import previous_stage_files
@@ -79,25 +79,27 @@ def validate_fold(
         (out / "next_stage").mkdir(exist_ok=True)
     pairs = []
     countdown = Countdown(f"validation of {configuration} fold {fold}: case", len(cases), interval=10)
-    for case in cases:
-        properties = load_json(folder / f"{case}.json")
-        data = load_npy(folder / f"{case}.npy", mmap=True)
-        if previous:
-            data = with_previous_stage(data, load_npy(previous[case]), previous_stage_labels(model))
-        logits = predictor.predict(data)
-        del data
-        probabilities_path = out / f"{case}.npz" if with_probabilities else None
-        export_prediction(
-            logits, properties, plans, configuration, dataset_json, out / f"{case}{ending}", probabilities_path
-        )
-        if next_stage:
-            target = Path(preprocessed) / data_folder(plans, next_stage) / f"{case}.npy"
-            shape = load_npy(target, mmap=True).shape[1:]
-            save_npy(
-                next_stage_segmentation(logits, plans, configuration, shape, dataset_json),
-                out / "next_stage" / f"{case}.npy",
+    with Heartbeat(f"validation of {configuration} fold {fold}") as heartbeat:
+        for case in cases:
+            heartbeat.beat(f"case {case} ({countdown.done + 1}/{len(cases)})")
+            properties = load_json(folder / f"{case}.json")
+            data = load_npy(folder / f"{case}.npy", mmap=True)
+            if previous:
+                data = with_previous_stage(data, load_npy(previous[case]), previous_stage_labels(model))
+            logits = predictor.predict(data)
+            del data
+            probabilities_path = out / f"{case}.npz" if with_probabilities else None
+            export_prediction(
+                logits, properties, plans, configuration, dataset_json, out / f"{case}{ending}", probabilities_path
             )
-        pairs.append((Path(labels_dir) / f"{case}{ending}", out / f"{case}{ending}"))
-        log.info("validated %s", case)
-        countdown.step(case)
+            if next_stage:
+                target = Path(preprocessed) / data_folder(plans, next_stage) / f"{case}.npy"
+                shape = load_npy(target, mmap=True).shape[1:]
+                save_npy(
+                    next_stage_segmentation(logits, plans, configuration, shape, dataset_json),
+                    out / "next_stage" / f"{case}.npy",
+                )
+            pairs.append((Path(labels_dir) / f"{case}{ending}", out / f"{case}{ending}"))
+            log.info("validated %s", case)
+            countdown.step(case)
     evaluate_into(pairs, dataset_json["labels"], out, tolerance)

@@ -2,6 +2,7 @@
 steps. A fake clock stands in for time, so the figures are exact."""
 
 import logging
+import time
 
 from segflow.progress import Countdown, Heartbeat, duration
 
@@ -51,14 +52,19 @@ def test_countdown_with_an_interval_reports_the_first_the_last_and_one_step_per_
     assert len(caplog.messages) == 5  # cases 1, 31, 61, 91 and 100
 
 
-def test_heartbeat_speaks_once_per_interval_within_a_long_step(caplog):
+def test_heartbeat_speaks_from_its_own_thread_while_a_step_blocks_and_stops_with_its_block(caplog):
     clock = Clock()
-    heartbeat = Heartbeat("3d_fullres fold 0: epoch 1/1000", interval=60, clock=clock)
+    heartbeat = Heartbeat("3d_fullres fold 0: epoch 1/1000", interval=0.01, clock=clock)
+    clock.now = 125
     with caplog.at_level(logging.INFO, logger="segflow.progress"):
-        for i in range(250):
-            clock.now += 1
-            heartbeat.beat(f"training iteration {i + 1}/250")
-    assert caplog.messages == [
-        f"3d_fullres fold 0: epoch 1/1000: training iteration {i}/250, {duration(i)} so far"
-        for i in (60, 120, 180, 240)
-    ]
+        with heartbeat:
+            heartbeat.beat("training iteration 1/250")
+            waited = 0.0
+            while not caplog.messages and waited < 30:  # the step: this thread does nothing meanwhile
+                time.sleep(0.01)
+                waited += 0.01
+        lines = len(caplog.messages)
+        time.sleep(0.1)
+        assert len(caplog.messages) == lines
+    assert caplog.messages[0] == "3d_fullres fold 0: epoch 1/1000: training iteration 1/250, 2 min 05 s so far"
+    assert Heartbeat("x").interval == 60  # the README's promise

@@ -293,3 +293,36 @@ def test_a_kill_between_linking_the_best_state_and_renaming_it_leaves_the_best_c
     assert f"after epoch {best_epoch - 1}" in output
     assert best.read_bytes() == best_bytes
     assert torch.load(best, weights_only=True)["current_epoch"] == best_epoch
+
+
+def test_a_training_step_longer_than_the_heartbeat_interval_gets_lines_while_it_runs(dataset, tmp_path, monkeypatch):
+    """One iteration of a large network on a CPU can take minutes (Prostate 2d: 5 min between lines before the
+    heartbeat had a thread of its own). With the interval at 0.2 s and a second step that sleeps 2 s, lines come
+    during that step and name it."""
+    import logging
+
+    from segflow import progress
+    from segflow.train.loop import Trainer, TrainSettings
+
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.2)
+    step, steps = Trainer.train_step, []
+
+    def slow_second_step(self, data, targets):
+        steps.append(None)
+        if len(steps) == 2:
+            time.sleep(2)
+        return step(self, data, targets)
+
+    monkeypatch.setattr(Trainer, "train_step", slow_second_step)
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    progress.log.addHandler(handler)
+    monkeypatch.setattr(progress.log, "level", logging.INFO)
+    try:
+        settings = TrainSettings(epochs=1, iterations_per_epoch=3, val_iterations=1, seed=1)
+        in_process_trainer(dataset, tmp_path, settings, workers=0).fit()
+    finally:
+        progress.log.removeHandler(handler)
+    during = [line for line in lines if "epoch 1/1: training iteration 2/3, " in line]
+    assert len(during) >= 2, lines

@@ -361,19 +361,19 @@ class Trainer:
         lr = learning_rate(self.recipe, epoch, self.settings.epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.network.train()
-        heartbeat = Heartbeat(f"{self.name}: epoch {epoch + 1}/{self.settings.epochs}")
-        losses = []
-        for i in range(self.settings.iterations_per_epoch):
-            losses.append(self.train_step(*next(train_batches)))
-            heartbeat.beat(f"training iteration {i + 1}/{self.settings.iterations_per_epoch}")
-        self.network.eval()
-        val_losses, counts = [], 0
-        for i in range(self.settings.val_iterations):
-            loss, batch_counts = self.validation_step(*next(val_batches))
-            val_losses.append(loss)
-            counts = counts + batch_counts
-            heartbeat.beat(f"validation iteration {i + 1}/{self.settings.val_iterations}")
+        with Heartbeat(f"{self.name}: epoch {epoch + 1}/{self.settings.epochs}") as heartbeat:
+            self.network.train()
+            losses = []
+            for i in range(self.settings.iterations_per_epoch):
+                heartbeat.beat(f"training iteration {i + 1}/{self.settings.iterations_per_epoch}")
+                losses.append(self.train_step(*next(train_batches)))
+            self.network.eval()
+            val_losses, counts = [], 0
+            for i in range(self.settings.val_iterations):
+                heartbeat.beat(f"validation iteration {i + 1}/{self.settings.val_iterations}")
+                loss, batch_counts = self.validation_step(*next(val_batches))
+                val_losses.append(loss)
+                counts = counts + batch_counts
         tp, fp, fn = counts.double().cpu().numpy()
         with np.errstate(invalid="ignore", divide="ignore"):
             dice = 2 * tp / (2 * tp + fp + fn)
