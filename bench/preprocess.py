@@ -69,7 +69,7 @@ def run_segflow(dataset: Path, work: Path) -> dict:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    command = snakemake_command(work, f"dataset={dataset}", targets=["preprocessing"])
+    command = snakemake_command(work, f"dataset={dataset}", "folds=[]", targets=["preprocessing"])
     return measure(command, log=work.parent / f"{work.name}.log")
 
 

@@ -280,3 +280,26 @@ def assert_every_job_used_less_than_it_declared(workdir, out, config=None) -> se
             assert used["s"] < 60 * asked["runtime"], f"{relative}: took {used['s']:.0f} s, declared {asked}"
         checked.append(relative)
     return {path.split("/")[3].removesuffix(".tsv") for path in checked}
+
+
+# A fixture that runs a whole workflow, a SLURM or another Python environment, and the modules whose tests run
+# snakemake for real: the tests that need none of them are the quick subset (``python -m pytest -m quick``).
+WHOLE_RUN_FIXTURES = {
+    "demo_run",
+    "demo_results",
+    "demo_images",
+    "hippocampus",
+    "hippocampus_run",
+    "slurm",
+    "slurm_demo_run",
+    "plain_python",
+    "floor_python",
+}
+WORKFLOW_MODULES = {"test_workflow", "test_slurm", "test_faults", "test_bad_inputs", "test_report"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        whole_run = WHOLE_RUN_FIXTURES & set(item.fixturenames) or item.module.__name__ in WORKFLOW_MODULES
+        if not whole_run and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.quick)
