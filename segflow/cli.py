@@ -330,7 +330,12 @@ def main(argv=None) -> None:
     from segflow.progress import show_on_terminal
 
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    # Warnings on stderr; progress lines have a handler of their own (show_on_terminal), so this one must not
+    # print them again as they propagate to it.
+    warnings = logging.StreamHandler(sys.stderr)
+    warnings.setLevel(logging.WARNING)
+    warnings.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[warnings])
     show_on_terminal()
     try:
         args.run(args)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 from segflow.ensemble import validation_files
@@ -52,9 +53,11 @@ def select(
     folds,
     results_dir,
     out,
+    test_images=None,
 ) -> None:
     """``configuration_summaries``: configuration -> crossval summary.json; ``ensemble_dirs``: (first,
-    second) -> ensemble folder; ``validation_dirs``: configuration -> its folds' validation folders."""
+    second) -> ensemble folder; ``validation_dirs``: configuration -> its folds' validation folders;
+    ``test_images``: the dataset's test folder, which the reproduce command predicts (IMAGES without one)."""
     dataset_json = load_json(dataset_json_path)
     ending = dataset_json["file_ending"]
     scores, members, prediction_dirs = {}, {}, {}
@@ -84,11 +87,20 @@ def select(
             "dice_after_postprocessing": postprocessing["dice_after"],
             "reproduce": {
                 "snakemake": f"snakemake --cores all prediction --configfile {Path(results_dir) / 'config.yaml'}",
-                "command": f"segflow predict -i IMAGES -o OUTPUT -m {results_dir} -f {fold_args}",
+                "command": reproduce_command(results_dir, fold_args, test_images),
             },
         },
         out,
     )
+
+
+def reproduce_command(results_dir, fold_args: str, test_images=None) -> str:
+    """``segflow predict`` with the selected model on the dataset's test images (into
+    ``RESULTS/predictions_reproduced``), or with IMAGES and OUTPUT to fill in where the dataset has none."""
+    if test_images is None:
+        return f"segflow predict -i IMAGES -o OUTPUT -m {results_dir} -f {fold_args}"
+    images, output = shlex.quote(str(test_images)), shlex.quote(str(Path(results_dir) / "predictions_reproduced"))
+    return f"segflow predict -i {images} -o {output} -m {shlex.quote(str(results_dir))} -f {fold_args}"
 
 
 def write_config(config, out) -> None:

@@ -14,7 +14,6 @@ import torch
 from conftest import REPO, blob_case, load, run_snakemake, scheduled_jobs, write_case, write_msd_dataset_json
 
 from segflow.batches import assign_batches
-from segflow.cli import main
 from segflow.config import merged, resolve
 
 DEMO = "Task900_SegflowDemo"
@@ -122,9 +121,13 @@ def test_the_reproduce_commands_of_the_selection_run_as_written(demo_run, tmp_pa
         [*command, "-s", str(REPO / "Snakefile")], cwd=demo_run, env=env, capture_output=True, text=True
     )
     assert run.returncode == 0 and "Nothing to be done" in run.stderr + run.stdout, run.stderr[-3000:]
-    images = demo_run / "resources" / "Task900_SegflowDemo" / "imagesTs"
-    command = reproduce["command"].replace("IMAGES", str(images)).replace("OUTPUT", str(tmp_path / "cli"))
-    run = subprocess.run(shlex.split(command), cwd=demo_run, env=env, capture_output=True, text=True)
+    # It predicts the demo's own test folder; it writes beside the results, here into tmp_path instead.
+    command = shlex.split(reproduce["command"])
+    assert command[command.index("-i") + 1] == "resources/Task900_SegflowDemo/imagesTs"
+    output = command.index("-o") + 1
+    assert command[output] == "results/Task900_SegflowDemo/predictions_reproduced"
+    command[output] = str(tmp_path / "cli")
+    run = subprocess.run(command, cwd=demo_run, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     for i, case in enumerate(("demo_500", "demo_501", "demo_502")):
         left = ", about [\\d a-z]+ left" if i < 2 else "$"
@@ -177,7 +180,11 @@ def check_demo_evaluation(out):
     demo_images = out.parent.parent / "resources" / "Task900_SegflowDemo" / "imagesTs"
     (images / "demo_501.nii.gz").symlink_to(demo_images / "demo_501.nii.gz")
     cli_out = out.parent.parent / "cli_predictions"
-    main(["predict", "-i", str(images), "-o", str(cli_out), "-m", str(out), "--save-probabilities"])
+    command = [sys.executable, "-m", "segflow.cli", "predict", "-i", str(images), "-o", str(cli_out), "-m", str(out)]
+    terminal = subprocess.run([*command, "--save-probabilities"], capture_output=True, text=True, check=True).stderr
+    assert [line.split(" ", 1)[1] for line in terminal.splitlines() if "case 1/1" in line] == [
+        "prediction: case 1/1 demo_501.nii.gz"
+    ], terminal  # each progress line once (it was printed a second time with an INFO prefix)
     cli = sitk.GetArrayFromImage(sitk.ReadImage(str(cli_out / "demo_501.nii.gz")))
     workflow = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "predictions" / "demo_501.nii.gz")))
     np.testing.assert_array_equal(cli, workflow)

@@ -92,6 +92,13 @@ def load_test_images(config, dataset):
 
 
 TEST = load_test_images(config, DATASET)
+
+
+def test_images_folder():
+    """The one folder that holds the test images, which selection.json's reproduce command predicts (None
+    where there are none, or they lie in several folders)."""
+    folders = {str(Path(files[0]).parent) for files in TEST.values()}
+    return folders.pop() if len(folders) == 1 else None
 TEST_BATCHES = assign_batches(sorted(TEST), config["case_batches"])
 
 

@@ -17,5 +17,6 @@ rule select:
         folds=CV_FOLDS,
         results=results_dir,
         labels_dir=raw_labels_dir,
+        test_images=test_images_folder(),
     script:
         "../scripts/select.py"

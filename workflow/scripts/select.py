@@ -17,6 +17,7 @@ run_job(
     sm.params.folds,
     sm.params.results,
     Path(sm.output.selection),
+    sm.params.test_images,
 )
 copy_file(sm.input.dataset_json, sm.output.dataset_json)
 write_config(sm.config, sm.output.config)
