@@ -282,8 +282,9 @@ def assert_every_job_used_less_than_it_declared(workdir, out, config=None) -> se
     return {path.split("/")[3].removesuffix(".tsv") for path in checked}
 
 
-# A fixture that runs a whole workflow, a SLURM or another Python environment, and the modules whose tests run
-# snakemake for real: the tests that need none of them are the quick subset (``python -m pytest -m quick``).
+# The quick subset (``python -m pytest -m quick``, README): every test but those marked slow (a workflow, a training
+# or nnunetv2 run for real, over 4 s on a busy CI machine), those that need a fixture that runs a whole workflow,
+# a SLURM or another Python environment, and the modules whose tests all run workflows or benchmarks.
 WHOLE_RUN_FIXTURES = {
     "demo_run",
     "demo_results",
@@ -295,7 +296,7 @@ WHOLE_RUN_FIXTURES = {
     "plain_python",
     "floor_python",
 }
-WORKFLOW_MODULES = {"test_workflow", "test_slurm", "test_faults", "test_bad_inputs", "test_report"}
+WORKFLOW_MODULES = {"test_workflow", "test_slurm", "test_faults", "test_bad_inputs", "test_report", "test_bench"}
 
 
 def pytest_collection_modifyitems(config, items):

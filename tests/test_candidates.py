@@ -53,6 +53,7 @@ def modification_times(folder):
     return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_preset_and_a_monai_network_join_a_finished_run_and_train_only_their_own_candidates(tmp_path):
     """A finished demo run of the default planner (3d_fullres, one fold, a tiny budget), then ResEnc M and
     MONAI's SegResNet beside it: three candidates more (ResEnc M's U-Net, SegResNet on the default plans and on

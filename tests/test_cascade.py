@@ -4,6 +4,7 @@ for a 3d_lowres stage (a small GPU memory target makes the patch small) to test 
 import json
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 from conftest import blob_case, load, run_snakemake, write_case
@@ -54,6 +55,7 @@ def test_next_stage_maps_decide_separate_z_from_the_lowres_spacing_alone():
     assert not np.array_equal(joint, separate), "the two decisions must differ for this test to mean anything"
 
 
+@pytest.mark.slow
 def test_cascade_workflow_trains_on_all_lowres_folds_and_predicts(tmp_path):
     root = tmp_path / "Dataset077_Blobs"
     cases = [f"blob_{i:03d}" for i in range(6)]

@@ -120,6 +120,7 @@ def test_folds_the_splits_will_not_have_are_refused_by_the_dry_run(tmp_path, fol
     assert f"config key `folds`: fold {fold} does not exist" in line and "(0 to 4)" in line and "Fix:" in line
 
 
+@pytest.mark.slow
 def test_a_dataset_too_small_for_five_folds_is_refused_before_any_job_unless_it_trains_fold_all(tmp_path):
     root = tmp_path / "Dataset556_OneCase"
     write_raw_dataset(root, n_cases=1)
@@ -134,6 +135,7 @@ def test_a_dataset_too_small_for_five_folds_is_refused_before_any_job_unless_it_
     assert scheduled_jobs(dry_run.stdout)["splits"] == 1
 
 
+@pytest.mark.slow
 def test_a_fold_past_the_users_splits_file_is_refused_naming_it(tmp_path):
     root = tmp_path / "Dataset557_OwnSplits"
     cases = write_raw_dataset(root, n_cases=4)
@@ -191,6 +193,7 @@ def test_every_config_example_of_the_readme_runs(tmp_path, hippocampus):
         assert scheduled_jobs(result.stdout).get("plan") == 1, command
 
 
+@pytest.mark.slow
 def test_a_dataset_of_symbolic_links_is_accepted(tmp_path):
     """An MSD task whose every file is a link into another folder (one copy on shared storage) plans."""
     store, task = tmp_path / "store", tmp_path / "Task78_Linked"

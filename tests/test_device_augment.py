@@ -115,6 +115,7 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(PATCHES))
 def test_parameters_have_nnunetv2s_distributions(kind, one_torch_thread):
     settings = AugmentationSettings(PATCHES[kind])

@@ -120,6 +120,7 @@ def segflow_command(*args):
     return result.returncode, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_commands_report_missing_and_unreadable_files_in_one_line(tmp_path):
     geometry = {"spacing": [1.0, 1.0, 1.0], "origin": [0.0, 0.0, 0.0], "direction": np.eye(3).flatten().tolist()}
     for folder in ("ref", "pred"):

@@ -31,6 +31,7 @@ def test_weighted_statistics_equal_nnunet_style_sampling():
         assert got["percentile_99_5"] == pytest.approx(p995, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_the_sample_statistics_hold_one_case_and_the_drawn_voxels_not_every_case():
     """1 000 cases of 100 000 foreground voxels (400 MB in all) sampled 1 000 times each, as a 100 000-case
     dataset is by nnU-Net's 1e8 / N: the cases arrive one at a time, as the fingerprint job reads them, and

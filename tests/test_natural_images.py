@@ -54,6 +54,7 @@ def test_an_rgb_png_is_three_channels_at_spacing_one(tmp_path):
     np.testing.assert_array_equal(from_tif.data, case.data)
 
 
+@pytest.mark.slow
 def test_fingerprint_plans_and_arrays_equal_nnunetv2(results):
     expected = FIXTURE / "expected"
     assert_fingerprint_equals(load(results / "fingerprint.json"), load(expected / "dataset_fingerprint.json"))

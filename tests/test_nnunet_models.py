@@ -48,6 +48,7 @@ def dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
     return 2 * np.sum((a == label) & (b == label)) / (np.sum(a == label) + np.sum(b == label))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("expected", "args"),
     [("folds_0_1", []), ("fold_0_best", ["-f", "0", "-chk", "checkpoint_best.pth"])],
@@ -157,6 +158,7 @@ def assert_same_maps(ours: Path, theirs: Path) -> None:
             assert dice(a, b, label) >= 0.999, (theirs, case, label)
 
 
+@pytest.mark.slow
 def test_an_ensemble_of_nnunet_folders_and_its_postprocessing_reproduce_nnunetv2s(images, tmp_path):
     """Several -m: probabilities averaged as nnUNetv2_ensemble does; -pp: the steps of an nnU-Net
     postprocessing.json applied as nnUNetv2_apply_postprocessing applies them (its pickle)."""

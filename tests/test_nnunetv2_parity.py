@@ -65,6 +65,7 @@ def assert_preprocessed_equals(folder, expected_folder, cases: int) -> None:
         assert properties["class_locations"] == expected["class_locations"], case
 
 
+@pytest.mark.slow
 def test_fingerprint_equals_nnunetv2(preprocessed):
     ours, theirs = load(preprocessed / "fingerprint.json"), load(FIXTURE / "expected" / "dataset_fingerprint.json")
     assert_fingerprint_equals(ours, theirs)
@@ -154,6 +155,7 @@ def test_sampling_with_an_ignore_label_matches_nnunetv2(tmp_path, name):
     assert "3" not in ours["forced"] and "0" not in ours["forced"], "forced samples centre on labels 1 and 2"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(shared.SAMPLING))
 def test_sampling_without_an_ignore_label_matches_nnunetv2(tmp_path, name):
     """Where 10 000 patches are cut from a map without an ignore label, read off a coordinate image: each axis's

@@ -157,6 +157,7 @@ def test_every_demo_job_used_less_memory_than_it_declared(demo_run):
     assert {"fingerprint", "preprocess", "train", "validate", "predict"} <= kinds, kinds
 
 
+@pytest.mark.slow
 def test_every_job_of_a_large_anisotropic_set_used_less_memory_than_it_declared(tmp_path):
     """Five cases of about 60 x 130 x 130 voxels at 3 x 0.6 x 0.6 mm, two channels (``generate_raw``'s
     ``medium`` size): 3d_fullres's patch is 48 x 112 x 112 at batch 2, so training's activations on a CPU

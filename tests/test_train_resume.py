@@ -133,6 +133,7 @@ def trained(dataset, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_same_config_gives_identical_weights_and_a_finished_training_rewrites_its_outputs(dataset, trained, tmp_path):
     first, second = trained, tmp_path / "second"
     finish(start_training(dataset, second))
@@ -154,6 +155,7 @@ def test_same_config_gives_identical_weights_and_a_finished_training_rewrites_it
     assert (first / "checkpoint_latest.pt").samefile(first / "checkpoint_final.pt")
 
 
+@pytest.mark.slow
 def test_a_damaged_resumable_state_falls_back_one_epoch(dataset, trained, tmp_path):
     """Killed in the middle of a training, with checkpoint_latest.pt found damaged (cut short): training resumes
     from checkpoint_previous.pt, one epoch earlier, trains that epoch again and ends with the same weights."""
@@ -193,6 +195,7 @@ def in_process_trainer(dataset, output, settings, workers):
     )
 
 
+@pytest.mark.slow
 def test_any_number_of_loader_workers_draws_the_same_batches_from_pools_that_live_for_the_whole_training(
     dataset, tmp_path, monkeypatch
 ):
@@ -274,6 +277,7 @@ loop.Trainer.run_epoch = worse_once
 """
 
 
+@pytest.mark.slow
 def test_a_kill_between_linking_the_best_state_and_renaming_it_leaves_the_best_checkpoint_intact(dataset, tmp_path):
     """Killed after an epoch's state got its second name checkpoint_best.pt and before it became
     checkpoint_latest.pt, a training leaves that state's temporary file behind, sharing the best file's
@@ -295,6 +299,7 @@ def test_a_kill_between_linking_the_best_state_and_renaming_it_leaves_the_best_c
     assert torch.load(best, weights_only=True)["current_epoch"] == best_epoch
 
 
+@pytest.mark.slow
 def test_a_training_step_longer_than_the_heartbeat_interval_gets_lines_while_it_runs(dataset, tmp_path, monkeypatch):
     """One iteration of a large network on a CPU can take minutes (Prostate 2d: 5 min between lines before the
     heartbeat had a thread of its own). With the interval at 0.2 s and a second step that sleeps 2 s, lines come

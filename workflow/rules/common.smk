@@ -99,6 +99,8 @@ def test_images_folder():
     where there are none, or they lie in several folders)."""
     folders = {str(Path(files[0]).parent) for files in TEST.values()}
     return folders.pop() if len(folders) == 1 else None
+
+
 TEST_BATCHES = assign_batches(sorted(TEST), config["case_batches"])
 
 
