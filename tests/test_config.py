@@ -195,7 +195,8 @@ def test_every_config_example_of_the_readme_runs(tmp_path, hippocampus):
 
 @pytest.mark.slow
 def test_a_dataset_of_symbolic_links_is_accepted(tmp_path):
-    """An MSD task whose every file is a link into another folder (one copy on shared storage) plans."""
+    """An MSD task whose every file is a link into another folder (one copy on shared storage) plans; the stage
+    target `plan` also writes the verification's report."""
     store, task = tmp_path / "store", tmp_path / "Task78_Linked"
     cases = [f"blob_{i:02d}" for i in range(5)]
     for i, case in enumerate(cases):
@@ -207,6 +208,20 @@ def test_a_dataset_of_symbolic_links_is_accepted(tmp_path):
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(source)
     assert all(p.is_symlink() for p in task.rglob("*") if not p.is_dir())
-    run_snakemake(tmp_path / "work", "results/Task78_Linked/plans.json", config={"dataset": str(task)})
+    run_snakemake(tmp_path / "work", "plan", config={"dataset": str(task)})
     plans = load(tmp_path / "work" / "results" / "Task78_Linked" / "plans.json")
     assert "3d_fullres" in plans["configurations"]
+    assert load(tmp_path / "work" / "results" / "Task78_Linked" / "verify_report.json")["warnings"] == []
+
+
+def test_the_defaults_that_config_yaml_shows_in_its_comments_are_the_schemas():
+    """config.yaml leaves the budget out and shows nnU-Net's defaults in a comment: they must be the ones the
+    schema gives (it said mem_mb: 16000 where the default had become auto)."""
+    text = (REPO / "config" / "config.yaml").read_text()
+    block = text.split("a dataset of yours trains with nnU-Net's defaults,\n", 1)[1].split("\n# and the demo", 1)[0]
+    shown = yaml.safe_load("\n".join(line.removeprefix("#") for line in block.splitlines()))
+    assert set(shown) == {"folds", "train", "inference"}
+    for key, value in shown.items():
+        described = SCHEMA["properties"][key]
+        default = {k: v["default"] for k, v in described["properties"].items()} if "properties" in described else None
+        assert value == (default if default is not None else described["default"]), key

@@ -4,6 +4,8 @@ checkpoint plan:
     input:
         fingerprint=f"{OUT}/fingerprint.json",
         dataset_json=DATASET_JSON,
+        # the verification's warnings, which `snakemake plan` would otherwise leave unwritten
+        verify_report=ancient(f"{OUT}/verify_report.json"),
     output:
         plans=f"{OUT}/plans.json",
     log:
