@@ -36,6 +36,7 @@ include: "workflow/rules/verify.smk"
 include: "workflow/rules/crop.smk"
 include: "workflow/rules/fingerprint.smk"
 include: "workflow/rules/plan.smk"
+include: "workflow/rules/budget.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
@@ -73,24 +74,29 @@ rule all:
 
 
 # Stage targets: `snakemake --cores all preprocessing` runs everything up to the preprocessed arrays of every
-# planned configuration and stops there (`plan` stops after plans.json; `training` after the trained folds;
+# planned configuration and the budget of their training (budget.json, shown on the terminal), and stops there
+# (`plan` stops after plans.json, `budget` after budget.json; `training` after the trained folds;
 # `crossvalidation` after cross-validation, ensembles and the selection; `prediction` after the test images).
 rule preprocessing:
     input:
         f"{OUT}/verify_report.json",
+        f"{OUT}/budget.json",
         lambda wildcards: preprocessed_targets(),
 
 
 rule training:
     input:
+        f"{OUT}/budget.json",
         lambda wildcards: training_targets(),
 
 
 rule crossvalidation:
     input:
+        f"{OUT}/budget.json",
         lambda wildcards: crossvalidation_targets(),
 
 
 rule prediction:
     input:
+        f"{OUT}/budget.json",
         lambda wildcards: prediction_targets(),

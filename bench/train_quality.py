@@ -17,7 +17,8 @@ the final full-case validation.
 nnunetv2's trainer seeds torch and numpy with it before it builds its network (its augmentation workers then
 draw their own, as nnunetv2's NonDetMultiThreadedAugmenter does). Every finished run is written to ``--json``
 at once, and a run already there (same budget, width and seed) is not trained again: a long comparison can be
-stopped and continued, or spread over several sessions.
+stopped and continued, or spread over several sessions
+(``--max-runs N`` trains only the next N pending runs, seed by seed).
 
 Usage (CPU here): python bench/train_quality.py --width-divisor 4 --epochs 20 --iterations 25 --repeats 3 \
     --augment-on device workers --json tq.json
@@ -309,6 +310,7 @@ def main() -> None:
         "--augment-on", nargs="+", choices=("device", "workers"), default=["device"], help="segflow: where it augments"
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
+    parser.add_argument("--max-runs", type=int, help="train at most N of the pending runs (seed by seed), then report")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="segflow: threads (augmentation workers follow)")
     parser.add_argument("--workers", type=int, default=2, help="nnunetv2: augmentation workers")
@@ -348,6 +350,7 @@ def main() -> None:
             save_record(args.json, record)
 
     pending = [(f, seed) for seed in range(args.repeats) for f in frameworks if missing(f, seed)]
+    pending = pending[: args.max_runs]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for future in [pool.submit(train_and_keep, *p) for p in pending]:
             future.result()

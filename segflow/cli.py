@@ -41,6 +41,13 @@ def fold_argument(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"a fold is a number or 'all', not {text!r}") from None
 
 
+def positive_int(text: str) -> int:
+    """``--threads``: a whole number from 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"the number of threads is a whole number from 1, not {text!r}")
+    return int(text)
+
+
 def step_fraction(text: str) -> float:
     """``--step-size``: the sliding window's step as a fraction of the patch, in (0, 1]."""
     try:
@@ -177,6 +184,30 @@ def one_results_folder(models: list[Path], args) -> Path:
     return models[0]
 
 
+def run_inference_settings(model: Path) -> dict:
+    """The inference section of a workflow run's config.yaml (threads, step_size, mirror): what its ``predict``
+    jobs used, so that ``segflow predict`` on its results folder does the same work by default; empty for a
+    run that kept no config.yaml."""
+    import yaml
+
+    path = model / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}).get("inference", {}) if path.is_file() else {}
+
+
+def inference_choices(args, run: dict) -> tuple[int | None, float, bool]:
+    """Threads (None: torch's default, all cores), sliding-window step and mirroring: the options given, else the
+    run's (``run_inference_settings``), else nnU-Net's defaults."""
+    threads = args.threads or run.get("threads")
+    step = args.step_size or run.get("step_size", 0.5)
+    return threads, step, not args.disable_tta and run.get("mirror", True)
+
+
+def torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def predict_command(args) -> None:
     from segflow.infer import SlidingWindow
     from segflow.io import load_json
@@ -187,9 +218,14 @@ def predict_command(args) -> None:
     if all(is_nnunet_model_folder(m) for m in models):
         model = models
         selection = nnunet_selection(models, args)
+        run = {}
     else:
         model = one_results_folder(models, args)
         selection = model_selection(model, args.configurations, args.folds, not args.no_postprocessing)
+        run = run_inference_settings(model)
+    threads, step, mirror = inference_choices(args, run)
+    if threads:
+        torch_threads(threads)
     dataset_json = load_json(models[0] / "dataset.json")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -202,7 +238,7 @@ def predict_command(args) -> None:
             model,
             selection,
             args.device,
-            window=SlidingWindow(step=args.step_size, mirror=not args.disable_tta),
+            window=SlidingWindow(step=step, mirror=mirror),
             with_probabilities=args.save_probabilities,
             checkpoint=args.checkpoint,
         )
@@ -293,12 +329,19 @@ def parser() -> argparse.ArgumentParser:
         help="fold checkpoint file (default: checkpoint_final.pt; nnU-Net folders: checkpoint_final.pth)",
     )
     predict.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    predict.add_argument("--disable-tta", action="store_true", help="no mirroring at test time")
+    predict.add_argument(
+        "--threads",
+        type=positive_int,
+        help="CPU threads (default: a workflow run's inference.threads, as its predict jobs; else all cores)",
+    )
+    predict.add_argument(
+        "--disable-tta", action="store_true", help="no mirroring at test time (default: a run's inference.mirror)"
+    )
     predict.add_argument(
         "--step-size",
         type=step_fraction,
-        default=0.5,
-        help="sliding-window step as a fraction of the patch, in (0, 1] (default 0.5, as nnU-Net's -step_size)",
+        help="sliding-window step as a fraction of the patch, in (0, 1] (default: a workflow run's "
+        "inference.step_size; else 0.5, as nnU-Net's -step_size)",
     )
     predict.add_argument("--no-postprocessing", action="store_true")
     predict.add_argument("--save-probabilities", action="store_true", help="also CASE.npz (C x image shape)")

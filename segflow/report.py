@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segflow.budget import measured_epoch_seconds
 from segflow.evaluate import label_key
 from segflow.io import atomic_path, read_channels, read_image
 from segflow.plan import network_class, resolved_configuration
@@ -124,6 +125,24 @@ def selection_rows(selection: dict) -> list[dict]:
     rows += [(f"score {k}", rounded(v)) for k, v in selection["scores"].items()]
     rows.append(("predict new images", selection["reproduce"]["command"]))
     return [{"item": name, "value": value} for name, value in rows]
+
+
+def budget_rows(budget: dict, fold_dirs: dict[str, list]) -> list[dict]:
+    """Per candidate: the budget's estimated seconds per epoch beside the median its folds measured."""
+    rows = []
+    for c in budget["candidates"]:
+        measured = measured_epoch_seconds(fold_dirs.get(c["name"], []))
+        rows.append(
+            {
+                "candidate": c["name"],
+                "probed on": f"{c['device']}, {c['threads']} threads",
+                "s per iteration (probe)": round(c["train_step_s"], 3),
+                "s per epoch, estimated": round(c["epoch_s"], 1),
+                "s per epoch, measured": "" if measured is None else round(measured, 1),
+                "measured / estimated": "" if measured is None else round(measured / c["epoch_s"], 2),
+            }
+        )
+    return rows
 
 
 def describe_step(step: dict) -> str:

@@ -223,10 +223,10 @@ def hippocampus() -> Path:
 
 @pytest.fixture(scope="session")
 def hippocampus_run(hippocampus, tmp_path_factory) -> Path:
-    """The workflow run once on all 260 Hippocampus cases (plans, splits, preprocessed 2d + 3d_fullres; no
-    training)."""
+    """The workflow run once on all 260 Hippocampus cases (plans, splits, preprocessed 2d + 3d_fullres, the
+    budget; no training). What snakemake printed is kept in ``snakemake.out`` beside ``results``."""
     workdir = tmp_path_factory.mktemp("hippocampus")
-    run_snakemake(workdir, config=hippocampus_config(hippocampus))
+    (workdir / "snakemake.out").write_text(run_snakemake(workdir, config=hippocampus_config(hippocampus)).stdout)
     return workdir / "results" / "Task04_Hippocampus"
 
 

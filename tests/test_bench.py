@@ -10,6 +10,7 @@ import argparse
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,19 @@ def test_bench_predict(tiny_task, preprocessed, tmp_path):
     )
     assert re.search(r"segflow on cpu: [\d.]+ s per case \(2 cases, whole command\)", output), output
     assert len(list((tmp_path / "out_cpu").glob("*.nii.gz"))) == 2
+
+
+def test_bench_predict_cli(demo_run, tmp_path):
+    """bench/predict_cli.py on a copy of the demo run: one round of the predict job against segflow predict."""
+    work = tmp_path / "demo"
+    shutil.copytree(demo_run, work, symlinks=True)
+    output = bench("predict_cli.py", "--rounds", "1", "--work", work, "--json", tmp_path / "figures.json")
+    pattern = r"round 1: predict job [\d.]+ CPU s \(snakemake's own [\d.]+ s left out\), segflow predict [\d.]+ CPU s"
+    assert re.search(pattern, output), output
+    assert re.search(r"segflow predict / predict job, CPU time: median [\d.]+ over 1 rounds", output), output
+    (row,) = json.loads((tmp_path / "figures.json").read_text())["rounds"]
+    assert row["job_cpu_s"] > 0 and row["ratio"] == row["command_cpu_s"] / row["job_cpu_s"]
+    assert len(list((work / "predictions_cli").glob("*.nii.gz"))) == 3
 
 
 def test_bench_interop(tiny_task, tmp_path):

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from segflow.cli import parser
+from segflow.cli import inference_choices, parser, run_inference_settings
 from segflow.export import (
     export_logits,
     export_prediction,
@@ -242,9 +242,27 @@ def test_a_step_of_a_whole_patch_predicts_with_fewer_tiles_and_still_covers_the_
         np.testing.assert_allclose(logits, data, atol=1e-5)
         tiles[step] = CountingIdentity.tiles
     assert tiles == {0.5: 4 * 4 * 3, 1.0: 3 * 3 * 2}
-    # segflow predict's --step-size keeps the default as a literal (the command line does not import torch).
+    # segflow predict's default step is a literal (the command line does not import torch).
     arguments = parser().parse_args(["predict", "-i", "in", "-o", "out", "-m", "model"])
-    assert arguments.step_size == STEP_SIZE
+    assert inference_choices(arguments, {})[1] == STEP_SIZE
+
+
+def test_segflow_predict_does_what_the_runs_predict_jobs_did_unless_told_otherwise(tmp_path):
+    """On a workflow's results folder, segflow predict takes the run's inference threads, step and mirroring
+    (its config.yaml) as its defaults, so that it costs what the run's predict jobs cost; options win."""
+    (tmp_path / "config.yaml").write_text("inference:\n  threads: 1\n  step_size: 0.7\n  mirror: false\n")
+    run = run_inference_settings(tmp_path)
+
+    def choices(*options):
+        return inference_choices(parser().parse_args(["predict", "-i", "in", "-o", "out", "-m", "m", *options]), run)
+
+    assert choices() == (1, 0.7, False)
+    assert choices("--threads", "3", "--step-size", "0.5") == (3, 0.5, False)
+    assert run_inference_settings(tmp_path / "elsewhere") == {}
+    plain = parser().parse_args(["predict", "-i", "in", "-o", "out", "-m", "m", "--disable-tta"])
+    assert inference_choices(plain, {}) == (None, STEP_SIZE, False)
+    with pytest.raises(SystemExit):
+        parser().parse_args(["predict", "-i", "in", "-o", "out", "-m", "m", "--threads", "0"])
 
 
 def test_mirroring_averages_flipped_predictions():

@@ -4,11 +4,13 @@ collects them, and a headless Chromium (Debian's package) opens the page and sho
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 from conftest import REPO, load, required, run_snakemake
 
 DEMO = "Task900_SegflowDemo"
@@ -48,6 +50,16 @@ def test_report_tables_and_overlays_agree_with_the_run(demo_run):
         assert chosen["postprocessing"].startswith("keep the largest component of labels")
     else:
         assert chosen["postprocessing"] == "none accepted"
+    estimated = {c["name"]: c["epoch_s"] for c in load(out / "budget.json")["candidates"]}
+    budget_table = table_cells(report / "budget.html")
+    assert budget_table[0][3:] == ["s per epoch, estimated", "s per epoch, measured", "measured / estimated"]
+    for name, _, _, estimate, measured, ratio in budget_table[1:]:
+        logs = [out / "train" / name / f"fold_{f}" / "training_log.jsonl" for f in (0, 1)]
+        epochs = sorted(json.loads(line)["epoch_seconds"] for log in logs for line in log.read_text().splitlines())
+        assert float(estimate) == round(estimated[name], 1)
+        assert float(measured) == round((epochs[2] + epochs[3]) / 2, 1)  # the median of 6 epochs
+        assert float(ratio) == round(float(np.median(epochs)) / estimated[name], 2)
+    assert [row[0] for row in budget_table[1:]] == sorted(estimated)
     pictures = sorted(p.name for p in (report / "overlays").iterdir())
     assert pictures == [f"test_demo_50{i}.png" for i in range(3)] + ["validation_fold_0.png", "validation_fold_1.png"]
     assert all((report / "overlays" / p).read_bytes()[:8] == PNG for p in pictures)

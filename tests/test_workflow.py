@@ -15,6 +15,7 @@ from conftest import REPO, blob_case, load, run_snakemake, scheduled_jobs, write
 
 from segflow.batches import assign_batches
 from segflow.config import merged, resolve
+from segflow.progress import duration
 
 DEMO = "Task900_SegflowDemo"
 
@@ -78,6 +79,28 @@ def test_demo_shows_its_progress_on_the_terminal(demo_run):
     assert "Warning" not in terminal, [line for line in terminal.splitlines() if "Warning" in line]
 
 
+def test_the_budget_is_shown_once_the_plans_exist_before_any_training(demo_run):
+    """The preprocessing stage ends with the budget on the terminal (segflow.budget): the demo's candidates,
+    folds and epochs, what its jobs declare and a time per epoch and fold from a probe of each network."""
+    stage = (demo_run / "preprocessing_stage.out").read_text()
+    assert "budget of Task900_SegflowDemo: 2 candidates x 2 folds (0, 1), each 3 epochs x 10 iterations" in stage
+    assert "fold 0: epoch" not in stage  # shown before training: the stage does not train
+    budget = load(demo_run / "results" / DEMO / "budget.json")
+    plans = load(demo_run / "results" / DEMO / "plans.json")["configurations"]
+    assert [c["name"] for c in budget["candidates"]] == ["2d", "3d_fullres"]
+    assert budget["jobs"] | {"predict_mem_mb": 0} == {"train": 4, "validate": 4, "predict": 1, "predict_mem_mb": 0}
+    for c in budget["candidates"]:
+        assert c["batch_size"] == plans[c["name"]]["batch_size"] and c["patch_size"] == plans[c["name"]]["patch_size"]
+        epoch = 10 * (c["train_step_s"] + c["augmentation_s"]) + 3 * c["validation_step_s"]
+        assert c["epoch_s"] == epoch and c["fold_s"] == 3 * epoch and c["device"] == "cpu"
+        line = (
+            rf"  {c['name']}: patch {'x'.join(map(str, c['patch_size']))}, batch {c['batch_size']}; training job "
+            rf"[\d.]+ GB, validation job [\d.]+ GB; on cpu \(1 thread\): {c['train_step_s']:.2f} s per iteration"
+        )
+        assert re.search(line, stage), stage
+    assert budget["training_s"] == 2 * sum(c["fold_s"] for c in budget["candidates"])
+
+
 def test_preprocessing_stage_target_stops_before_training(demo_run):
     """``snakemake preprocessing`` leaves every planned configuration's arrays, and nothing of training."""
     files = set(load(demo_run / "preprocessing_stage_files.json"))
@@ -103,8 +126,9 @@ def test_stage_targets_name_a_missing_configuration_clearly(demo_run):
     for target in lowres:
         result = run_snakemake(demo_run, "-n", target, check=False)
         assert result.returncode != 0
-        assert "has no configuration 3d_lowres (it has ['2d', '3d_fullres'])" in result.stdout, result.stdout[-2000:]
-        assert "KeyError" not in result.stdout
+        message = "segflow: not planned: the plan nnUNetPlans for Task900_SegflowDemo has no configuration 3d_lowres"
+        assert f"{message} (it has ['2d', '3d_fullres'])" in result.stdout, result.stdout[-2000:]
+        assert "Error" not in result.stdout and "Traceback" not in result.stdout  # no stack frames
 
 
 def test_the_reproduce_commands_of_the_selection_run_as_written(demo_run, tmp_path):
@@ -208,6 +232,19 @@ def test_hippocampus_plans_and_splits(hippocampus, hippocampus_run):
     assert vals == ids
     for s in splits:
         assert sorted(s["train"] + s["val"]) == ids and not set(s["train"]) & set(s["val"])
+
+
+def test_hippocampus_budget_is_shown_once_planned(hippocampus_run):
+    """nnU-Net's budget (1000 x 250 per fold) with each candidate's time from a probe of its planned network."""
+    terminal = (hippocampus_run.parent.parent / "snakemake.out").read_text()
+    assert "budget of Task04_Hippocampus: 2 candidates x 0 folds, each 1000 epochs x 250 iterations" in terminal
+    budget = load(hippocampus_run / "budget.json")
+    assert {c["name"]: c["batch_size"] for c in budget["candidates"]} == {"2d": 366, "3d_fullres": 9}
+    for c in budget["candidates"]:
+        assert c["fold_s"] == 1000 * (250 * (c["train_step_s"] + c["augmentation_s"]) + 50 * c["validation_step_s"])
+        per_fold = re.search(rf"  {c['name']}: patch .* per epoch, about (\d+ h \d+ min) per fold", terminal)
+        assert per_fold and per_fold[1] == duration(c["fold_s"]), terminal
+        assert c["timed_batches"][-1] <= 366 and c["train_step_s"] > 0
 
 
 def test_hippocampus_preprocessed_arrays(hippocampus, hippocampus_run):

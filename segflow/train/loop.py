@@ -92,6 +92,18 @@ class TrainSettings:
     pretrained_weights: str | None = None
 
 
+def settings_from_config(train: dict, pretrained_weights: str | None = None) -> TrainSettings:
+    """The training settings of the config's ``train`` section."""
+    return TrainSettings(
+        epochs=train["epochs"],
+        iterations_per_epoch=train["iterations_per_epoch"],
+        val_iterations=train["val_iterations"],
+        seed=train["seed"],
+        augment_on=train["augment_on"],
+        pretrained_weights=pretrained_weights,
+    )
+
+
 def derived_seed(*parts) -> int:
     """A 32-bit seed from any mix of ints and strings (stable across runs and machines)."""
     words = [p if isinstance(p, int) else zlib.crc32(str(p).encode()) for p in parts]
@@ -196,7 +208,7 @@ class Trainer:
         self.cascade_degradation = (
             ComposeTransforms(cascade_degradation(self.previous_labels)) if self.previous_labels else None
         )
-        in_channels = len(dataset_json["channel_names"]) + len(self.previous_labels or [])
+        self.in_channels = in_channels = len(dataset_json["channel_names"]) + len(self.previous_labels or [])
         torch.manual_seed(derived_seed(settings.seed, fold, "init"))
         self.network = build_network(self.configuration, in_channels, self.labels.num_outputs)
         self.pretrained = (
@@ -224,6 +236,13 @@ class Trainer:
         }
         self.best_ema: float | None = None
         self.start_epoch = 0
+
+    @classmethod
+    def without_cases(cls, plans: dict, dataset_json: dict, configuration: str, settings: TrainSettings, device):
+        """A trainer of no cases: a fold's network, loss and optimiser, for timing its steps on synthetic batches
+        (``segflow.budget``). A cascade's gets no previous-stage channels, one or two input channels fewer."""
+        empty = [{"train": [], "val": []}]
+        return cls(plans, dataset_json, configuration, Path("."), empty, 0, Path("."), settings, device)
 
     # --- identity of a training run: a checkpoint of another run is never resumed -----------------------
 

@@ -5,6 +5,9 @@ import json
 import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
+
+from snakemake.exceptions import IncompleteCheckpointException
 
 from segflow import demo
 from segflow.batches import assign_batches, files_in_manifests
@@ -24,6 +27,7 @@ from segflow.resources import (
     per_case_runtime_minutes,
     preprocessing_mem_mb,
     sample_activations,
+    TRAINING_PROCESS_MB,
     training_mem_mb,
     user_mem_mb,
 )
@@ -481,6 +485,7 @@ STATIC_TARGETS = (
         f"{OUT}/verify_report.json",
         f"{OUT}/fingerprint.json",
         f"{OUT}/plans.json",
+        f"{OUT}/budget.json",
         f"{OUT}/splits.json",
     ]
     + [f"{OUT}/{plans_file(p)}" for p in PRESETS]
@@ -569,6 +574,15 @@ def report_table_inputs(wildcards):
         "summaries": [f"{OUT}/crossval/{c}/summary.json" for c in candidate_names()],
         "ensembles": ensemble_dirs(),
         "selection": f"{OUT}/selection.json",
+        "budget": f"{OUT}/budget.json",
+    }
+
+
+def report_fold_dirs(wildcards):
+    """Each candidate's fold folders, whose training logs the budget table reads."""
+    return {
+        c: [f"{OUT}/train/{c}/fold_{f}" for f in config["folds"]]
+        for c in candidate_names()
     }
 
 
@@ -605,9 +619,10 @@ def require_planned(plans, configurations, fix=STAGE_TARGETS_HINT):
     available = list(plans["configurations"])
     missing = [c for c in configurations if c not in available]
     if missing:
-        raise WorkflowError(
-            f"segflow: the plan {plans['plans_name']} for {DATASET.name} has no configuration "
-            f"{', '.join(missing)} (it has {available}); {fix}"
+        stop_workflow(
+            f"the plan {plans['plans_name']} for {DATASET.name} has no configuration "
+            f"{', '.join(missing)} (it has {available}); {fix}",
+            "not planned",
         )
 
 
@@ -732,3 +747,81 @@ def prediction_checkpoints(wildcards):
         for c in sorted(names)
         for f in CV_FOLDS
     ]
+
+
+# The budget (budget.smk, segflow.budget): every candidate's jobs and what each declares on its first attempt.
+
+
+def budget_inputs(wildcards):
+    return {
+        "plans": list(
+            dict.fromkeys(str(candidate_plans_path(c)) for c in selected_candidates())
+        ),
+        "dataset_json": DATASET_JSON,
+        "verify_report": ancient(f"{OUT}/verify_report.json"),
+    }
+
+
+def budget_candidates(wildcards):
+    """Each candidate's plans, and the memory and GPUs its training and validation jobs declare."""
+    entries = []
+    for candidate in selected_candidates():
+        jobs = SimpleNamespace(candidate=candidate.name)
+        entries.append(
+            {
+                "name": candidate.name,
+                "plans": str(candidate_plans_path(candidate)),
+                "configuration": candidate.configuration,
+                "patch_size": candidate_configuration(candidate)["patch_size"],
+                "train_mem_mb": training_mem(jobs, 1),
+                "validation_mem_mb": inference_mem(jobs, 1),
+                "gpus": gpus(jobs),
+            }
+        )
+    return entries
+
+
+def budget_jobs(wildcards):
+    """How many training, validation and prediction jobs the run has, and what a prediction job declares."""
+    candidates = len(selected_candidates())
+    return {
+        "train": candidates * len(config["folds"]),
+        "validate": candidates * len(CV_FOLDS),
+        "predict": len(TEST_BATCHES) if CV_FOLDS else 0,
+        "predict_mem_mb": (
+            inference_mem(SimpleNamespace(), 1) if TEST and CV_FOLDS else 0
+        ),
+    }
+
+
+def once_planned(fallback):
+    """A resource function of a job that exists before the plan (its inputs are the plans): ``fallback`` until
+    the plan checkpoint has run (a dry-run shows the job then), its own figure once it has.
+    """
+
+    def wrap(function):
+        @functools.wraps(function)
+        def resource(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except IncompleteCheckpointException:
+                return fallback
+
+        return resource
+
+    return wrap
+
+
+@once_planned(fallback=TRAINING_PROCESS_MB)
+def budget_mem(wildcards, attempt):
+    """The probe holds one candidate's network and a batch at a time: the largest training job's memory."""
+    return max(
+        training_mem(SimpleNamespace(candidate=c.name), attempt)
+        for c in selected_candidates()
+    )
+
+
+@once_planned(fallback=10)
+def budget_runtime(wildcards):
+    """Minutes: a few steps per candidate (``segflow.budget.FULL_BATCH_PROBE_S`` bounds each on a CPU)."""
+    return 10 * len(selected_candidates())

@@ -24,10 +24,17 @@ rule report_tables:
             caption="../report/selection.rst",
             category="5. Selection",
         ),
+        budget=report(
+            f"{OUT}/report/budget.html",
+            caption="../report/budget.rst",
+            category="3. Training",
+        ),
     log:
         f"{LOGS}/report/tables.log",
     conda:
         ENV
+    params:
+        fold_dirs=report_fold_dirs,
     script:
         "../scripts/report_tables.py"
 

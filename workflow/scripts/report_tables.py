@@ -2,7 +2,7 @@ from pathlib import Path
 
 from segflow.io import load_json
 from segflow.jobs import run_job
-from segflow.report import crossval_rows, dataset_rows, plan_rows, selection_rows, write_table
+from segflow.report import budget_rows, crossval_rows, dataset_rows, plan_rows, selection_rows, write_table
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 
@@ -18,6 +18,8 @@ def write_tables():
     summaries = {Path(f).parent.name: load_json(f) for f in files}  # crossval/<candidate or ensemble>/
     write_table(crossval_rows(summaries, dataset_json["labels"]), o.crossval, "Cross-validation metrics")
     write_table(selection_rows(load_json(i.selection)), o.selection, "Selection and postprocessing")
+    budget = budget_rows(load_json(i.budget), sm.params.fold_dirs)
+    write_table(budget, o.budget, "Training time: the budget's estimate and the folds' epochs")
 
 
 run_job(sm.log[0], write_tables)

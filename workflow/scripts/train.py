@@ -2,18 +2,10 @@ from pathlib import Path
 
 from segflow.device import claimed_gpu
 from segflow.jobs import run_job
-from segflow.train.loop import TrainSettings, train
+from segflow.train.loop import settings_from_config, train
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-s = sm.params.settings
-settings = TrainSettings(
-    epochs=s["epochs"],
-    iterations_per_epoch=s["iterations_per_epoch"],
-    val_iterations=s["val_iterations"],
-    seed=s["seed"],
-    augment_on=s["augment_on"],
-    pretrained_weights=sm.input.get("pretrained"),
-)
+settings = settings_from_config(sm.params.settings, sm.input.get("pretrained"))
 with claimed_gpu(enabled=sm.params.device != "cpu"):  # a workstation's GPUs, one per job
     run_job(
         sm.log[0],

@@ -1,0 +1,106 @@
+"""The budget shown once the plans exist (segflow.budget): its arithmetic on hand-made figures, the probe's
+choice of batch sizes on a made-up CPU, and a real probe of a small planned network."""
+
+import pytest
+
+from segflow import budget as budget_module
+from segflow.budget import at_batch, cpu_timings, epoch_seconds, make_budget, probe, summary_lines
+from segflow.plan import plan_experiment
+from segflow.train.loop import TrainSettings
+
+NNUNET_TRAIN = {"epochs": 1000, "iterations_per_epoch": 250, "val_iterations": 50, "runtime_minutes": 2880}
+
+
+def test_a_step_at_the_planned_batch_follows_the_line_through_the_two_largest_timed_batches():
+    assert at_batch({9: 7.0}, 9) == 7.0
+    assert at_batch({2: 3.0}, 6) == pytest.approx(9.0)  # one size: in proportion
+    # 1 s fixed + 0.5 s per sample, timed at 4 and 16 (the noisier single sample left out): at 30, 16 s
+    assert at_batch({1: 9.9, 4: 3.0, 16: 9.0}, 30) == pytest.approx(16.0)
+
+
+def test_a_cpu_times_growing_batches_until_the_next_would_take_too_long(monkeypatch):
+    sizes = []
+
+    def linear_step(trainer, labels, size, generator):  # 0.1 s fixed + 0.5 s per sample
+        sizes.append(size)
+        return 0.1 + 0.5 * size
+
+    monkeypatch.setattr(budget_module, "training_seconds", linear_step)
+    monkeypatch.setattr(budget_module, "FULL_BATCH_PROBE_S", 10.0)
+    timed = cpu_timings(None, {}, 30, None)
+    assert sizes == [1, 4, 16]  # 16 took 8.1 s; 30 would take about 15 s
+    assert at_batch(timed, 30) == pytest.approx(0.1 + 0.5 * 30)
+    sizes.clear()
+    timed = cpu_timings(None, {}, 12, None)
+    assert sizes == [1, 4, 12]  # the planned batch itself fits: timed, not extrapolated
+    assert timed[12] == pytest.approx(0.1 + 0.5 * 12)
+    sizes.clear()
+    monkeypatch.setattr(budget_module, "FULL_BATCH_PROBE_S", 1.0)  # 4 samples would take 2.1 s: 2 instead
+    timed = cpu_timings(None, {}, 9, None)
+    assert sizes == [1, 2]
+    assert at_batch(timed, 9) == pytest.approx(0.1 + 0.5 * 9)
+
+
+def candidate(name, train_step_s, validation_step_s, **extra):
+    entry = {
+        "name": name,
+        "patch_size": [40, 56, 40],
+        "batch_size": 9,
+        "timed_batches": [9],
+        "device": "cpu",
+        "threads": 2,
+        "train_mem_mb": 5120,
+        "validation_mem_mb": 3072,
+        "gpus": 0,
+        "train_step_s": train_step_s,
+        "validation_step_s": validation_step_s,
+        **extra,
+    }
+    entry["epoch_s"] = epoch_seconds(entry, NNUNET_TRAIN)
+    entry["fold_s"] = entry["epoch_s"] * NNUNET_TRAIN["epochs"]
+    return entry
+
+
+def test_the_summary_gives_the_budget_the_jobs_and_the_time_per_epoch_and_fold():
+    assert epoch_seconds({"train_step_s": 2.0, "validation_step_s": 0.5}, NNUNET_TRAIN) == 525.0
+    jobs = {"train": 10, "validate": 10, "predict": 2, "predict_mem_mb": 4096}
+    budget = make_budget(
+        "Dataset004",
+        [candidate("3d_fullres", 0.1, 0.02), candidate("2d", 0.04, 0.01)],
+        NNUNET_TRAIN,
+        [0, 1, 2, 3, 4],
+        jobs,
+    )
+    # 250 x 0.1 + 50 x 0.02 = 26 s per epoch, 26 000 s per fold; 2d: 10.5 s, 10 500 s; 5 folds each
+    assert budget["training_s"] == pytest.approx(5 * (26_000 + 10_500))
+    text = "\n".join(summary_lines(budget))
+    assert "2 candidates x 5 folds (0, 1, 2, 3, 4), each 1000 epochs x 250 iterations (+ 50 validation" in text
+    assert "3d_fullres: patch 40x56x40, batch 9; training job 5.0 GB, validation job 3.0 GB" in text
+    assert "on cpu (2 threads): 0.10 s per iteration, 26 s per epoch, about 7 h 13 min per fold" in text
+    assert "jobs: 10 training, 10 validation, 2 prediction (4.0 GB each); training in all about 50 h 41 min" in text
+    assert "warning" not in text
+
+
+def test_the_summary_warns_where_a_fold_would_outlast_the_jobs_runtime_limit():
+    jobs = {"train": 5, "validate": 5, "predict": 1, "predict_mem_mb": 1024}
+    slow = candidate("3d_fullres", 10.0, 3.0, gpus=1, timed_batches=[1, 4], device="cuda:0 (NVIDIA H100)")
+    text = "\n".join(summary_lines(make_budget("Dataset004", [slow], NNUNET_TRAIN, [0, 1, 2, 3, 4], jobs)))
+    assert "training job 5.0 GB, 1 GPU" in text
+    assert "(timed at batches 1 and 4)" in text
+    assert "warning: a fold of 3d_fullres is estimated to take longer than the training jobs' runtime limit" in text
+    assert "raise train.runtime_minutes" in text
+
+
+def test_a_probe_times_the_planned_network_at_its_planned_batch():
+    fingerprint = {
+        "spacings": [[1.0, 1.0, 1.0]] * 4,
+        "shapes_after_crop": [[8, 16, 16]] * 4,
+        "median_relative_size_after_cropping": 1.0,
+        "foreground_intensity_properties_per_channel": {"0": {}},
+    }
+    dataset_json = {"channel_names": {"0": "MR"}, "labels": {"background": 0, "a": 1, "b": 2}, "numTraining": 4}
+    plans = plan_experiment(fingerprint, dataset_json)
+    probed = probe(plans, dataset_json, "3d_fullres", TrainSettings(), "cpu")
+    assert probed["device"] == "cpu" and probed["batch_size"] == plans["configurations"]["3d_fullres"]["batch_size"]
+    assert probed["timed_batches"] == [probed["batch_size"]]  # a small network: the planned batch itself
+    assert 0 < probed["validation_step_s"] < probed["train_step_s"]
