@@ -1,11 +1,19 @@
 """What every Snakemake start costs on a large dataset (4^3 volumes, so that only the DAG counts), for each
-case count given: `snakemake -n --profile profiles/slurm` with nothing run yet (the DAG up to the plan
-checkpoint) and once the plan exists (every stage: preprocessing, 5 folds x configurations of training,
-validation, ...), and the start-up of one cluster job: the command SLURM runs for the fingerprint job (the
-executor's own, captured from its sbatch call), timed from its launch until the job's script starts (the
-first line of the job's log). Needs the SLURM executor plugin and a reachable SLURM controller (for example
-tests/slurm/local_slurm.sh start). Targets at 10 000 cases: before the plan < 10 s, with it < 30 s, a job's
-start-up < 10 s.
+case count given: `snakemake -n` in four states of a run, each with the default profile (as a workstation user
+runs it) and with `--profile profiles/slurm`:
+
+* fresh: nothing run yet (the DAG up to the plan checkpoint);
+* per-case stages done: verification and cropping run, the plan not yet (a large run under way);
+* planned: the plan exists, the preprocessing not yet (every stage: preprocessing, 5 folds x configurations of
+  training, validation, ...);
+* preprocessed: the plan and the preprocessing done (training and what follows pending);
+
+and the start-up of one cluster job: the command SLURM runs for the fingerprint job (the executor's own,
+captured from its sbatch call), timed from its launch until the job's script starts (the first line of the
+job's log). Needs the SLURM executor plugin and a reachable SLURM controller (for example
+tests/slurm/local_slurm.sh start: with the plugin installed and no controller, every Snakemake start waits up
+to 10 s for `scontrol show config`, the plugin's own check). Targets at 10 000 cases: before the plan < 10 s,
+with it < 30 s, a job's start-up < 10 s.
 
     python bench/dry_run.py [--cases 1000 5000 10000] [--repeats 3] [--work DIR]
 """
@@ -32,6 +40,10 @@ SLURM = ["--profile", str(REPO / "profiles" / "slurm"), "--slurm-status-command"
 SLURM_POLLING = ["--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2"]
 
 
+STATES = ("fresh", "per-case stages done", "planned", "preprocessed")
+PROFILES = {"default": [], "slurm": SLURM}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, nargs="+", default=[1000])
@@ -41,9 +53,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         rows = [measure(work / f"cases_{n}", n, args.repeats) for n in args.cases]
-    print("\ncases | before the plan | with the plan (jobs) | one job's start-up | running to the plan")
-    for n, before, (with_plan, jobs), startup, to_plan in rows:
-        print(f"{n} | {before:.1f} s | {with_plan:.1f} s ({jobs}) | {startup:.1f} s | {to_plan:.0f} s")
+    header = " | ".join(f"{state}, {profile}" for state in STATES for profile in PROFILES)
+    print(f"\ncases | {header} | one job's start-up | running to the plan")
+    for n, dry_runs, startup, to_plan in rows:
+        cells = " | ".join(f"{dry_runs[state, profile][0]:.1f} s" for state in STATES for profile in PROFILES)
+        jobs = dry_runs["planned", "default"][1]
+        print(f"{n} | {cells} | {startup:.1f} s | {to_plan:.0f} s ({jobs} jobs once planned)")
 
 
 def measure(workdir: Path, n_cases: int, repeats: int):
@@ -52,17 +67,29 @@ def measure(workdir: Path, n_cases: int, repeats: int):
         write_tiny_dataset(dataset, n_cases)
     for previous_run in (workdir / "results", workdir / ".snakemake"):
         shutil.rmtree(previous_run, ignore_errors=True)
-    workdir_config = f"dataset={dataset}"
-    dry_run = [c for c in snakemake_command(workdir, workdir_config) if c != "-q"] + ["-n", *SLURM]
-    before, _ = time_dry_runs(dry_run, repeats, f"{n_cases} cases, before the plan")
+    config = f"dataset={dataset}"
+    dry_run = [c for c in snakemake_command(workdir, config) if c != "-q"] + ["-n"]
+    dry_runs = {}
+
+    def time_state(state: str) -> None:
+        for profile, options in PROFILES.items():
+            dry_runs[state, profile] = time_dry_runs(
+                [*dry_run, *options], repeats, f"{n_cases} cases, {state}, {profile}"
+            )
+
+    time_state("fresh")
+    subprocess.run([*snakemake_command(workdir, config), "--omit-from", "fingerprint"], check=True)
+    time_state("per-case stages done")
     started = time.perf_counter()
-    subprocess.run(snakemake_command(workdir, workdir_config, targets=[plans_path(dataset)]), check=True)
+    subprocess.run(snakemake_command(workdir, config, targets=[plans_path(dataset)]), check=True)
     to_plan = time.perf_counter() - started
     print(f"{n_cases} cases: running to the plan took {to_plan:.0f} s")
-    with_plan = time_dry_runs(dry_run, repeats, f"{n_cases} cases, with the plan")
-    startup = job_startup(workdir, workdir_config, dataset)
+    time_state("planned")
+    subprocess.run(snakemake_command(workdir, config, targets=["preprocessing"]), check=True)
+    time_state("preprocessed")
+    startup = job_startup(workdir, config, dataset)
     print(f"{n_cases} cases: a cluster job (fingerprint) starts its script {startup:.1f} s after its command")
-    return n_cases, before, with_plan, startup, to_plan
+    return n_cases, dry_runs, startup, to_plan
 
 
 def plans_path(dataset: Path) -> str:

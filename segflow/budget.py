@@ -188,6 +188,8 @@ def epoch_seconds(probed: dict, train: dict) -> float:
 def candidate_budget(job: dict, probed: dict, train: dict) -> dict:
     """One candidate's entry: its jobs and what they declare (``job``, from the workflow), its probe and the
     estimated time per epoch and per fold."""
+    if "error" in probed:
+        return {**job, **probed, "epoch_s": None, "fold_s": None}
     per_epoch = epoch_seconds(probed, train)
     return {**job, **probed, "epoch_s": per_epoch, "fold_s": per_epoch * train["epochs"]}
 
@@ -203,7 +205,7 @@ def make_budget(dataset: str, candidates: list[dict], train: dict, folds: list, 
         "runtime_minutes": train["runtime_minutes"],
         "jobs": jobs,
         "candidates": candidates,
-        "training_s": sum(c["fold_s"] for c in candidates) * len(folds),
+        "training_s": sum(c["fold_s"] for c in candidates if c["fold_s"] is not None) * len(folds),
     }
 
 
@@ -226,23 +228,29 @@ def summary_lines(budget: dict) -> list[str]:
     ]
     for c in budget["candidates"]:
         gpu = f", {c['gpus']} GPU" if c["gpus"] else ""
+        declared = (
+            f"  {c['name']}: patch {'x'.join(map(str, c['patch_size']))}, batch {c['batch_size']}; "
+            f"training job {gigabytes(c['train_mem_mb'])}{gpu}, validation job {gigabytes(c['validation_mem_mb'])}; "
+        )
+        if c["fold_s"] is None:
+            lines.append(f"{declared}its training step could not be timed: {c['error']}")
+            continue
         timed = c["timed_batches"]
         timed = "" if timed == [c["batch_size"]] else f" (timed at batches {' and '.join(map(str, timed))})"
         augmenting = f" + {c['augmentation_s']:.2f} s augmenting" if c.get("augmentation_s") else ""
         lines.append(
-            f"  {c['name']}: patch {'x'.join(map(str, c['patch_size']))}, batch {c['batch_size']}; "
-            f"training job {gigabytes(c['train_mem_mb'])}{gpu}, validation job {gigabytes(c['validation_mem_mb'])}; "
-            f"on {c['device']} ({counted(c['threads'], 'thread')}): {c['train_step_s']:.2f} s per iteration{timed}"
-            f"{augmenting}, "
-            f"{duration(c['epoch_s'])} per epoch, about {duration(c['fold_s'])} per fold"
+            f"{declared}on {c['device']} ({counted(c['threads'], 'thread')}): {c['train_step_s']:.2f} s per "
+            f"iteration{timed}{augmenting}, {duration(c['epoch_s'])} per epoch, about {duration(c['fold_s'])} per fold"
         )
+    predict = f" ({gigabytes(jobs['predict_mem_mb'])} each)" if jobs["predict"] else ""
+    total = (
+        f"; training in all about {duration(budget['training_s'])} one job at a time" if budget["training_s"] else ""
+    )
     lines.append(
-        f"  jobs: {jobs['train']} training, {jobs['validate']} validation, {jobs['predict']} prediction "
-        f"({gigabytes(jobs['predict_mem_mb'])} each); training in all about {duration(budget['training_s'])} "
-        "one job at a time"
+        f"  jobs: {jobs['train']} training, {jobs['validate']} validation, {jobs['predict']} prediction{predict}{total}"
     )
     limit = budget["runtime_minutes"] * 60
-    over = [c["name"] for c in budget["candidates"] if c["fold_s"] > limit]
+    over = [c["name"] for c in budget["candidates"] if (c["fold_s"] or 0) > limit]
     if over:
         lines.append(
             f"  warning: a fold of {', '.join(over)} is estimated to take longer than the training jobs' runtime "
@@ -280,7 +288,11 @@ def estimate_budget(
     entries = []
     for job in candidates:
         log.info("budget: timing %s's training steps", job["name"])
-        probed = probe(load_json(job["plans"]), dataset_json, job["configuration"], settings, device)
+        try:
+            probed = probe(load_json(job["plans"]), dataset_json, job["configuration"], settings, device)
+        except Exception as err:  # noqa: BLE001 - the budget reports what training will meet; it stops nothing
+            logging.getLogger("segflow.budget").exception("%s's training step could not be timed", job["name"])
+            probed = {"error": f"{type(err).__name__}: {err}"}
         entries.append(candidate_budget(job, probed, train))
     budget = make_budget(dataset, entries, train, folds, jobs)
     save_json(budget, out_path)

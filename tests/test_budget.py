@@ -104,3 +104,16 @@ def test_a_probe_times_the_planned_network_at_its_planned_batch():
     assert probed["device"] == "cpu" and probed["batch_size"] == plans["configurations"]["3d_fullres"]["batch_size"]
     assert probed["timed_batches"] == [probed["batch_size"]]  # a small network: the planned batch itself
     assert 0 < probed["validation_step_s"] < probed["train_step_s"]
+
+
+def test_a_candidate_that_cannot_be_timed_is_reported_and_the_others_still_counted():
+    jobs = {"train": 2, "validate": 2, "predict": 0, "predict_mem_mb": 0}
+    broken = {**candidate("2d", 0.0, 0.0), "error": "IndexError: boom", "epoch_s": None, "fold_s": None}
+    budget = make_budget("Dataset004", [broken, candidate("3d_fullres", 0.1, 0.02)], NNUNET_TRAIN, [0], jobs)
+    assert budget["training_s"] == pytest.approx(26_000)
+    text = "\n".join(summary_lines(budget))
+    assert (
+        "2d: patch 40x56x40, batch 9; training job 5.0 GB, validation job 3.0 GB; its training step could not be "
+        "timed: IndexError: boom" in text
+    )
+    assert "jobs: 2 training, 2 validation, 0 prediction; training in all about 7 h 13 min one job at a time" in text

@@ -132,14 +132,24 @@ def test_dry_run_of_a_thousand_cases_on_slurm_submits_batches_not_cases(slurm, t
 
 
 def test_bench_dry_run_on_a_small_dataset(slurm):
-    """bench/dry_run.py's smoke test (it needs SLURM): both dry-runs with their jobs, and a cluster job's start-up."""
+    """bench/dry_run.py's smoke test (it needs SLURM): the dry-runs of four states of a run with either profile,
+    their jobs, and a cluster job's start-up."""
     result = subprocess.run(
         [sys.executable, str(REPO / "bench" / "dry_run.py"), "--cases", "20", "--repeats", "1"],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for when in ("before the plan", "with the plan"):
-        assert re.search(rf"20 cases, {when}, run 1: [\d.]+ s, \d+ jobs", result.stdout), result.stdout
+    jobs = {}
+    for state in ("fresh", "per-case stages done", "planned", "preprocessed"):
+        for profile in ("default", "slurm"):
+            found = re.search(rf"20 cases, {state}, {profile}, run 1: [\d.]+ s, (\d+) jobs", result.stdout)
+            assert found, result.stdout
+            jobs[state, profile] = int(found[1])
+        assert jobs[state, "default"] == jobs[state, "slurm"]
+    # each state has less left to do than the one before it, the plan adding the stages that follow it
+    assert jobs["fresh", "default"] > jobs["per-case stages done", "default"]
+    assert jobs["planned", "default"] > jobs["preprocessed", "default"] > jobs["per-case stages done", "default"]
     assert re.search(r"20 cases: a cluster job \(fingerprint\) starts its script [\d.]+ s after", result.stdout)
-    assert re.search(r"^20 \| [\d.]+ s \| [\d.]+ s \(\d+\) \| [\d.]+ s \| \d+ s$", result.stdout, re.M), result.stdout
+    row = r"^20( \| [\d.]+ s){8} \| [\d.]+ s \| \d+ s \(\d+ jobs once planned\)$"
+    assert re.search(row, result.stdout, re.M), result.stdout

@@ -773,6 +773,7 @@ def budget_candidates(wildcards):
                 "plans": str(candidate_plans_path(candidate)),
                 "configuration": candidate.configuration,
                 "patch_size": candidate_configuration(candidate)["patch_size"],
+                "batch_size": candidate_configuration(candidate)["batch_size"],
                 "train_mem_mb": training_mem(jobs, 1),
                 "validation_mem_mb": inference_mem(jobs, 1),
                 "gpus": gpus(jobs),
