@@ -289,10 +289,49 @@ def report(record: dict, frameworks: list[str]) -> str:
         gap = statistics.mean(r["ema_pseudo_dice"] for r in runs) - statistics.mean(
             r["ema_pseudo_dice"] for r in nnunet
         )
-        band = loss_band(nnunet, runs)
-        outside = [row["epoch"] for row in band[1:] if not row["inside"]]
-        where = f"outside at epochs {outside}" if outside else "inside at every epoch after the first"
-        lines.append(f"   {framework} - nnunetv2: mean EMA {gap:+.4f}; mean training loss {where} of nnunetv2's range")
+        band = loss_band(nnunet, runs)[1:]
+        above = [row["epoch"] for row in band if row["mean"] > row["high"]]
+        below = [row["epoch"] for row in band if row["mean"] < row["low"]]
+        where = "inside nnunetv2's range at every epoch after the first"
+        if above or below:
+            where = f"above nnunetv2's range (slower) at epochs {above}, below it (faster) at epochs {below}"
+        lines.append(f"   {framework} - nnunetv2: mean EMA {gap:+.4f}; mean training loss {where}")
+    return "\n".join(lines)
+
+
+TABLE_EPOCHS = (0, 10, 15, 20, 30, 40, 50, 60, 79)
+NAMES = {
+    NNUNET: ("nnunetv2", "nnunetv2"),
+    "segflow-device": ("segflow, `augment_on: device`", "segflow, device"),
+    "segflow-workers": ("segflow, `augment_on: workers`", "segflow, workers"),
+}
+
+
+def running_ema(values, alpha: float = 0.9) -> list[float]:
+    """The EMA after every epoch (``ema``'s, epoch by epoch)."""
+    return [ema(values[: i + 1], alpha) for i in range(len(values))]
+
+
+def markdown_table(record: dict) -> str:
+    """The README's table of a record: per run, its final EMA pseudo Dice and wall time, and the training loss
+    and EMA pseudo Dice at ``TABLE_EPOCHS``."""
+    epochs = [e for e in TABLE_EPOCHS if e < record["setup"]["epochs"]]
+    runs = sorted(record["runs"].items(), key=lambda item: (list(NAMES).index(item[0].split("/")[0]), item[1]["seed"]))
+    lines = [
+        "| run (seed) | final EMA pseudo Dice | wall s | "
+        + " | ".join(f"epoch {e}" if i == 0 else str(e) for i, e in enumerate(epochs))
+        + " |",
+        "|" + "---|" * (3 + len(epochs)),
+    ]
+    for key, run in runs:
+        name = f"{NAMES[key.split('/')[0]][0]} ({run['seed']})"
+        losses = " | ".join(f"{run['train_loss'][e]:.3f}" for e in epochs)
+        wall = f"{run['wall_s']:,.0f}".replace(",", " ")
+        lines.append(f"| {name}, training loss | **{run['ema_pseudo_dice']:.3f}** | {wall} | {losses} |")
+    for key, run in runs:
+        name = f"{NAMES[key.split('/')[0]][1]} ({run['seed']})"
+        curve = running_ema(run["pseudo_dice"])
+        lines.append(f"| {name}, EMA pseudo Dice | | | " + " | ".join(f"{curve[e]:.3f}" for e in epochs) + " |")
     return "\n".join(lines)
 
 
@@ -321,8 +360,17 @@ def main() -> None:
     parser.add_argument("--worker-export", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--plans", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--markdown", action="store_true", help="print --json's runs as the README's table; no training"
+    )
     add_segflow_only(parser)
     args = parser.parse_args()
+    if args.markdown:
+        record = json.loads(args.json.read_text())
+        frameworks = list(dict.fromkeys(key.split("/")[0] for key in record["runs"]))
+        print(markdown_table(record))
+        print(report(record, frameworks))
+        return
     if args.worker_segflow:
         return worker_segflow(args)
     if args.worker_export:

@@ -30,7 +30,7 @@ PROBE_STEPS = 2
 #: On a CPU, where a step at the planned batch size would take longer than this (MSD Prostate 2d: 31 slices of
 #: 320 x 320, minutes per step), smaller batches are timed (``cpu_timings``), so that the probe takes seconds,
 #: not a quarter of an hour.
-FULL_BATCH_PROBE_S = 10.0
+FULL_BATCH_PROBE_S = 5.0
 
 
 def synchronize(device) -> None:

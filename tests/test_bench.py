@@ -171,6 +171,12 @@ def test_bench_train_quality(tiny_task, preprocessed, tmp_path):
         )
     again = json.loads(record.read_text())["runs"]
     assert {k: again[k] for k in runs} == runs and len(again) == 4
+    bench("train_quality.py", *common, "--repeats", "3", "--max-runs", "1")  # the next pending run alone
+    assert sorted(json.loads(record.read_text())["runs"]) == sorted([*again, "segflow-device/seed_2"])
+    table = bench("train_quality.py", "--markdown", "--json", record)  # the README's table, from the record
+    rows = [line for line in table.splitlines() if line.startswith("| segflow")]
+    assert len(rows) == 10 and rows[0].startswith("| segflow, `augment_on: device` (0), training loss | **"), table
+    assert rows[5].startswith("| segflow, device (0), EMA pseudo Dice | | | "), table
 
 
 def test_bench_train_step(tmp_path):

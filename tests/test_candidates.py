@@ -75,9 +75,10 @@ def test_a_preset_and_a_monai_network_join_a_finished_run_and_train_only_their_o
     kept = {**modification_times(out / "preprocessed"), **{p: p.stat().st_mtime_ns for p in trained if p.is_file()}}
     grown = {**base, "planners": "[default,resenc_m]", "networks": "[default,segresnet]"}
 
-    # Before ResEnc M's plan (a checkpoint) exists, only the plans are scheduled.
+    # Before ResEnc M's plan (a checkpoint) exists, only the plans are scheduled, and the budget of the new
+    # candidate list.
     jobs = scheduled_jobs(run_snakemake(tmp_path, "-n", config=grown).stdout)
-    assert jobs == {"plan_preset": 1, "network_plans": 2, "all": 1}, jobs
+    assert jobs == {"plan_preset": 1, "network_plans": 2, "budget": 1, "all": 1}, jobs
     run = run_snakemake(tmp_path, config=grown)
     assert "rule preprocess_" not in run.stdout
     changed = [str(path) for path, mtime in kept.items() if path.stat().st_mtime_ns != mtime]
@@ -127,12 +128,13 @@ def test_a_preset_and_a_monai_network_join_a_finished_run_and_train_only_their_o
         assert set(np.unique(sitk.GetArrayFromImage(segmentation))) <= {0, 1, 2}
 
     # A third planner: once its plan exists, only its candidates' jobs and those comparing candidates are
-    # scheduled (its U-Net and its SegResNet: 2 of each, and 2 x 4 + 1 ensembles).
+    # scheduled (its U-Net and its SegResNet: 2 of each, and 2 x 4 + 1 ensembles), and the budget anew.
     third = {**grown, "planners": "[default,resenc_m,resenc_l]"}
     run_snakemake(tmp_path, f"results/{DEMO}/plans_resenc_l.json", config=third)
     jobs = scheduled_jobs(run_snakemake(tmp_path, "-n", config=third).stdout)
     assert jobs == {
         "network_plans": 1,
+        "budget": 1,
         "train": 2,
         "validate": 2,
         "crossval": 2,

@@ -18,7 +18,7 @@ from slurm_cluster import DEMO, run_on_slurm
 
 from segflow.batches import auto_batch_count
 
-GPU_RULES = re.compile(r"train|validate|predict_b\d+")
+GPU_RULES = re.compile(r"train|validate|predict_b\d+|budget")
 
 
 def test_demo_on_slurm_with_a_training_killed_by_its_time_limit_matches_the_local_run(slurm_demo_run, demo_run):
@@ -32,7 +32,7 @@ def test_demo_on_slurm_with_a_training_killed_by_its_time_limit_matches_the_loca
     rules = [r["rule"] for r in records]
     trained = {(r["rule"], r["wildcards"]) for r in records if r["rule"] in ("train", "validate")}
     assert trained == {("train", "3d_fullres_0"), ("validate", "3d_fullres_0")}
-    assert "fingerprint" in rules and "report_overlays" in rules
+    assert "fingerprint" in rules and "report_overlays" in rules and "budget" in rules  # timed where training runs
     # Bookkeeping ran on the submit host (the Snakefile's localrules), not as cluster jobs.
     local = ("plan", "crossval", "select", "report_tables")
     assert not set(local) & set(rules), rules

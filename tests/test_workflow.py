@@ -296,6 +296,7 @@ def test_adding_a_case_reruns_only_its_batch(tmp_path):
         "verify_report": 1,
         "fingerprint": 1,
         "plan": 1,
+        "budget": 1,
         "splits": 1,
         "all": 1,
     }, jobs

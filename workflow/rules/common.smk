@@ -753,11 +753,13 @@ def prediction_checkpoints(wildcards):
 
 
 def budget_inputs(wildcards):
+    """The plans and dataset.json, ancient: rewritten after a case was added, they change nothing the budget
+    says unless its params (each candidate's patch, batch and memory) change, which reruns it.
+    """
+    paths = dict.fromkeys(str(candidate_plans_path(c)) for c in selected_candidates())
     return {
-        "plans": list(
-            dict.fromkeys(str(candidate_plans_path(c)) for c in selected_candidates())
-        ),
-        "dataset_json": DATASET_JSON,
+        "plans": [ancient(p) for p in paths],
+        "dataset_json": ancient(DATASET_JSON),
         "verify_report": ancient(f"{OUT}/verify_report.json"),
     }
 
