@@ -74,6 +74,7 @@ def test_demo_on_slurm_with_a_training_killed_by_its_time_limit_matches_the_loca
 NOT_IN_THE_SLURM_RUN = re.compile(
     r"config\.yaml|(preprocessed|train)/2d/.*|train/[^/]+/fold_1/.*|train/[^/]+/fold_0/validation/[^/]+\.npz"
     r"|crossval/.*|selection\.json|predictions/.*|report/.*"
+    r"|budget\.json"  # timings, and the local run's candidates and folds
 )
 
 
