@@ -30,7 +30,7 @@ PROBE_STEPS = 2
 #: On a CPU, where a step at the planned batch size would take longer than this (MSD Prostate 2d: 31 slices of
 #: 320 x 320, minutes per step), smaller batches are timed (``cpu_timings``), so that the probe takes seconds,
 #: not a quarter of an hour.
-FULL_BATCH_PROBE_S = 5.0
+FULL_BATCH_PROBE_S = 10.0
 
 
 def synchronize(device) -> None:
@@ -142,8 +142,8 @@ def validation_seconds(trainer, labels: dict, batch: int, generator, steps: int 
 
 def cpu_timings(trainer, labels: dict, batch: int, generator) -> dict[int, float]:
     """Training step seconds at batch sizes 1, 4, 16, ... up to the planned one, or up to the last whose next
-    would take longer than ``FULL_BATCH_PROBE_S`` (at least two sizes: 1 and 2 where 4 would already take
-    longer): on a CPU a step's time grows along a straight line with the batch (a fixed cost and a cost per
+    would take longer than ``FULL_BATCH_PROBE_S`` (at least two sizes: 1 and the largest that fits where 4 would
+    already take longer): on a CPU a step's time grows along a straight line with the batch (a fixed cost and a cost per
     sample), which ``at_batch`` follows beyond the last two."""
     timed, size = {}, 1
     while True:
@@ -154,7 +154,9 @@ def cpu_timings(trainer, labels: dict, batch: int, generator) -> dict[int, float
         if timed[size] * following / size > FULL_BATCH_PROBE_S:
             if len(timed) > 1:
                 return timed
-            following = 2  # a line needs two sizes: one sample's step alone would count its fixed cost per sample
+            # a line needs two sizes (one sample's step alone would count its fixed cost per sample): the largest
+            # that fits, as the further the two lie apart, the less their noise weighs at the planned batch
+            following = min(batch, max(2, int(FULL_BATCH_PROBE_S / timed[size])))
         size = following
 
 

@@ -35,10 +35,14 @@ def test_a_cpu_times_growing_batches_until_the_next_would_take_too_long(monkeypa
     assert sizes == [1, 4, 12]  # the planned batch itself fits: timed, not extrapolated
     assert timed[12] == pytest.approx(0.1 + 0.5 * 12)
     sizes.clear()
-    monkeypatch.setattr(budget_module, "FULL_BATCH_PROBE_S", 1.0)  # 4 samples would take 2.1 s: 2 instead
+    monkeypatch.setattr(budget_module, "FULL_BATCH_PROBE_S", 2.0)  # 4 samples would take 2.1 s: 3 instead
     timed = cpu_timings(None, {}, 9, None)
-    assert sizes == [1, 2]
+    assert sizes == [1, 3]
     assert at_batch(timed, 9) == pytest.approx(0.1 + 0.5 * 9)
+    sizes.clear()
+    monkeypatch.setattr(budget_module, "FULL_BATCH_PROBE_S", 0.5)  # not even 2 fit: 2 all the same
+    cpu_timings(None, {}, 9, None)
+    assert sizes == [1, 2]
 
 
 def candidate(name, train_step_s, validation_step_s, **extra):
