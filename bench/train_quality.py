@@ -257,9 +257,7 @@ def loss_band(nnunet_runs: list[dict], other: list[dict]) -> list[dict]:
     for e in range(epochs):
         band = [r["train_loss"][e] for r in nnunet_runs]
         mean = statistics.mean(r["train_loss"][e] for r in other)
-        rows.append(
-            {"epoch": e, "low": min(band), "high": max(band), "mean": mean, "inside": min(band) <= mean <= max(band)}
-        )
+        rows.append({"epoch": e, "low": min(band), "high": max(band), "mean": mean})
     return rows
 
 

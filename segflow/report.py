@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segflow.budget import measured_epoch_seconds
+from segflow.budget import counted, measured_epoch_seconds
 from segflow.evaluate import label_key
 from segflow.io import atomic_path, read_channels, read_image
 from segflow.plan import network_class, resolved_configuration
@@ -128,18 +128,22 @@ def selection_rows(selection: dict) -> list[dict]:
 
 
 def budget_rows(budget: dict, fold_dirs: dict[str, list]) -> list[dict]:
-    """Per candidate: the budget's estimated seconds per epoch beside the median its folds measured."""
+    """Per candidate: the budget's estimated seconds per epoch beside the median its folds measured (a candidate
+    the probe could not time: why, and what its folds measured)."""
     rows = []
     for c in budget["candidates"]:
         measured = measured_epoch_seconds(fold_dirs.get(c["name"], []))
+        timed = c["epoch_s"] is not None
         rows.append(
             {
                 "candidate": c["name"],
-                "probed on": f"{c['device']}, {c['threads']} threads",
-                "s per iteration (probe)": round(c["train_step_s"], 3),
-                "s per epoch, estimated": round(c["epoch_s"], 1),
+                "probed on": f"{c['device']}, {counted(c['threads'], 'thread')}"
+                if timed
+                else f"not timed: {c['error']}",
+                "s per iteration (probe)": round(c["train_step_s"], 3) if timed else "",
+                "s per epoch, estimated": round(c["epoch_s"], 1) if timed else "",
                 "s per epoch, measured": "" if measured is None else round(measured, 1),
-                "measured / estimated": "" if measured is None else round(measured / c["epoch_s"], 2),
+                "measured / estimated": round(measured / c["epoch_s"], 2) if timed and measured is not None else "",
             }
         )
     return rows

@@ -6,6 +6,7 @@ import pytest
 from segflow import budget as budget_module
 from segflow.budget import at_batch, cpu_timings, epoch_seconds, make_budget, probe, summary_lines
 from segflow.plan import plan_experiment
+from segflow.report import budget_rows
 from segflow.train.loop import TrainSettings
 
 NNUNET_TRAIN = {"epochs": 1000, "iterations_per_epoch": 250, "val_iterations": 50, "runtime_minutes": 2880}
@@ -121,3 +122,25 @@ def test_a_candidate_that_cannot_be_timed_is_reported_and_the_others_still_count
         "timed: IndexError: boom" in text
     )
     assert "jobs: 2 training, 2 validation, 0 prediction; training in all about 7 h 13 min one job at a time" in text
+
+
+def test_the_report_sets_the_estimate_beside_the_folds_median_epoch_and_names_what_was_not_timed(tmp_path):
+    for fold, seconds in ((0, [30.0, 34.0]), (1, [40.0])):  # the median of 30, 34 and 40 is 34
+        folder = tmp_path / f"fold_{fold}"
+        folder.mkdir()
+        (folder / "training_log.jsonl").write_text("".join(f'{{"epoch_seconds": {s}}}\n' for s in seconds))
+    broken = {**candidate("2d", 0.0, 0.0), "error": "IndexError: boom", "epoch_s": None, "fold_s": None}
+    del broken["threads"], broken["device"], broken["train_step_s"]
+    budget = make_budget("D", [candidate("3d_fullres", 0.1, 0.02), broken], NNUNET_TRAIN, [0, 1], {})
+    folds = {"3d_fullres": [tmp_path / "fold_0", tmp_path / "fold_1"], "2d": [tmp_path / "fold_1"]}
+    timed, untimed = budget_rows(budget, folds)
+    assert timed == {
+        "candidate": "3d_fullres",
+        "probed on": "cpu, 2 threads",
+        "s per iteration (probe)": 0.1,
+        "s per epoch, estimated": 26.0,
+        "s per epoch, measured": 34.0,
+        "measured / estimated": round(34 / 26, 2),
+    }
+    assert untimed["probed on"] == "not timed: IndexError: boom" and untimed["s per epoch, measured"] == 40.0
+    assert untimed["s per epoch, estimated"] == untimed["measured / estimated"] == ""

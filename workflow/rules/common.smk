@@ -769,13 +769,14 @@ def budget_candidates(wildcards):
     entries = []
     for candidate in selected_candidates():
         jobs = SimpleNamespace(candidate=candidate.name)
+        configuration = candidate_configuration(candidate)
         entries.append(
             {
                 "name": candidate.name,
                 "plans": str(candidate_plans_path(candidate)),
                 "configuration": candidate.configuration,
-                "patch_size": candidate_configuration(candidate)["patch_size"],
-                "batch_size": candidate_configuration(candidate)["batch_size"],
+                "patch_size": configuration["patch_size"],
+                "batch_size": configuration["batch_size"],
                 "train_mem_mb": training_mem(jobs, 1),
                 "validation_mem_mb": inference_mem(jobs, 1),
                 "gpus": gpus(jobs),
