@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from segflow.io import load_json, save_json
-from segflow.progress import duration
+from segflow.progress import Heartbeat, duration
 
 log = logging.getLogger("segflow.progress")
 
@@ -267,6 +267,16 @@ def show(budget: dict) -> None:
         log.info("%s", line)
 
 
+def probe_or_error(job: dict, dataset_json: dict, settings, device: str) -> dict:
+    """``probe`` of a workflow entry (its ``plans`` file and ``configuration``), or the error it met: the budget
+    reports what training will meet, it stops nothing."""
+    try:
+        return probe(load_json(job["plans"]), dataset_json, job["configuration"], settings, device)
+    except Exception as err:  # noqa: BLE001
+        logging.getLogger("segflow.budget").exception("%s's training step could not be timed", job["name"])
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
 def estimate_budget(
     dataset: str,
     dataset_json_path,
@@ -288,14 +298,11 @@ def estimate_budget(
     dataset_json = load_json(dataset_json_path)
     settings = settings_from_config(train)
     entries = []
-    for job in candidates:
-        log.info("budget: timing %s's training steps", job["name"])
-        try:
-            probed = probe(load_json(job["plans"]), dataset_json, job["configuration"], settings, device)
-        except Exception as err:  # noqa: BLE001 - the budget reports what training will meet; it stops nothing
-            logging.getLogger("segflow.budget").exception("%s's training step could not be timed", job["name"])
-            probed = {"error": f"{type(err).__name__}: {err}"}
-        entries.append(candidate_budget(job, probed, train))
+    with Heartbeat("budget") as heartbeat:  # a large network's steps on a CPU take minutes
+        for job in candidates:
+            log.info("budget: timing %s's training steps", job["name"])
+            heartbeat.beat(f"timing {job['name']}'s training steps")
+            entries.append(candidate_budget(job, probe_or_error(job, dataset_json, settings, device), train))
     budget = make_budget(dataset, entries, train, folds, jobs)
     save_json(budget, out_path)
     show(budget)

@@ -144,3 +144,28 @@ def test_the_report_sets_the_estimate_beside_the_folds_median_epoch_and_names_wh
     }
     assert untimed["probed on"] == "not timed: IndexError: boom" and untimed["s per epoch, measured"] == 40.0
     assert untimed["s per epoch, estimated"] == untimed["measured / estimated"] == ""
+
+
+def test_the_budget_job_says_what_it_times_at_least_every_heartbeat(tmp_path, monkeypatch, caplog):
+    """A probe that takes longer than the heartbeat (a large network on a CPU) gets lines while it runs."""
+    import time
+
+    import segflow.progress
+
+    monkeypatch.setattr(segflow.progress, "HEARTBEAT_S", 0.1)
+    monkeypatch.setattr(budget_module, "probe", lambda *args: time.sleep(0.35) or {"error": "slow"})
+    (tmp_path / "dataset.json").write_text('{"labels": {"background": 0, "a": 1}}')
+    (tmp_path / "plans.json").write_text("{}")
+    job = {
+        "name": "3d_fullres",
+        "plans": str(tmp_path / "plans.json"),
+        "configuration": "3d_fullres",
+        "patch_size": [8, 8, 8],
+    }
+    job |= {"batch_size": 2, "train_mem_mb": 1024, "validation_mem_mb": 1024, "gpus": 0}
+    jobs = {"train": 1, "validate": 1, "predict": 0, "predict_mem_mb": 0}
+    with caplog.at_level("INFO", logger="segflow.progress"):
+        train = {**NNUNET_TRAIN, "seed": 0, "augment_on": "device"}
+        budget_module.estimate_budget("D", tmp_path / "dataset.json", [job], train, [0], jobs, tmp_path / "b.json")
+    beats = [r.message for r in caplog.records if r.message.startswith("budget: timing 3d_fullres's training steps, ")]
+    assert len(beats) >= 2, [r.message for r in caplog.records]
