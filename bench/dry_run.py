@@ -8,14 +8,19 @@ runs it) and with `--profile profiles/slurm`:
   training, validation, ...);
 * preprocessed: the plan and the preprocessing done (training and what follows pending);
 
-and the start-up of one cluster job: the command SLURM runs for the fingerprint job (the executor's own,
+With ``--plain-python``, the default profile is timed a second time with that Python: an environment made
+by the Quick start's install alone (`pip install .`), as a workstation user has it. The test extras install
+the SLURM executor plugin, which every Snakemake start then imports (with pandas, about 0.4 s quiet) and
+asks SLURM for its configuration.
+
+And the start-up of one cluster job: the command SLURM runs for the fingerprint job (the executor's own,
 captured from its sbatch call), timed from its launch until the job's script starts (the first line of the
 job's log). Needs the SLURM executor plugin and a reachable SLURM controller (for example
 tests/slurm/local_slurm.sh start: with the plugin installed and no controller, every Snakemake start waits up
 to 10 s for `scontrol show config`, the plugin's own check). Targets at 10 000 cases: before the plan < 10 s,
 with it < 30 s, a job's start-up < 10 s.
 
-    python bench/dry_run.py [--cases 1000 5000 10000] [--repeats 3] [--work DIR]
+    python bench/dry_run.py [--cases 1000 5000 10000] [--repeats 3] [--work DIR] [--plain-python PYTHON]
 """
 
 from __future__ import annotations
@@ -41,7 +46,13 @@ SLURM_POLLING = ["--slurm-init-seconds-before-status-checks", "2", "--seconds-be
 
 
 STATES = ("fresh", "per-case stages done", "planned", "preprocessed")
-PROFILES = {"default": [], "slurm": SLURM}
+PLAIN = "default, plain install"
+
+
+def profiles(plain_python: str | None) -> dict[str, tuple[str, list[str]]]:
+    """Each measured way to start Snakemake: its Python and its options."""
+    found = {"default": (sys.executable, []), "slurm": (sys.executable, SLURM)}
+    return found | ({PLAIN: (plain_python, [])} if plain_python else {})
 
 
 def main() -> None:
@@ -49,19 +60,21 @@ def main() -> None:
     parser.add_argument("--cases", type=int, nargs="+", default=[1000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, help="keep the datasets and runs here (default: a temporary folder)")
+    parser.add_argument("--plain-python", help="a Python with segflow from `pip install .` alone (no SLURM plugin)")
     args = parser.parse_args()
+    ways = profiles(args.plain_python)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        rows = [measure(work / f"cases_{n}", n, args.repeats) for n in args.cases]
-    header = " | ".join(f"{state}, {profile}" for state in STATES for profile in PROFILES)
+        rows = [measure(work / f"cases_{n}", n, args.repeats, ways) for n in args.cases]
+    header = " | ".join(f"{state}, {profile}" for state in STATES for profile in ways)
     print(f"\ncases | {header} | one job's start-up | running to the plan")
     for n, dry_runs, startup, to_plan in rows:
-        cells = " | ".join(f"{dry_runs[state, profile][0]:.1f} s" for state in STATES for profile in PROFILES)
+        cells = " | ".join(f"{dry_runs[state, profile][0]:.1f} s" for state in STATES for profile in ways)
         jobs = dry_runs["planned", "default"][1]
         print(f"{n} | {cells} | {startup:.1f} s | {to_plan:.0f} s ({jobs} jobs once planned)")
 
 
-def measure(workdir: Path, n_cases: int, repeats: int):
+def measure(workdir: Path, n_cases: int, repeats: int, ways: dict):
     dataset = workdir / "Dataset999_Many"
     if not (dataset / "dataset.json").is_file():
         write_tiny_dataset(dataset, n_cases)
@@ -72,9 +85,9 @@ def measure(workdir: Path, n_cases: int, repeats: int):
     dry_runs = {}
 
     def time_state(state: str) -> None:
-        for profile, options in PROFILES.items():
+        for profile, (python, options) in ways.items():
             dry_runs[state, profile] = time_dry_runs(
-                [*dry_run, *options], repeats, f"{n_cases} cases, {state}, {profile}"
+                [python, *dry_run[1:], *options], repeats, f"{n_cases} cases, {state}, {profile}"
             )
 
     time_state("fresh")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 import zlib
+from pathlib import Path
 
+from segflow.errors import InputError
 from segflow.io import load_json, save_json
 
 # `case_batches: auto` keeps a batch at most this many cases: a cluster gets jobs of a few minutes, and
@@ -78,3 +80,19 @@ def files_in_manifests(manifests, kind: str) -> list[str]:
         manifest = load_json(path)
         pairs += zip(manifest["cases"], manifest[kind], strict=True)
     return [file for _, file in sorted(pairs)]
+
+
+def require_listed_files(path) -> None:
+    """An InputError naming the first per-case file that a batch manifest lists and that is gone. Snakemake
+    tracks a batch job by its manifest alone (its only declared output), so it cannot see that a case's file
+    was deleted afterwards: the fix is to delete the manifest, which redoes the batch."""
+    manifest = load_json(path)
+    for kind in (k for k in manifest if k != "cases"):
+        for case, file in zip(manifest["cases"], manifest[kind], strict=True):
+            if not Path(file).exists():
+                raise InputError(
+                    f"gone, though the batch manifest {path} lists it.",
+                    file=file,
+                    case=case,
+                    fix=f"delete {path} and run again: snakemake then redoes that batch.",
+                )

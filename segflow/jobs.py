@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from segflow.batches import write_manifest
+from segflow.batches import require_listed_files, write_manifest
 from segflow.errors import InputError
 from segflow.io import CHANNEL_SUFFIX
 from segflow.progress import show_on_terminal
@@ -61,13 +61,31 @@ def images_per_case(job) -> list[list[str]]:
     return files_by_case(job.input.images, job.params.cases, job.params.channels)
 
 
-def write_batch_manifest(job) -> None:
-    """A batch job's manifest (its ``output.manifest``): its ``params.cases`` and its other named outputs."""
-    outputs = {name: list(files) for name, files in job.output.items() if name != "manifest"}
+def batch_outputs(job) -> dict[str, list[str]]:
+    """Kind -> the per-case files of a batch job, in case order: its ``params.outputs`` patterns (FOLDER/{case}
+    ENDING) for each of its ``params.cases``."""
+    return {
+        kind: [pattern.replace("{case}", c) for c in job.params.cases] for kind, pattern in job.params.outputs.items()
+    }
+
+
+def run_batch_job(job, function, *args):
+    """run_job for a batch job, whose only declared output is its manifest: ``function(*args, *files)``, with
+    the batch's per-case files of each kind (batch_outputs) as its last arguments, then the manifest. A
+    failure removes every per-case file of the batch, as Snakemake removes a failed job's outputs."""
+    outputs = batch_outputs(job)
+    try:
+        run_job(job.log[0], function, *args, *outputs.values())
+    except BaseException:  # an input error's exit too
+        for path in (Path(f) for files in outputs.values() for f in files):
+            path.unlink(missing_ok=True)
+        raise
     write_manifest(job.output.manifest, job.params.cases, outputs)
 
 
-def run_job(log_path, function, *args, **kwargs):
+def run_job(log_path, function, *args, reads=(), **kwargs):
+    """``function(*args, **kwargs)`` logged to ``log_path``; ``reads``: batch manifests whose per-case files
+    must all be there first (segflow.batches.require_listed_files)."""
     logging.basicConfig(
         filename=log_path, filemode="w", level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
     )
@@ -76,6 +94,8 @@ def run_job(log_path, function, *args, **kwargs):
     started = time.perf_counter()
     log.info("start %s", function.__qualname__)
     try:
+        for manifest in reads:
+            require_listed_files(manifest)
         result = function(*args, **kwargs)
     except InputError as err:
         log.error("%s", err)

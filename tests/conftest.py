@@ -263,7 +263,7 @@ def assert_every_job_used_less_than_it_declared(workdir, out, config=None) -> se
     its wall time) against what the same jobs declare (mem_mb, runtime where declared), as a dry-run that forces
     them lists it; returns the kinds of job checked."""
     benchmarks = sorted((out / "benchmarks").rglob("*.tsv"))
-    rules = {"fingerprint", "train", "validate"}
+    rules = {"fingerprint", "train", "validate", "budget"}
     rules |= {f"preprocess_{p.stem}" for p in benchmarks if p.parent.parent.name == "preprocess"}
     rules |= {f"predict_{p.stem}" for p in benchmarks if p.parent.name == "predict"}
     declared = {}

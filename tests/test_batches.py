@@ -1,11 +1,15 @@
 """Batches of cases: how many `case_batches: auto` makes, and the manifests that stand for a batch's files."""
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from segflow.batches import assign_batches, auto_batch_count, files_in_manifests, write_manifest
-from segflow.jobs import files_by_case
+from segflow.errors import InputError
+from segflow.io import save_json
+from segflow.jobs import files_by_case, run_batch_job, run_job
 
 
 @pytest.mark.parametrize(
@@ -52,3 +56,51 @@ def test_a_batch_jobs_flat_image_list_splits_into_its_cases_by_name():
         files_by_case(["x/a_0000.nii.gz"], ["a", "b"], 2)
     with pytest.raises(ValueError, match="expected 1 to 1"):
         files_by_case(["x/a_0000.nii.gz", "x/a_0001.nii.gz"], ["a"], 1)
+
+
+def batch_job(tmp_path, cases):
+    """What a batch job's script gets from Snakemake: its cases, its per-case file patterns, log, manifest."""
+    return SimpleNamespace(
+        params=SimpleNamespace(cases=cases, outputs={"records": f"{tmp_path}/crop/{{case}}.json"}),
+        log=[str(tmp_path / "job.log")],
+        output=SimpleNamespace(manifest=str(tmp_path / "batches" / "b000.json")),
+    )
+
+
+def write_until(bad_case):
+    def write_records(cases, records):
+        for case, path in zip(cases, records, strict=True):
+            if case == bad_case:
+                raise InputError("unreadable", case=case, fix="replace it")
+            save_json({"case": case}, path)
+
+    return write_records
+
+
+def test_a_batch_job_lists_its_cases_files_in_its_manifest_once_all_are_written(tmp_path):
+    job = batch_job(tmp_path, ["a", "b"])
+    run_batch_job(job, write_until(None), job.params.cases)
+    assert json.loads(Path(job.output.manifest).read_text()) == {
+        "cases": ["a", "b"],
+        "records": [f"{tmp_path}/crop/a.json", f"{tmp_path}/crop/b.json"],
+    }
+
+
+def test_a_failed_batch_job_leaves_neither_its_cases_files_nor_a_manifest(tmp_path, capsys):
+    job = batch_job(tmp_path, ["a", "b", "c"])
+    with pytest.raises(SystemExit):
+        run_batch_job(job, write_until("b"), job.params.cases)
+    assert "case 'b'" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.json")), "the failed batch left files behind"
+
+
+def test_a_reader_names_a_file_deleted_after_its_batch_and_the_manifest_to_delete(tmp_path, capsys):
+    job = batch_job(tmp_path, ["a", "b"])
+    run_batch_job(job, write_until(None), job.params.cases)
+    (tmp_path / "crop" / "b.json").unlink()
+    with pytest.raises(SystemExit):
+        run_job(str(tmp_path / "reader.log"), len, [], reads=[job.output.manifest])
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("segflow: bad input: [case 'b', file ") and "\n" not in message
+    assert f"Fix: delete {job.output.manifest} and run again" in message
+    assert run_job(str(tmp_path / "reader.log"), len, [1, 2], reads=[]) == 2

@@ -19,6 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import torch
@@ -155,26 +156,56 @@ def test_preprocessing_job_killed_with_half_its_cases_written(hippocampus, hippo
     out = workdir / hippocampus_run.relative_to(reference)
     cases = sorted(p.stem for p in (out / "preprocessed" / "3d_fullres").glob("*.json"))
     batch, batch_cases = max(assign_batches(cases, 8).items(), key=lambda item: len(item[1]))
+    manifest = out / "batches" / "preprocessed" / "3d_fullres" / f"{batch}.json"
     outputs = [
         out / "preprocessed" / "3d_fullres" / f"{c}{ending}"
         for c in batch_cases
         for ending in (".npy", "_seg.npy", ".json")
     ]
-    for path in outputs:
+    for path in [manifest, *outputs]:
         path.unlink()
     config = hippocampus_config(hippocampus)
-    targets = [p.relative_to(workdir) for p in outputs]  # with --directory, targets are relative to it
-    snakemake = start_snakemake(workdir, *targets, config=config)
+    target = manifest.relative_to(workdir)  # the batch job's one declared output; with --directory, relative
+    snakemake = start_snakemake(workdir, target, config=config)
     job = wait_for(lambda: job_process(snakemake, "preprocess.py"), "the preprocessing job", snakemake)
     wait_for(lambda: any(p.exists() for p in outputs), "its first preprocessed case", snakemake)
     kill_job(job)
-    written = sum(p.exists() for p in outputs)
-    assert 0 < written < len(outputs), f"{written} of {len(outputs)} files written when killed"
+    written = [p for p in outputs if p.exists()]
+    assert 0 < len(written) < len(outputs), f"{len(written)} of {len(outputs)} files written when killed"
     log = failed_run_output(snakemake)
     assert f"Error in rule preprocess_{batch}" in log, log[-3000:]
-    assert not any(p.exists() for p in outputs), "snakemake left part of the killed batch behind"
-    run_snakemake(workdir, *map(str, targets), config=config)
+    assert not manifest.exists(), "a killed batch must not look done"
+    for path in written:  # each file written whole or not at all (atomic writes), so readers never see half
+        assert path.stat().st_size > 0
+        json.loads(path.read_text()) if path.suffix == ".json" else np.load(path, allow_pickle=False)
+    run_snakemake(workdir, str(target), config=config)
     assert_same_results(workdir, reference)
+
+
+def test_a_per_case_file_deleted_after_its_batch_is_named_with_the_fix(demo_run, tmp_path):
+    """Snakemake tracks a batch job by its manifest: a case's file deleted afterwards stops its readers with
+    one line naming the file and the manifest to delete, and deleting it redoes the batch."""
+    workdir = copy_run(demo_run, tmp_path)
+    gone = workdir / DEMO / "preprocessed" / "2d" / "demo_000.npy"
+    gone.unlink()
+    target = DEMO / "train" / "2d" / "fold_0" / "checkpoint_final.pt"
+    result = run_snakemake(workdir, str(target), "--forcerun", "train", check=False)
+    assert result.returncode != 0
+    message = next(line for line in result.stdout.splitlines() if line.startswith("segflow: bad input:"))
+    relative = str(gone.relative_to(workdir))  # the jobs' paths are relative to snakemake's --directory
+    listing = [
+        m.relative_to(workdir)
+        for m in (workdir / DEMO / "batches" / "preprocessed" / "2d").glob("*.json")
+        if relative in m.read_text()
+    ]
+    assert len(listing) == 1 and relative in message and f"Fix: delete {listing[0]} " in message, message
+    assert "Traceback" not in result.stdout
+    (workdir / listing[0]).unlink()
+    run_snakemake(workdir, str(listing[0]))
+    assert (
+        np.load(gone, allow_pickle=False).shape
+        == np.load(demo_run / DEMO / "preprocessed" / "2d" / "demo_000.npy", allow_pickle=False).shape
+    )
 
 
 def retrain_until_epoch_0_ends(workdir: Path, fold: Path):

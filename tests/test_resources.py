@@ -154,7 +154,7 @@ def test_per_case_jobs_declare_time_for_their_voxels():
 
 def test_every_demo_job_used_less_memory_than_it_declared(demo_run):
     kinds = assert_every_job_used_less_than_it_declared(demo_run, demo_run / "results" / DEMO)
-    assert {"fingerprint", "preprocess", "train", "validate", "predict"} <= kinds, kinds
+    assert {"fingerprint", "preprocess", "train", "validate", "predict", "budget"} <= kinds, kinds
 
 
 @pytest.mark.slow

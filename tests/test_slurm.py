@@ -132,25 +132,26 @@ def test_dry_run_of_a_thousand_cases_on_slurm_submits_batches_not_cases(slurm, t
     assert sum(jobs.values()) < 45, jobs
 
 
-def test_bench_dry_run_on_a_small_dataset(slurm):
-    """bench/dry_run.py's smoke test (it needs SLURM): the dry-runs of four states of a run with either profile,
-    their jobs, and a cluster job's start-up."""
+def test_bench_dry_run_on_a_small_dataset(slurm, plain_python):
+    """bench/dry_run.py's smoke test (it needs SLURM): the dry-runs of four states of a run with either profile
+    and with a plain install's Python, their jobs, and a cluster job's start-up."""
     result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "dry_run.py"), "--cases", "20", "--repeats", "1"],
+        [sys.executable, str(REPO / "bench" / "dry_run.py"), "--cases", "20", "--repeats", "1"]
+        + ["--plain-python", plain_python],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = {}
     for state in ("fresh", "per-case stages done", "planned", "preprocessed"):
-        for profile in ("default", "slurm"):
+        for profile in ("default", "slurm", "default, plain install"):
             found = re.search(rf"20 cases, {state}, {profile}, run 1: [\d.]+ s, (\d+) jobs", result.stdout)
             assert found, result.stdout
             jobs[state, profile] = int(found[1])
-        assert jobs[state, "default"] == jobs[state, "slurm"]
+        assert jobs[state, "default"] == jobs[state, "slurm"] == jobs[state, "default, plain install"]
     # each state has less left to do than the one before it, the plan adding the stages that follow it
     assert jobs["fresh", "default"] > jobs["per-case stages done", "default"]
     assert jobs["planned", "default"] > jobs["preprocessed", "default"] > jobs["per-case stages done", "default"]
     assert re.search(r"20 cases: a cluster job \(fingerprint\) starts its script [\d.]+ s after", result.stdout)
-    row = r"^20( \| [\d.]+ s){8} \| [\d.]+ s \| \d+ s \(\d+ jobs once planned\)$"
+    row = r"^20( \| [\d.]+ s){12} \| [\d.]+ s \| \d+ s \(\d+ jobs once planned\)$"
     assert re.search(row, result.stdout, re.M), result.stdout

@@ -8,6 +8,8 @@ rule budget:
         f"{OUT}/budget.json",
     log:
         f"{LOGS}/budget.log",
+    benchmark:
+        f"{OUT}/benchmarks/budget.tsv"
     priority: GATE_PRIORITY
     conda:
         ENV

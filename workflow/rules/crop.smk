@@ -10,8 +10,6 @@ for batch, cases in BATCHES.items():
             verified=batch_manifest("verify", batch),
         output:
             manifest=batch_manifest("crop", batch),
-            records=per_case(f"{OUT}/crop/{{case}}.json", cases),
-            foreground=per_case(f"{OUT}/crop/{{case}}_fg.npy", cases),
         log:
             f"{LOGS}/crop/{batch}.log",
         group:
@@ -24,5 +22,6 @@ for batch, cases in BATCHES.items():
         params:
             cases=cases,
             raw=raw_files(cases),
+            outputs=case_files(f"{OUT}/crop", records=".json", foreground="_fg.npy"),
         script:
             "../scripts/crop.py"

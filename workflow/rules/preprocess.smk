@@ -2,9 +2,8 @@
 # plans.json is an ancient() input: rewriting it with the same content reruns nothing. What matters for
 # the data (spacing, normalisation, resampling, ...) is a param, so a real change reruns every case.
 # One rule per batch, its {folder} any data folder the plans can have (DATA_FOLDERS says whose plans make
-# each; those the plans lack are never asked for). The batch's manifest is its first output: what reads a
-# whole data folder depends on the manifests, so Snakemake finds their job at once instead of matching
-# thousands of per-case outputs.
+# each; those the plans lack are never asked for). The batch's manifest is its only output (case_files
+# says why): what reads a whole data folder depends on the manifests.
 for batch, cases in BATCHES.items():
 
     rule:
@@ -16,9 +15,6 @@ for batch, cases in BATCHES.items():
             dataset_json=ancient(DATASET_JSON),
         output:
             manifest=batch_manifest("preprocessed/{folder}", batch),
-            data=per_case(f"{OUT}/preprocessed/{{folder}}/{{case}}.npy", cases),
-            seg=per_case(f"{OUT}/preprocessed/{{folder}}/{{case}}_seg.npy", cases),
-            properties=per_case(f"{OUT}/preprocessed/{{folder}}/{{case}}.json", cases),
         log:
             f"{LOGS}/preprocess/{{folder}}/{batch}.log",
         benchmark:
@@ -35,5 +31,6 @@ for batch, cases in BATCHES.items():
             raw=raw_files(cases),
             configuration=preprocessing_configuration,
             signature=preprocessing_params,
+            outputs=preprocessed_case_files,
         script:
             "../scripts/preprocess.py"

@@ -10,7 +10,6 @@ for batch, cases in BATCHES.items():
             dataset_json=ancient(DATASET_JSON),
         output:
             manifest=batch_manifest("verify", batch),
-            records=per_case(f"{OUT}/verify/{{case}}.json", cases),
         log:
             f"{LOGS}/verify/{batch}.log",
         group:
@@ -23,6 +22,7 @@ for batch, cases in BATCHES.items():
             cases=cases,
             channels=DATASET.num_channels,
             dataset=dataset_json_signature(),
+            outputs=case_files(f"{OUT}/verify", records=".json"),
         script:
             "../scripts/verify.py"
 

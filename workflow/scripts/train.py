@@ -21,4 +21,5 @@ with claimed_gpu(enabled=sm.params.device != "cpu"):  # a workstation's GPUs, on
         device=sm.params.device,
         threads=sm.threads,
         previous_stage_dirs=list(sm.input.previous_stage),
+        reads=sm.input.data,
     )

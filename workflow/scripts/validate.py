@@ -26,6 +26,7 @@ with claimed_gpu(enabled=sm.params.device != "cpu"):  # a workstation's GPUs, on
         with_probabilities=sm.params.with_probabilities,
         tolerance=sm.params.tolerance,
         previous_stage_dirs=list(sm.input.previous_stage),
+        reads=sm.input.data,
         next_stage=sm.params.next_stage,
         window=SlidingWindow(step=sm.params.step, mirror=sm.params.mirror),
     )
