@@ -58,6 +58,11 @@ def assign_batches(cases, n_batches: int | str) -> dict[str, list[str]]:
     return dict(sorted(batches.items()))
 
 
+def per_case(pattern: str, cases) -> list[str]:
+    """``pattern`` with each case in place of ``{case}`` (other wildcards stay)."""
+    return [pattern.replace("{case}", c) for c in cases]
+
+
 def write_manifest(path, cases, outputs: dict[str, list[str]]) -> None:
     """A batch job's last output: its cases and, per kind, their files (in case order).
 

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from segflow.batches import require_listed_files, write_manifest
+from segflow.batches import per_case, require_listed_files, write_manifest
 from segflow.errors import InputError
 from segflow.io import CHANNEL_SUFFIX
 from segflow.progress import show_on_terminal
@@ -64,9 +64,7 @@ def images_per_case(job) -> list[list[str]]:
 def batch_outputs(job) -> dict[str, list[str]]:
     """Kind -> the per-case files of a batch job, in case order: its ``params.outputs`` patterns (FOLDER/{case}
     ENDING) for each of its ``params.cases``."""
-    return {
-        kind: [pattern.replace("{case}", c) for c in job.params.cases] for kind, pattern in job.params.outputs.items()
-    }
+    return {kind: per_case(pattern, job.params.cases) for kind, pattern in job.params.outputs.items()}
 
 
 def run_batch_job(job, function, *args):

@@ -177,7 +177,10 @@ def test_preprocessing_job_killed_with_half_its_cases_written(hippocampus, hippo
     assert not manifest.exists(), "a killed batch must not look done"
     for path in written:  # each file written whole or not at all (atomic writes), so readers never see half
         assert path.stat().st_size > 0
-        json.loads(path.read_text()) if path.suffix == ".json" else np.load(path, allow_pickle=False)
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        else:
+            np.load(path, allow_pickle=False)
     run_snakemake(workdir, str(target), config=config)
     assert_same_results(workdir, reference)
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from snakemake.exceptions import IncompleteCheckpointException
 
 from segflow import demo
-from segflow.batches import assign_batches, files_in_manifests
+from segflow.batches import assign_batches, files_in_manifests, per_case
 from segflow.dataset import check_labels, discover, images_to_predict, with_labels
 from segflow.device import uses_gpu
 from segflow.errors import InputError, stop_workflow
@@ -156,14 +156,9 @@ def results_dir(wildcards):
     return OUT
 
 
-def per_case(pattern, cases):
-    """``pattern`` with each case in place of ``{case}`` (other wildcards stay)."""
-    return [pattern.replace("{case}", c) for c in cases]
-
-
 def case_files(folder, **endings):
     """A batch job's per-case files, as its ``outputs`` param: kind -> FOLDER/{case}ENDING, which the job
-    expands for its cases (segflow.jobs.batch_outputs) and lists in its manifest.
+    expands for its cases (segflow.batches.per_case) and lists in its manifest.
 
     Batch jobs declare only their manifest as output. Declared per-case outputs cost Snakemake time for
     every case at every start (a dry-run of 10 000 planned cases took 27-28 s instead of 8-10 s), and nothing
@@ -201,16 +196,20 @@ def average_case_mem_mb(size_mb, n_cases, attempt, factor=40, base=500):
 def batch_mem_mb(wildcards, input, attempt):
     """average_case_mem_mb of a batch job whose inputs are its cases' images and labels (summed here: Snakemake's
     input.size_mb costs four times as much per file, at every start)."""
-    files = [*input.images, *input.labels]
-    size_mb = sum(os.path.getsize(f) for f in files if os.path.exists(f)) / 2**20
+    size_mb = existing_bytes([*input.images, *input.labels]) / 2**20
     return average_case_mem_mb(size_mb, len(input.labels), attempt)
+
+
+def existing_bytes(files):
+    """The size on disk of those of ``files`` that exist."""
+    return sum(os.path.getsize(f) for f in files if os.path.exists(f))
 
 
 def raw_bytes(cases, with_labels):
     """The size of the cases' raw images (and label maps) on disk, those that exist."""
     files = [f for c in cases for f in raw_images(c)]
     files += [raw_label(c) for c in cases] if with_labels else []
-    return sum(os.path.getsize(f) for f in files if os.path.exists(f))
+    return existing_bytes(files)
 
 
 def raw_mem_mb(cases, factor=40):
