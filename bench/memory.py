@@ -132,8 +132,9 @@ def write_mha(array, geometry: dict, path: Path) -> None:
     sitk.WriteImage(image, str(path), useCompression=False)
 
 
-def write_plans(kind: str, raw: Path, work: Path) -> dict:
-    """segflow's plans for the one case, 3d_fullres's features divided by 8 (the CT: its spacing 1 x 0.8 x 0.8)."""
+def write_plans(kind: str, raw: Path, work: Path, divisor: int = FEATURE_DIVISOR) -> dict:
+    """segflow's plans for the one case, 3d_fullres's features divided by ``divisor`` (the CT: its spacing
+    1 x 0.8 x 0.8)."""
     from segflow.crop import crop_case
     from segflow.fingerprint import build_fingerprint
     from segflow.io import load_json, save_json
@@ -145,7 +146,7 @@ def write_plans(kind: str, raw: Path, work: Path) -> dict:
     plans = plan_experiment(fingerprint, load_json(raw / "dataset.json"), None, f"Dataset999_{kind}")
     configuration = plans["configurations"][CONFIGURATION]
     kwargs = configuration["architecture"]["arch_kwargs"]
-    kwargs["features_per_stage"] = [max(2, f // FEATURE_DIVISOR) for f in kwargs["features_per_stage"]]
+    kwargs["features_per_stage"] = [max(2, f // divisor) for f in kwargs["features_per_stage"]]
     if kind == "ct":
         configuration["spacing"] = CT_TARGET_SPACING
     plans = nnunet_plans(plans, f"Dataset999_{kind}")

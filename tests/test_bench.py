@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -325,3 +326,38 @@ def test_bench_gpu_scripts_parse_and_pass_options_their_benchmarks_take(script):
         ).stdout
         for option in options:
             assert option.split("=")[0] in helptext, f"{script}: {called} has no option {option}"
+
+
+def test_bench_prediction_stages(tmp_path):
+    """bench/prediction_stages.py at a tenth of each size: both cases' runs are printed, every stage was timed (a
+    renamed function fails the bench), and the stages leave a non-negative rest of the run's whole time."""
+    args = ("--segflow-only", "--scale", "0.1", "--work", tmp_path, "--json", tmp_path / "s.json", "--markdown")
+    output = bench("prediction_stages.py", *args)
+    figures = json.loads((tmp_path / "s.json").read_text())
+    for kind in ("brats", "ct"):
+        for run in ("segflow stages", "segflow predict"):
+            assert re.search(rf"{kind}\s+{run}\s+[\d.]+ s\s+peak PSS\s+[\d.]+ GB", output), output
+        stages = figures[kind]["segflow stages"]["stages"]
+        assert all(seconds >= 0 for seconds in stages.values()), stages
+        assert stages["network"] > 0 and stages["other"] > 0
+        assert f"**{kind}**, seconds per stage:" in output
+
+
+def test_stage_clock_counts_a_stage_without_the_stages_it_calls():
+    """The clock's stages are exclusive: an outer stage that sleeps 0.05 s around an inner one of 0.5 s counts
+    0.05 s (and its time after the inner one returns), not 0.55 s."""
+    sys.path.insert(0, str(BENCH))
+    from stage_clock import StageClock
+
+    clock = StageClock()
+    inner = clock.timed("inner", lambda: time.sleep(0.5))
+
+    def outer():
+        time.sleep(0.025)
+        inner()
+        time.sleep(0.025)
+
+    clock.timed("outer", outer)()
+    assert clock.seconds["inner"] >= 0.5
+    assert 0.05 <= clock.seconds["outer"] < 0.5
+    assert clock.calls == {"inner": 1, "outer": 1}
