@@ -4,12 +4,13 @@ as label maps and probabilities; what validation, prediction and the ensembles w
 Logits are resampled (order 1, separate z as in the plans) to the cropped shape, turned into
 probabilities (softmax; sigmoid for regions) and a label map (argmax; regions painted in
 ``regions_class_order``), pasted into the bounding box of the crop, transposed back and written with the
-input's spacing, origin and direction. Where no probabilities are kept, the label map is taken from the
-logits (the same argmax; a region's logit above 0), resampled one channel at a time, as nnunetv2 exports
-then: a large case's export holds no array of all classes on its original grid.
+input's spacing, origin and direction. nnU-Net's orders (0 and 1) run in torch on the inference device, a band
+of rows at a time (segflow/resample.py): the label map never needs an array of all classes on the original
+grid, and without probabilities it comes from the logits (the same argmax; a region's logit above 0). Other
+orders run in scipy, the label map then from the logits resampled one channel at a time.
 
-Only a softmax or sigmoid of fresh logits needs torch, which is imported there: an ensemble or a selection job,
-which reads probabilities and label maps, starts without it.
+Only fresh logits need torch, which is imported there: an ensemble or a selection job, which reads
+probabilities and label maps, starts without it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from segflow.io import atomic_path, write_image
 from segflow.labels import has_regions, output_channels
 from segflow.plan import resolved_configuration
-from segflow.resample import resample
+from segflow.resample import DEVICE_ORDERS, axis_orders, resample, resampled_bands
 
 # --- labels -------------------------------------------------------------------------------------------
 
@@ -91,20 +92,71 @@ def revert_preprocessing(array: np.ndarray, properties: dict, plans: dict, fill=
     return full.transpose([*range(len(leading)), *backward])
 
 
-def logits_on_cropped_grid(logits: np.ndarray, properties: dict, plans: dict, configuration_name: str) -> np.ndarray:
-    """Logits on the preprocessed grid resampled (the plans' probability resampling) to the cropped case's grid."""
+def resampling_of(properties: dict, plans: dict, configuration_name: str) -> tuple[list[float], list[float], dict]:
+    """(preprocessed grid's spacing, cropped case's spacing, the plans' probability resampling kwargs), axes
+    transposed as the logits'."""
     configuration = resolved_configuration(plans, configuration_name)
     spacing_transposed = [properties["spacing"][a] for a in plans["transpose_forward"]]
     current = [float(s) for s in configuration["spacing"]]
     if len(current) < len(spacing_transposed):
         current = [spacing_transposed[0], *current]
-    return resample(
-        logits,
-        properties["shape_after_cropping_and_before_resampling"],
-        current,
-        spacing_transposed,
-        **configuration["resampling_fn_probabilities_kwargs"],
-    )
+    return current, spacing_transposed, dict(configuration["resampling_fn_probabilities_kwargs"])
+
+
+def logits_on_cropped_grid(logits: np.ndarray, properties: dict, plans: dict, configuration_name: str) -> np.ndarray:
+    """Logits on the preprocessed grid resampled (the plans' probability resampling) to the cropped case's grid."""
+    current, target, kwargs = resampling_of(properties, plans, configuration_name)
+    return resample(logits, properties["shape_after_cropping_and_before_resampling"], current, target, **kwargs)
+
+
+def device_orders(properties: dict, plans: dict, configuration_name: str) -> list[int] | None:
+    """Per axis, the interpolation order of the logits' resampling when the inference device can do it (orders
+    0 and 1, nnU-Net's for probabilities); None for other orders, which ``logits_on_cropped_grid`` does."""
+    current, target, kwargs = resampling_of(properties, plans, configuration_name)
+    if kwargs.get("is_seg") or not {kwargs.get("order", 3), kwargs.get("order_z", 0)} <= set(DEVICE_ORDERS):
+        return None
+    return axis_orders(len(target), current, target, kwargs["order"], kwargs["order_z"], kwargs["force_separate_z"])
+
+
+def labels_of_band(scores, dataset_json: dict, threshold: float):
+    """``segmentation_from_scores`` of a C x ... tensor band: the argmax (first channel wins ties), or regions
+    above ``threshold`` painted in ``regions_class_order``."""
+    import torch
+
+    labels = dataset_json["labels"]
+    if has_regions(labels):
+        segmentation = torch.zeros(scores.shape[1:], dtype=torch.int32, device=scores.device)
+        for channel, value in enumerate(dataset_json["regions_class_order"]):
+            segmentation[scores[channel] > threshold] = value
+        return segmentation
+    # Channel after channel, as segflow_from_scores: torch's argmax over a leading axis of a few channels takes
+    # ten times as long on a CPU.
+    values = output_channels(labels)
+    segmentation = torch.full(scores.shape[1:], values[0], dtype=torch.int32, device=scores.device)
+    best = scores[0].clone()
+    for channel, value in enumerate(values[1:], start=1):
+        better = scores[channel] > best
+        segmentation[better] = value
+        torch.maximum(best, scores[channel], out=best)
+    return segmentation
+
+
+def export_on_device(logits, properties, orders, dataset_json: dict, with_probabilities: bool, device):
+    """``export_logits``'s arrays on the cropped grid, resampled, turned into probabilities and labels on
+    ``device`` a band of rows at a time: (probabilities or None, label map)."""
+    import torch
+
+    shape = properties["shape_after_cropping_and_before_resampling"]
+    regions = has_regions(dataset_json["labels"])
+    segmentation = np.empty(shape, dtype=segmentation_dtype(dataset_json))
+    probabilities = np.empty((len(logits), *shape), dtype=np.float32) if with_probabilities else None
+    for start, band in resampled_bands(logits, shape, orders, device):
+        rows = slice(start, start + band.shape[1])
+        if with_probabilities:
+            band = torch.sigmoid(band) if regions else torch.softmax(band, 0)
+            probabilities[:, rows] = band.cpu().numpy()
+        segmentation[rows] = labels_of_band(band, dataset_json, 0.5 if with_probabilities else 0.0).cpu().numpy()
+    return probabilities, segmentation
 
 
 def export_logits(
@@ -114,24 +166,34 @@ def export_logits(
     configuration_name: str,
     dataset_json: dict,
     with_probabilities: bool = True,
+    device="cpu",
 ):
     """Logits on the preprocessed grid -> (probabilities C x original shape, or None without ``with_probabilities``;
-    label map of the original shape). The logits are not changed. Without probabilities the label map comes from
-    the logits, resampled one channel at a time: a large CT's export then holds its logits, two channels on the
-    original grid and the label map."""
-    if not with_probabilities:
+    label map of the original shape). The logits are not changed. nnU-Net's linear resampling runs on ``device``
+    (``export_on_device``): the label map comes a band of rows at a time, with no array of all classes on the
+    original grid unless probabilities are asked for. Other resampling orders run in scipy, then without
+    probabilities the label map comes from the logits resampled one channel at a time."""
+    orders = device_orders(properties, plans, configuration_name)
+    if orders is not None:
+        probabilities, segmentation = export_on_device(
+            logits, properties, orders, dataset_json, with_probabilities, device
+        )
+    elif not with_probabilities:
         channels = (
             logits_on_cropped_grid(logits[c : c + 1], properties, plans, configuration_name)[0]
             for c in range(len(logits))
         )
-        segmentation = segmentation_from_logits(channels, dataset_json)
-        return None, revert_preprocessing(segmentation, properties, plans)
-    cropped = logits_on_cropped_grid(logits, properties, plans, configuration_name)
-    regions = has_regions(dataset_json["labels"])
-    probabilities = probabilities_from_logits(cropped, regions)
-    del cropped
-    segmentation = revert_preprocessing(segmentation_from_probabilities(probabilities, dataset_json), properties, plans)
+        probabilities, segmentation = None, segmentation_from_logits(channels, dataset_json)
+    else:
+        cropped = logits_on_cropped_grid(logits, properties, plans, configuration_name)
+        probabilities = probabilities_from_logits(cropped, has_regions(dataset_json["labels"]))
+        del cropped
+        segmentation = segmentation_from_probabilities(probabilities, dataset_json)
+    segmentation = revert_preprocessing(segmentation, properties, plans)
+    if not with_probabilities:
+        return None, segmentation
     # Outside the crop there is only background: probability 1 for the background channel of label models.
+    regions = has_regions(dataset_json["labels"])
     outside = [0.0] * len(probabilities) if regions else [1.0] + [0.0] * (len(probabilities) - 1)
     return revert_preprocessing(probabilities, properties, plans, outside), segmentation
 
@@ -151,13 +213,20 @@ def save_probabilities(probabilities: np.ndarray, path) -> None:
 
 
 def export_prediction(
-    logits, properties: dict, plans: dict, configuration_name: str, dataset_json: dict, path, probabilities_path=None
+    logits,
+    properties: dict,
+    plans: dict,
+    configuration_name: str,
+    dataset_json: dict,
+    path,
+    probabilities_path=None,
+    device="cpu",
 ) -> None:
     """Write a case's label map in its original geometry (and its probabilities, given ``probabilities_path``) from
     logits on the preprocessed grid: what validation does with each case."""
     with_probabilities = probabilities_path is not None
     probabilities, segmentation = export_logits(
-        logits, properties, plans, configuration_name, dataset_json, with_probabilities
+        logits, properties, plans, configuration_name, dataset_json, with_probabilities, device
     )
     write_segmentation(segmentation, properties["geometry"], dataset_json, path)
     if with_probabilities:

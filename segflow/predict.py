@@ -99,10 +99,11 @@ class CasePredictor:
 
     def export(self, image, name: str, cache: dict, with_probabilities: bool):
         """(probabilities or None, label map) of member ``name`` in the image's geometry."""
-        model = self.predictors[name].model
+        predictor = self.predictors[name]
         logits, properties = self.logits(image, name, cache)
+        plans, configuration = predictor.model.plans, predictor.model.configuration_name
         return export_logits(
-            logits, properties, model.plans, model.configuration_name, self.dataset_json, with_probabilities
+            logits, properties, plans, configuration, self.dataset_json, with_probabilities, predictor.device
         )
 
     def probabilities(self, image, name: str, cache: dict) -> np.ndarray:

@@ -89,8 +89,9 @@ def validate_fold(
             logits = predictor.predict(data)
             del data
             probabilities_path = out / f"{case}.npz" if with_probabilities else None
+            prediction = out / f"{case}{ending}"
             export_prediction(
-                logits, properties, plans, configuration, dataset_json, out / f"{case}{ending}", probabilities_path
+                logits, properties, plans, configuration, dataset_json, prediction, probabilities_path, predictor.device
             )
             if next_stage:
                 target = Path(preprocessed) / data_folder(plans, next_stage) / f"{case}.npy"

@@ -10,11 +10,13 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
+import segflow.export
 from segflow.cli import inference_choices, parser, run_inference_settings
 from segflow.export import (
     export_logits,
     export_prediction,
     probabilities_from_logits,
+    resampling_of,
     segmentation_from_logits,
     segmentation_from_probabilities,
     write_segmentation,
@@ -32,6 +34,7 @@ from segflow.infer import (
 )
 from segflow.io import read_case, write_image
 from segflow.preprocess import preprocess_arrays
+from segflow.resample import axis_orders, resample, resampled_bands, resize
 
 LABELS = {"background": 0, "a": 1, "b": 2}
 DATASET_JSON = {"channel_names": {"0": "MR"}, "labels": LABELS, "file_ending": ".nii.gz"}
@@ -302,3 +305,79 @@ def test_inference_reads_a_checkpoints_network_weights_and_never_its_optimiser_s
     assert resident_mb() - before < 64
     legacy = load_model(plans, dataset_json, "3d_fullres", [tmp_path / "legacy.pt"]).fold_weights[0]
     assert all(torch.equal(legacy[k], v) for k, v in checkpoint["network_weights"].items())
+
+
+# --- export on the inference device -------------------------------------------------------------------------
+
+#: Original spacing, plan spacing (both transposed) and transpose of each export case: isotropic (linear on every
+#: axis), anisotropic with the coarse axis kept (its order 0 leaves it as it is) and resampled (order 0: nearest
+#: slices), and a transposed anisotropic one.
+EXPORT_CASES = {
+    "isotropic": ([1.0, 1.0, 1.0], [1.5, 1.3, 1.2], [0, 1, 2]),
+    "anisotropic": ([4.0, 0.8, 0.8], [4.0, 1.2, 1.1], [0, 1, 2]),
+    "anisotropic, slices resampled": ([5.0, 0.8, 0.7], [4.0, 1.0, 1.0], [0, 1, 2]),
+    "transposed": ([5.0, 0.7, 0.9], [3.5, 1.0, 1.3], [1, 0, 2]),
+}
+
+
+def export_case(case: str, classes: int = 3, seed: int = 0):
+    """Smooth random logits on a plan's grid (the last two channels tied on two rows) and the properties of the
+    cropped case they came from."""
+    spacing, plan_spacing, transpose = EXPORT_CASES[case]
+    cropped = [20, 22, 23]
+    preprocessed = [round(n * s / p) for n, s, p in zip(cropped, spacing, plan_spacing, strict=True)]
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(0, 3, (classes, *[max(2, n // 3) for n in preprocessed])).astype(np.float32)
+    logits = np.stack([resize(c, preprocessed, 1) for c in coarse]) + rng.normal(0, 0.3, (classes, *preprocessed))
+    logits[-1, :2] = logits[-2, :2]  # exact ties, which the first of the two channels wins
+    plans = plans_for(plan_spacing, [8, 16, 16], transpose)
+    properties = {  # the crop's shapes and box on transposed axes, the spacing on the reader's
+        "spacing": [spacing[transpose.index(a)] for a in range(3)],
+        "shape_after_cropping_and_before_resampling": cropped,
+        "shape_before_cropping": [n + 4 for n in cropped],
+        "bbox_used_for_cropping": [[1, 1 + n] for n in cropped],
+    }
+    return logits.astype(np.float32), properties, plans
+
+
+@pytest.mark.parametrize("case", sorted(EXPORT_CASES))
+def test_resampling_on_the_device_equals_scipys_within_float32_rounding(case):
+    """Bands of rows (several, and bands of one row) resampled by torch give ``resample``'s values: both
+    interpolate in float64 and round once to float32 (torch axis after axis, scipy all axes at once), so they
+    differ by a unit in the last place at most: two of the largest logit's bound it."""
+    logits, properties, plans = export_case(case)
+    current, target, kwargs = resampling_of(properties, plans, "3d_fullres")
+    shape = properties["shape_after_cropping_and_before_resampling"]
+    expected = resample(logits, shape, current, target, **kwargs)
+    orders = axis_orders(3, current, target, kwargs["order"], kwargs["order_z"], kwargs["force_separate_z"])
+    assert orders == ([1, 1, 1] if case == "isotropic" else [0, 1, 1])
+    for band_values in (1, 3 * 22 * 23 * 4, 1 << 24):
+        bands = list(resampled_bands(logits, shape, orders, "cpu", band_values))
+        assert len(bands) == {1: 20, 1 << 24: 1}.get(band_values, 5)
+        resampled = np.concatenate([band.numpy() for _, band in bands], axis=1)
+        assert [start for start, _ in bands] == list(np.cumsum([0] + [b.shape[1] for _, b in bands[:-1]]))
+        np.testing.assert_allclose(resampled, expected, rtol=0, atol=2**-22 * np.abs(logits).max())
+
+
+@pytest.mark.parametrize("case", sorted(EXPORT_CASES))
+def test_the_export_on_the_device_writes_scipys_label_map_and_probabilities(case, monkeypatch):
+    """The whole export (resampling, probabilities, argmax, crop back, transpose) on the device against the same
+    export in scipy (the path of other orders): label maps identical, with and without probabilities, for
+    labels and regions; probabilities within 1e-6."""
+    regions = {"labels": {"background": 0, "whole": [1, 2], "core": 2}, "regions_class_order": [1, 2]}
+    for dataset_json, classes in ((DATASET_JSON, 3), (regions, 2)):
+        logits, properties, plans = export_case(case, classes, seed=1)
+        on_device = [export_logits(logits, properties, plans, "3d_fullres", dataset_json, p) for p in (True, False)]
+        with monkeypatch.context() as patch:
+            patch.setattr(segflow.export, "device_orders", lambda *args: None)
+            in_scipy = [export_logits(logits, properties, plans, "3d_fullres", dataset_json, p) for p in (True, False)]
+        before_cropping = properties["shape_before_cropping"]
+        assert on_device[0][1].shape == tuple(before_cropping[a] for a in plans["transpose_backward"])
+        assert len(np.unique(on_device[0][1])) == len(dataset_json["labels"])  # every label occurs
+        for (probabilities, segmentation), (expected_probabilities, expected) in zip(on_device, in_scipy, strict=True):
+            np.testing.assert_array_equal(segmentation, expected)
+            assert segmentation.dtype == expected.dtype
+            if expected_probabilities is None:
+                assert probabilities is None
+            else:
+                np.testing.assert_allclose(probabilities, expected_probabilities, rtol=0, atol=1e-6)
