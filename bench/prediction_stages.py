@@ -3,8 +3,8 @@
 The cases are bench/memory.py's (a BraTS-size MRI case of 4 x 155 x 240 x 240, a 512 x 512 x 1 000 CT that
 export resamples from 0.8 mm back to 0.75 mm in-plane), each predicted from its raw files to a written label
 map with a freshly initialised fold 0 (the U-Net's features divided by 8, or ``--feature-divisor``, so that a
-CPU run takes minutes; the arrays around the network do not depend on its width), without test-time
-mirroring, on the CPU with 2 threads.
+CPU run takes minutes; the arrays around the network do not depend on its width; ``--step-size 1`` cuts the
+tiles 8-fold), without test-time mirroring, on the CPU with 2 threads.
 
 Per framework, three kinds of run, each its own process tree, timed and its peak PSS sampled as bench/memory.py
 does:
@@ -61,8 +61,8 @@ clock.wrap(segflow.predict, "read_case", "reading")
 clock.wrap(segflow.predict, "preprocess_arrays", "preprocessing")
 clock.wrap(segflow.infer.Predictor, "predict", "sliding window")
 clock.wrap(segflow.infer.Predictor, "tile_logits", "network")
-clock.wrap(segflow.export, "logits_on_cropped_grid", "resampling")
-clock.wrap(segflow.export, "segmentation_from_scores", "argmax")
+clock.wrap(segflow.export, "export_on_device", "resampling")  # less its argmax: the resampled bands
+clock.wrap(segflow.export, "labels_of_band", "argmax")
 clock.wrap(segflow.export, "revert_preprocessing", "crop back")
 clock.wrap(segflow.predict, "write_segmentation", "writing")
 clock_file, sys.argv = sys.argv[1], ["segflow", *sys.argv[2:]]
@@ -90,10 +90,12 @@ clock.wrap_property(ConfigurationManager, "resampling_fn_probabilities", "resamp
 clock.wrap(LabelManager, "convert_logits_to_segmentation", "argmax")
 clock.wrap(export, "insert_crop_into_image", "crop back")
 clock.wrap(SimpleITKIO, "write_seg", "writing")
-clock_file, model, images, output, threads = sys.argv[1:]
+clock_file, model, images, output, threads, step = sys.argv[1:]
 os.makedirs(output, exist_ok=True)  # as its CLI does; its sequential loop does not
 torch.set_num_threads(int(threads))
-predictor = nnUNetPredictor(use_mirroring=False, device=torch.device("cpu"), allow_tqdm=False)  # as its CLI, less TTA
+predictor = nnUNetPredictor(  # as its CLI makes it, without test-time mirroring
+    tile_step_size=float(step), use_mirroring=False, device=torch.device("cpu"), allow_tqdm=False
+)
 predictor.initialize_from_trained_model_folder(model, (0,), "checkpoint_final.pth")
 predictor.predict_from_files_sequential(images, output)
 clock.save(clock_file)
@@ -106,9 +108,9 @@ def commands(args, work: Path) -> dict[str, tuple[str, list[str]]]:
     images, out = work / "raw" / "imagesTs", work / "predicted"
     nnunet_bin = args.nnunet_venv / "bin"
     segflow_args = ["predict", "-i", images, "-m", model, "-f", "0", "--device", "cpu", "--threads", THREADS]
-    segflow_args += ["--disable-tta", "--no-postprocessing"]
+    segflow_args += ["--disable-tta", "--no-postprocessing", "--step-size", args.step_size]
     nnunet_cli = [nnunet_bin / "nnUNetv2_predict_from_modelfolder", "-i", images, "-m", model, "-f", "0"]
-    nnunet_cli += ["-device", "cpu", "--disable_tta", "--disable_progress_bar"]
+    nnunet_cli += ["-device", "cpu", "--disable_tta", "--disable_progress_bar", "-step_size", args.step_size]
     runs = {
         "segflow stages": ("segflow", [sys.executable, "-c", SEGFLOW_STAGES, work / "segflow_stages.json"]),
         "segflow predict": ("segflow", [sys.executable, "-m", "segflow.cli"]),
@@ -118,7 +120,7 @@ def commands(args, work: Path) -> dict[str, tuple[str, list[str]]]:
     }
     runs["segflow stages"][1].extend([*segflow_args, "-o", out / "segflow_stages"])
     runs["segflow predict"][1].extend([*segflow_args, "-o", out / "segflow_predict"])
-    runs["nnunetv2 stages"][1].extend([model, images, out / "nnunetv2_stages", THREADS])
+    runs["nnunetv2 stages"][1].extend([model, images, out / "nnunetv2_stages", THREADS, args.step_size])
     runs["nnunetv2 -npp 1 -nps 1"][1].extend(["-o", out / "nnunetv2_npp1"])
     runs["nnunetv2 defaults"][1].extend(["-o", out / "nnunetv2_defaults"])
     wanted = ("segflow",) if args.segflow_only else ("segflow", "nnunetv2")
@@ -229,6 +231,9 @@ def main() -> None:
     parser.add_argument("--nnunet-venv", type=Path, default=Path(os.environ.get("NNUNET_VENV", "/opt/nnunet-venv")))
     parser.add_argument(
         "--feature-divisor", type=int, default=8, help="the U-Net's features per stage / K (less network time)"
+    )
+    parser.add_argument(
+        "--step-size", type=float, default=0.5, help="the sliding window's step (fewer tiles: less network time)"
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--markdown", action="store_true", help="print the stage table as Markdown (the README's)")
