@@ -147,7 +147,9 @@ def run_case(args, kind: str) -> dict:
         figures[name] = measure(command, environments[framework], log=log)
         stage_file = work / f"{framework}_stages.json"
         if name.endswith("stages"):
-            figures[name]["stages"] = stage_seconds(json.loads(stage_file.read_text()), figures[name]["wall_s"])
+            clock = json.loads(stage_file.read_text())
+            figures[name]["stages"] = stage_seconds(clock, figures[name]["wall_s"])
+            figures[name]["stage_peak_gb"] = {stage: b / 1e9 for stage, b in clock["peak_bytes"].items()}
         figure = figures[name]
         print(f"{kind:6s} {name:24s} {figure['wall_s']:7.1f} s   peak PSS {figure['peak_pss_gb']:5.2f} GB")
     if not args.segflow_only:
@@ -193,13 +195,14 @@ def markdown(figures: dict) -> str:
     lines = []
     for kind, runs in figures.items():
         stage_runs = [name for name in runs if name.endswith("stages")]
-        lines += [f"**{kind}**, seconds per stage:", ""]
-        lines += ["| stage | " + " | ".join(name.split()[0] for name in stage_runs) + " |"]
-        lines.append("|---" * (len(stage_runs) + 1) + "|")
+        lines += [f"**{kind}**, seconds per stage and the process's peak resident memory during it:", ""]
+        lines += ["| stage | " + " | ".join(f"{name.split()[0]} s | GB" for name in stage_runs) + " |"]
+        lines.append("|---" * (2 * len(stage_runs) + 1) + "|")
         for stage in STAGES:
-            lines.append(f"| {stage} | " + " | ".join(f"{runs[n]['stages'][stage]:.1f}" for n in stage_runs) + " |")
-        cells = " | ".join(f"**{besides_network(runs[n]):.1f}**" for n in stage_runs)
-        lines += [f"| **besides the network** | {cells} |", "", "| run | whole | peak PSS |", "|---|---|---|"]
+            cells = [f"{runs[n]['stages'][stage]:.1f} | {runs[n]['stage_peak_gb'][stage]:.2f}" for n in stage_runs]
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        cells = " | ".join(f"**{besides_network(runs[n]):.1f}** |" for n in stage_runs)
+        lines += [f"| **besides the network** | {cells}", "", "| run | whole | peak PSS |", "|---|---|---|"]
         for name, figure in runs.items():
             if name != "agreement":
                 lines.append(f"| {name} | {figure['wall_s']:.1f} s | {figure['peak_pss_gb']:.2f} GB |")

@@ -10,15 +10,39 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import threading
 import time
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * PAGE
 
 
 class StageClock:
-    def __init__(self):
+    """Seconds per stage; with ``sample_s``, also the process's peak resident memory while each stage was the
+    innermost one under way (sampled every ``sample_s`` seconds by a thread; "other" when none was)."""
+
+    def __init__(self, sample_s: float | None = 0.005):
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
+        self.peak_bytes: dict[str, int] = {}
         self._running: list[list] = []  # [stage, started] of the stages under way, innermost last
         self._started = time.perf_counter()
+        if sample_s:
+            threading.Thread(target=self._sample, args=(sample_s,), daemon=True).start()
+
+    def _sample(self, interval: float) -> None:
+        while True:
+            running = self._running
+            self._note(running[-1][0] if running else "other")
+            time.sleep(interval)
+
+    def _note(self, stage: str) -> None:
+        self.peak_bytes[stage] = max(self.peak_bytes.get(stage, 0), resident_bytes())
 
     def timed(self, stage: str, function):
         """``function`` counted under ``stage`` while it runs (less the stages it calls)."""
@@ -32,6 +56,7 @@ class StageClock:
             try:
                 return function(*args, **kwargs)
             finally:
+                self._note(stage)  # a stage shorter than the sampling interval gets its figure too
                 now = time.perf_counter()
                 self._pause(self._running.pop(), now)
                 self.calls[stage] = self.calls.get(stage, 0) + 1
@@ -54,7 +79,9 @@ class StageClock:
         setattr(owner, name, property(lambda instance: self.timed(stage, original.fget(instance))))
 
     def save(self, path: str) -> None:
-        """The stages' seconds, their call counts and the whole time since the clock was made, as JSON."""
+        """The stages' seconds, their call counts, their peak resident bytes and the whole time since the clock
+        was made, as JSON."""
         total = time.perf_counter() - self._started
+        figures = {"seconds": self.seconds, "calls": self.calls, "peak_bytes": self.peak_bytes, "total_s": total}
         with open(path, "w") as handle:
-            json.dump({"seconds": self.seconds, "calls": self.calls, "total_s": total}, handle, indent=1)
+            json.dump(figures, handle, indent=1)

@@ -206,7 +206,7 @@ class Predictor:
         for slicer in tile_slicers(image.shape[1:], self.patch, self.step):
             tile = image[(slice(None), *slicer)][None]
             prediction = self.tile_logits(tile).to(logits.device)
-            logits[(slice(None), *slicer)] += prediction * gaussian
+            logits[(slice(None), *slicer)] += prediction.mul_(gaussian)  # in place: one tile's array less
             weights[slicer] += gaussian
         logits /= weights
         unpad = tuple(slice(below, size - above) for (below, above), size in zip(pads, image.shape[1:], strict=True))

@@ -26,6 +26,7 @@ from segflow.nnunet_models import FINAL_CHECKPOINT, is_nnunet_model_folder, load
 from segflow.postprocess import apply_postprocessing
 from segflow.preprocess import preprocess_arrays
 from segflow.progress import Countdown
+from segflow.stream import Stream
 
 log = logging.getLogger("segflow.predict")
 
@@ -83,28 +84,44 @@ class CasePredictor:
     def logits(self, image, name: str, cache: dict) -> tuple[np.ndarray, dict]:
         """Member ``name``'s logits of the image on its preprocessed grid, and the preprocessing's properties."""
         predictor, previous = self.predictors[name], self.previous[name]
-        plans, configuration = predictor.model.plans, predictor.model.configuration_name
         segmentation = None
         if previous:
             previous_probabilities = self.probabilities(image, previous, cache)
             segmentation = segmentation_from_probabilities(previous_probabilities, self.dataset_json)[None]
+        data, properties = self.preprocess(image, name, segmentation)
+        return predictor.predict(data), properties
+
+    def preprocess(self, image, name: str, previous_segmentation=None) -> tuple[np.ndarray, dict]:
+        """The image preprocessed for member ``name`` (with the previous stage's label map, for a cascade)."""
+        model = self.predictors[name].model
         # A single member is the image's only reader: its preprocessing may normalise the image in place.
         overwrite = len(self.predictors) == 1
         data, seg, properties = preprocess_arrays(
-            image.data, segmentation, image.spacing, plans, configuration, overwrite=overwrite
+            image.data, previous_segmentation, image.spacing, model.plans, model.configuration_name, overwrite
         )
-        if previous:
-            data = with_previous_stage(data, seg, previous_stage_labels(predictor.model))
-        return predictor.predict(data), properties
+        if previous_segmentation is not None:
+            data = with_previous_stage(data, seg, previous_stage_labels(model))
+        return data, properties
 
     def export(self, image, name: str, cache: dict, with_probabilities: bool):
         """(probabilities or None, label map) of member ``name`` in the image's geometry."""
-        predictor = self.predictors[name]
         logits, properties = self.logits(image, name, cache)
+        return self.export_logits(name, logits, properties, with_probabilities)
+
+    def export_logits(self, name: str, logits, properties: dict, with_probabilities: bool):
+        """(probabilities or None, label map) in the image's geometry of member ``name``'s logits."""
+        predictor = self.predictors[name]
         plans, configuration = predictor.model.plans, predictor.model.configuration_name
         return export_logits(
             logits, properties, plans, configuration, self.dataset_json, with_probabilities, predictor.device
         )
+
+    def streamed_member(self, members) -> str | None:
+        """The member whose preprocessing and export may run beside the network on other cases: the only one,
+        unless it is a cascade's (an ensemble's or a cascade's steps wait on each other)."""
+        if len(members) == 1 and self.previous[members[0]] is None:
+            return members[0]
+        return None
 
     def probabilities(self, image, name: str, cache: dict) -> np.ndarray:
         if name not in cache:
@@ -150,19 +167,41 @@ def predict_cases(
     if asked, its probabilities as CASE.npz). ``window``: the sliding window's step and mirroring. ``checkpoint``:
     the fold file name, by default the final one."""
     predictor = case_predictor(model_dir, selection, checkpoint, device, window)
-    dataset_json = predictor.dataset_json
+    dataset_json, members = predictor.dataset_json, selection["configurations"]
+    streamed = predictor.streamed_member(members)
     countdown = Countdown("prediction: case", len(out_files))
-    for files, out in zip(image_files, out_files, strict=True):
+
+    def prepare(case):
+        """(output, geometry, image or None, preprocessed data and properties or None) of one case: read, and
+        preprocessed too when one member is streamed (its image then lives on only as its preprocessed data)."""
+        files, out = case
         image = read_case(files, None, Path(out).name)
-        cache: dict = {}
-        probabilities, segmentation = predictor.segmentation(
-            image, selection["configurations"], cache, with_probabilities
-        )
-        del cache
+        if streamed is None:
+            return out, image.geometry, image, None
+        return out, image.geometry, None, predictor.preprocess(image, streamed)
+
+    def write(out, geometry, probabilities, segmentation) -> None:
         segmentation = apply_postprocessing(segmentation, selection["postprocessing"])
-        write_segmentation(segmentation, image.geometry, dataset_json, out)
+        write_segmentation(segmentation, geometry, dataset_json, out)
         if with_probabilities:
             name = Path(out).name[: -len(dataset_json["file_ending"])]
             save_probabilities(probabilities, Path(out).parent / f"{name}.npz")
         log.info("predicted %s", out)
         countdown.step(Path(out).name)
+
+    def export_and_write(out, geometry, logits, properties) -> None:
+        write(out, geometry, *predictor.export_logits(streamed, logits, properties, with_probabilities))
+
+    with Stream(prepare, zip(image_files, out_files, strict=True)) as stream:
+        for out, geometry, image, prepared in stream.cases:
+            if prepared is None:
+                results = predictor.segmentation(image, members, {}, with_probabilities)
+                del image
+                stream.finish(write, out, geometry, *results)
+                del results
+            else:
+                data, properties = prepared
+                logits = predictor.predictors[streamed].predict(data)
+                del data, prepared
+                stream.finish(export_and_write, out, geometry, logits, properties)
+                del logits  # the export behind holds it until done

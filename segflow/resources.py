@@ -68,6 +68,10 @@ INFERENCE_CHANNEL_COPIES = 2
 INFERENCE_CLASS_COPIES = 1
 INFERENCE_OTHER_COPIES = 4
 PROBABILITY_CLASS_COPIES = 3
+#: Cases streamed (segflow/stream.py): beside the case in the network, the next one read and preprocessed (per
+#: channel) and the previous one's logits being exported (per class).
+STREAM_CHANNEL_COPIES = 1
+STREAM_CLASS_COPIES = 1
 #: On a CPU, a tile's convolution outputs held at once, as a fraction of the planner's count for a training
 #: sample. Measured: a 65 x 340 x 340 case (2 channels, 3 classes; patch 40 x 192 x 224, 1.9 GB of convolution
 #: outputs) validated in 2.26 GB, about 1.5 GB of it the network's.
@@ -139,14 +143,17 @@ def inference_mem_mb(
     with_probabilities: bool = False,
     attempt: int = 1,
     held_parameters: int = 0,
+    streamed: bool = False,
 ) -> int:
     """Host memory of a validation or prediction job whose largest case has ``voxels`` voxels (in its original
     geometry or resampled, whichever is larger), for a network with ``tile_activations`` convolution outputs per
     tile (``sample_activations``; on a GPU they are the GPU's), and ``held_parameters`` float32 parameters (the
-    function of that name)."""
+    function of that name); ``streamed``: cases before and after the current one in flight (``Stream``)."""
     copies = INFERENCE_CHANNEL_COPIES * channels + INFERENCE_CLASS_COPIES * num_classes + INFERENCE_OTHER_COPIES
     if with_probabilities:
         copies += PROBABILITY_CLASS_COPIES * num_classes
+    if streamed:
+        copies += STREAM_CHANNEL_COPIES * channels + STREAM_CLASS_COPIES * num_classes
     mb = INFERENCE_PROCESS_MB + (copies * voxels + held_parameters) * FLOAT32 / MB
     mb += CUDA_CONTEXT_MB if on_gpu else TILE_ACTIVATION_FRACTION * tile_activations * FLOAT32 / MB
     return scaled(mb, attempt)

@@ -26,6 +26,7 @@ from segflow.plan import data_folder, resolved_configuration
 from segflow.progress import Countdown, Heartbeat
 from segflow.resample import resample
 from segflow.splits import fold_cases
+from segflow.stream import Stream
 from segflow.train.cascade import previous_stage_files
 
 log = logging.getLogger("segflow.validate")
@@ -77,30 +78,39 @@ def validate_fold(
     out.mkdir(parents=True, exist_ok=True)
     if next_stage:
         (out / "next_stage").mkdir(exist_ok=True)
-    pairs = []
     countdown = Countdown(f"validation of {configuration} fold {fold}: case", len(cases), interval=10)
-    with Heartbeat(f"validation of {configuration} fold {fold}") as heartbeat:
-        for case in cases:
-            heartbeat.beat(f"case {case} ({countdown.done + 1}/{len(cases)})")
-            properties = load_json(folder / f"{case}.json")
-            data = load_npy(folder / f"{case}.npy", mmap=True)
-            if previous:
-                data = with_previous_stage(data, load_npy(previous[case]), previous_stage_labels(model))
+
+    def read(numbered):
+        """A case's preprocessed array (read here, ahead of the network) and its properties."""
+        number, case = numbered
+        data = load_npy(folder / f"{case}.npy")
+        if previous:
+            data = with_previous_stage(data, load_npy(previous[case]), previous_stage_labels(model))
+        return number, case, data, load_json(folder / f"{case}.json")
+
+    def export(case, logits, properties) -> None:
+        probabilities_path = out / f"{case}.npz" if with_probabilities else None
+        prediction = out / f"{case}{ending}"
+        export_prediction(
+            logits, properties, plans, configuration, dataset_json, prediction, probabilities_path, predictor.device
+        )
+        if next_stage:
+            target = Path(preprocessed) / data_folder(plans, next_stage) / f"{case}.npy"
+            shape = load_npy(target, mmap=True).shape[1:]
+            save_npy(
+                next_stage_segmentation(logits, plans, configuration, shape, dataset_json),
+                out / "next_stage" / f"{case}.npy",
+            )
+        log.info("validated %s", case)
+        countdown.step(case)
+
+    heartbeat = Heartbeat(f"validation of {configuration} fold {fold}")
+    with heartbeat, Stream(read, enumerate(cases, 1)) as stream:
+        for number, case, data, properties in stream.cases:
+            heartbeat.beat(f"case {case} ({number}/{len(cases)})")
             logits = predictor.predict(data)
             del data
-            probabilities_path = out / f"{case}.npz" if with_probabilities else None
-            prediction = out / f"{case}{ending}"
-            export_prediction(
-                logits, properties, plans, configuration, dataset_json, prediction, probabilities_path, predictor.device
-            )
-            if next_stage:
-                target = Path(preprocessed) / data_folder(plans, next_stage) / f"{case}.npy"
-                shape = load_npy(target, mmap=True).shape[1:]
-                save_npy(
-                    next_stage_segmentation(logits, plans, configuration, shape, dataset_json),
-                    out / "next_stage" / f"{case}.npy",
-                )
-            pairs.append((Path(labels_dir) / f"{case}{ending}", out / f"{case}{ending}"))
-            log.info("validated %s", case)
-            countdown.step(case)
+            stream.finish(export, case, logits, properties)
+            del logits  # the export behind holds it until done
+    pairs = [(Path(labels_dir) / f"{case}{ending}", out / f"{case}{ending}") for case in cases]
     evaluate_into(pairs, dataset_json["labels"], out, tolerance)

@@ -340,7 +340,9 @@ def test_bench_prediction_stages(tmp_path):
         stages = figures[kind]["segflow stages"]["stages"]
         assert all(seconds >= 0 for seconds in stages.values()), stages
         assert stages["network"] > 0 and stages["other"] > 0
-        assert f"**{kind}**, seconds per stage:" in output
+        assert f"**{kind}**, seconds per stage" in output
+        peaks = figures[kind]["segflow stages"]["stage_peak_gb"]
+        assert 0 < peaks["reading"] <= peaks["network"], peaks  # the image is held while the network runs
 
 
 def test_stage_clock_counts_a_stage_without_the_stages_it_calls():
@@ -361,3 +363,20 @@ def test_stage_clock_counts_a_stage_without_the_stages_it_calls():
     assert clock.seconds["inner"] >= 0.5
     assert 0.05 <= clock.seconds["outer"] < 0.5
     assert clock.calls == {"inner": 1, "outer": 1}
+
+
+def test_stage_clock_takes_each_stages_peak_memory():
+    """A stage that holds 200 MB for a while peaks at least 150 MB above the stage that ran before it."""
+    sys.path.insert(0, str(BENCH))
+    from stage_clock import StageClock
+
+    clock = StageClock(sample_s=0.002)
+
+    def hold():
+        held = bytearray(200 * 2**20)  # zero-filled: resident at once
+        time.sleep(0.2)
+        del held
+
+    clock.timed("small", lambda: time.sleep(0.2))()
+    clock.timed("large", hold)()
+    assert clock.peak_bytes["large"] > clock.peak_bytes["small"] + 150 * 2**20

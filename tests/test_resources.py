@@ -128,6 +128,8 @@ def test_inference_memory_covers_a_large_ct_and_a_large_network():
     declared = inference_mem_mb(512 * 512 * 1000, channels=1, num_classes=3, on_gpu=False)
     assert used_mb < declared < 2 * used_mb
     assert inference_mem_mb(512 * 512 * 1000, 1, 3, on_gpu=False, with_probabilities=True) > declared + 9000
+    # Streamed, the next case preprocessed (one channel) and the previous case's logits (three classes) besides.
+    assert inference_mem_mb(512 * 512 * 1000, 1, 3, on_gpu=False, streamed=True) > declared + 4 * 1000
     large_network = inference_mem_mb(512 * 512 * 1000, 1, 3, on_gpu=False, tile_activations=506_876_160)
     assert large_network > declared + 1900
     on_gpu = inference_mem_mb(512 * 512 * 1000, 1, 3, on_gpu=True, tile_activations=506_876_160)
