@@ -119,12 +119,13 @@ def test_segflow_predict_reads_the_next_case_while_the_network_runs_and_writes_t
     (a prediction that read only after exporting would never get there), exports run in their own thread, and
     the label maps are the run's predict job's."""
     out = demo_run / "results" / DEMO
-    images = sorted((out / "raw" / "imagesTs").glob("*_0000.nii.gz"))
+    names = sorted({path.name[: -len("_0000.nii.gz")] for path in (out / "raw" / "imagesTs").glob("*.nii.gz")})
+    images = [sorted((out / "raw" / "imagesTs").glob(f"{name}_*.nii.gz")) for name in names]
     second_read, exports = threading.Event(), []
     read_case, export_logits = segflow.predict.read_case, segflow.predict.export_logits
 
     def reading(files, *args):
-        if files[0] == images[1]:
+        if list(files) == images[1]:
             second_read.set()
         return read_case(files, *args)
 
@@ -139,12 +140,10 @@ def test_segflow_predict_reads_the_next_case_while_the_network_runs_and_writes_t
     monkeypatch.setattr(segflow.predict, "read_case", reading)
     monkeypatch.setattr(segflow.predict, "export_logits", exporting)
     calls = network_calls(monkeypatch, wait_for_the_second_read)
-    names = [image.name.replace("_0000", "") for image in images]
+    names = [f"{name}.nii.gz" for name in names]
     window = SlidingWindow(step=0.5, mirror=True)  # the demo run's inference settings
-    predict_cases(
-        [[i] for i in images], [tmp_path / n for n in names], out, load(out / "selection.json"), "cpu", window
-    )
-    assert len(calls) == 2 * len(images)  # two folds per case
+    predict_cases(images, [tmp_path / n for n in names], out, load(out / "selection.json"), "cpu", window)
+    assert len(calls) == len(images)  # one call per case: it averages the folds itself
     assert exports and set(exports) == {"segflow-export_0"}
     for name in names:
         np.testing.assert_array_equal(labels(tmp_path / name), labels(out / "predictions" / name))
@@ -186,5 +185,6 @@ def test_validation_exports_a_case_while_the_network_runs_on_the_next(demo_run, 
             labels(tmp_path / f"{case}.nii.gz"), labels(fold / "validation" / f"{case}.nii.gz")
         )
         with np.load(tmp_path / f"{case}.npz") as ours, np.load(fold / "validation" / f"{case}.npz") as run:
-            np.testing.assert_array_equal(ours["probabilities"], run["probabilities"])
+            # The job ran on one thread: convolutions summed in another order differ in the last bits.
+            np.testing.assert_allclose(ours["probabilities"], run["probabilities"], rtol=0, atol=1e-6)
     assert load(tmp_path / "summary.json")["mean"] == load(fold / "validation" / "summary.json")["mean"]
