@@ -16,7 +16,10 @@ does:
   forward passes on each tile), resampling (logits back to the cropped image's grid), argmax, crop back,
   writing; "other" is what the process did besides (start-up, imports, loading the model);
 * the command users run: ``segflow predict --threads 2``; ``nnUNetv2_predict_from_modelfolder -npp 1 -nps 1``
-  (its fewest workers) and with its defaults (-npp 3 -nps 3), whose worker processes overlap cases (here one).
+  (its fewest workers) and with its defaults (-npp 3 -nps 3), whose worker processes overlap cases (here one);
+* nnunetv2's stage run again with its tile accumulators in float32 instead of float16, as segflow's are: the
+  label maps are compared with segflow's both ways (a freshly initialised network's class logits lie close
+  together, within float16's rounding on some voxels).
 
 "Besides the network" is the stage run's time less its forward passes: what issue 35 asks to bring below half
 of nnunetv2's.
@@ -90,7 +93,9 @@ clock.wrap_property(ConfigurationManager, "resampling_fn_probabilities", "resamp
 clock.wrap(LabelManager, "convert_logits_to_segmentation", "argmax")
 clock.wrap(export, "insert_crop_into_image", "crop back")
 clock.wrap(SimpleITKIO, "write_seg", "writing")
-clock_file, model, images, output, threads, step = sys.argv[1:]
+clock_file, model, images, output, threads, step, *accumulators = sys.argv[1:]
+if accumulators == ["float32"]:
+    torch.half = torch.float32  # its tile accumulators (dtype=torch.half) in float32, as segflow's
 os.makedirs(output, exist_ok=True)  # as its CLI does; its sequential loop does not
 torch.set_num_threads(int(threads))
 predictor = nnUNetPredictor(  # as its CLI makes it, without test-time mirroring
@@ -117,12 +122,14 @@ def commands(args, work: Path) -> dict[str, tuple[str, list[str]]]:
         "nnunetv2 stages": ("nnunetv2", [nnunet_bin / "python", "-c", NNUNET_STAGES, work / "nnunetv2_stages.json"]),
         "nnunetv2 -npp 1 -nps 1": ("nnunetv2", [*nnunet_cli, "-npp", "1", "-nps", "1"]),
         "nnunetv2 defaults": ("nnunetv2", nnunet_cli),
+        "nnunetv2 float32": ("nnunetv2", [nnunet_bin / "python", "-c", NNUNET_STAGES, work / "float32_clock.json"]),
     }
     runs["segflow stages"][1].extend([*segflow_args, "-o", out / "segflow_stages"])
     runs["segflow predict"][1].extend([*segflow_args, "-o", out / "segflow_predict"])
     runs["nnunetv2 stages"][1].extend([model, images, out / "nnunetv2_stages", THREADS, args.step_size])
     runs["nnunetv2 -npp 1 -nps 1"][1].extend(["-o", out / "nnunetv2_npp1"])
     runs["nnunetv2 defaults"][1].extend(["-o", out / "nnunetv2_defaults"])
+    runs["nnunetv2 float32"][1].extend([model, images, out / "nnunetv2_float32", THREADS, args.step_size, "float32"])
     wanted = ("segflow",) if args.segflow_only else ("segflow", "nnunetv2")
     return {name: (fw, [str(c) for c in command]) for name, (fw, command) in runs.items() if fw in wanted}
 
@@ -168,7 +175,12 @@ def stage_seconds(clock: dict, wall: float) -> dict[str, float]:
 
 
 def agreement(work: Path) -> dict:
-    """How well the two frameworks' label maps agree (same weights, same plans): voxels equal, Dice per label."""
+    """How well the two frameworks' label maps agree (same weights, same plans): voxels equal, Dice per label;
+    against nnunetv2 as it is (float16 tile accumulators) and with float32 accumulators, as segflow's."""
+    return {"as_it_is": label_agreement(work, "nnunetv2_npp1"), "float32": label_agreement(work, "nnunetv2_float32")}
+
+
+def label_agreement(work: Path, theirs: str) -> dict:
     import numpy as np
     import SimpleITK as sitk
 
@@ -176,7 +188,7 @@ def agreement(work: Path) -> dict:
         (path,) = sorted((work / "predicted" / folder).glob("*.mha"))
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
-    ours, theirs = labels("segflow_predict"), labels("nnunetv2_npp1")
+    ours, theirs = labels("segflow_predict"), labels(theirs)
     dice = {}
     for label in np.union1d(np.unique(ours), np.unique(theirs)):
         if label == 0:
@@ -221,9 +233,12 @@ def ratios(figures: dict) -> None:
             f"   peak PSS {runs['segflow predict']['peak_pss_gb'] / runs['nnunetv2 -npp 1 -nps 1']['peak_pss_gb']:.2f}"
             f"   (defaults: whole {runs['segflow predict']['wall_s'] / runs['nnunetv2 defaults']['wall_s']:.2f},"
             f" peak PSS {runs['segflow predict']['peak_pss_gb'] / runs['nnunetv2 defaults']['peak_pss_gb']:.2f})"
-            f"   label maps: {100 * runs['agreement']['equal_fraction']:.4f} % of voxels equal,"
-            f" Dice {runs['agreement']['dice']}"
         )
+        for accumulators, agreed in runs["agreement"].items():
+            print(
+                f"{kind:6s} label maps against nnunetv2's ({accumulators.replace('_', ' ')}):"
+                f" {100 * agreed['equal_fraction']:.4f} % of voxels equal, Dice {agreed['dice']}"
+            )
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from segflow.nnunet_models import FINAL_CHECKPOINT, is_nnunet_model_folder, load
 from segflow.postprocess import apply_postprocessing
 from segflow.preprocess import preprocess_arrays
 from segflow.progress import Countdown
-from segflow.stream import Stream
+from segflow.stream import Stream, overlaps
 
 log = logging.getLogger("segflow.predict")
 
@@ -116,7 +116,7 @@ class CasePredictor:
             logits, properties, plans, configuration, self.dataset_json, with_probabilities, predictor.device
         )
 
-    def streamed_member(self, members) -> str | None:
+    def single_member(self, members) -> str | None:
         """The member whose preprocessing and export may run beside the network on other cases: the only one,
         unless it is a cascade's (an ensemble's or a cascade's steps wait on each other)."""
         if len(members) == 1 and self.previous[members[0]] is None:
@@ -160,25 +160,27 @@ def predict_cases(
     window: SlidingWindow = DEFAULT_WINDOW,
     with_probabilities: bool = False,
     checkpoint: str | None = None,
+    stream: bool | None = None,
 ):
     """Segment images (``image_files[i]``: case i's channel files) with the selected model(s) of ``model_dir`` (a
     workflow's results folder, or a list of nnU-Net v2 model folders): fold logits averaged per member, members'
     probabilities averaged (an ensemble), postprocessing applied; one label map per case in its own geometry (and,
     if asked, its probabilities as CASE.npz). ``window``: the sliding window's step and mirroring. ``checkpoint``:
-    the fold file name, by default the final one."""
+    the fold file name, by default the final one. ``stream``: cases overlapped (``segflow.stream``); by default
+    where the network runs on a GPU."""
     predictor = case_predictor(model_dir, selection, checkpoint, device, window)
     dataset_json, members = predictor.dataset_json, selection["configurations"]
-    streamed = predictor.streamed_member(members)
+    single = predictor.single_member(members)
     countdown = Countdown("prediction: case", len(out_files))
 
     def prepare(case):
         """(output, geometry, image or None, preprocessed data and properties or None) of one case: read, and
-        preprocessed too when one member is streamed (its image then lives on only as its preprocessed data)."""
+        preprocessed too when a single member runs (its image then lives on only as its preprocessed data)."""
         files, out = case
         image = read_case(files, None, Path(out).name)
-        if streamed is None:
+        if single is None:
             return out, image.geometry, image, None
-        return out, image.geometry, None, predictor.preprocess(image, streamed)
+        return out, image.geometry, None, predictor.preprocess(image, single)
 
     def write(out, geometry, probabilities, segmentation) -> None:
         segmentation = apply_postprocessing(segmentation, selection["postprocessing"])
@@ -190,18 +192,20 @@ def predict_cases(
         countdown.step(Path(out).name)
 
     def export_and_write(out, geometry, logits, properties) -> None:
-        write(out, geometry, *predictor.export_logits(streamed, logits, properties, with_probabilities))
+        write(out, geometry, *predictor.export_logits(single, logits, properties, with_probabilities))
 
-    with Stream(prepare, zip(image_files, out_files, strict=True)) as stream:
-        for out, geometry, image, prepared in stream.cases:
+    if stream is None:
+        stream = overlaps(next(iter(predictor.predictors.values())).device)
+    with Stream(prepare, zip(image_files, out_files, strict=True), overlap=stream) as cases:
+        for out, geometry, image, prepared in cases.cases:
             if prepared is None:
                 results = predictor.segmentation(image, members, {}, with_probabilities)
                 del image
-                stream.finish(write, out, geometry, *results)
+                cases.finish(write, out, geometry, *results)
                 del results
             else:
                 data, properties = prepared
-                logits = predictor.predictors[streamed].predict(data)
+                logits = predictor.predictors[single].predict(data)
                 del data, prepared
-                stream.finish(export_and_write, out, geometry, logits, properties)
+                cases.finish(export_and_write, out, geometry, logits, properties)
                 del logits  # the export behind holds it until done

@@ -60,10 +60,11 @@ PREPROCESSING_OTHER_COPIES = 5
 #: Resident memory of a validation or prediction process before its first case.
 INFERENCE_PROCESS_MB = 800
 #: Arrays of the largest case's voxels that inference holds at once, in float32 units: per channel the image as
-#: read and as preprocessed; per class the logits; and the tile weights, two channels of the export on the
-#: original grid and the label map. Keeping probabilities (for ensembles) adds, per class, the logits resampled,
-#: their probabilities and those pasted into the whole image. Measured (bench/memory.py): a 512 x 512 x 1 000
-#: CT, 1 channel, 3 classes, predicted in 8.17 GB (9 of these arrays are 9.4 GB).
+#: read and as preprocessed; per class the logits; and the tile weights, the export's bands of resampled logits
+#: and the label maps (on the cropped grid and in the whole image). Keeping probabilities (for ensembles) adds,
+#: per class, the logits resampled, their probabilities and those pasted into the whole image. Measured
+#: (bench/prediction_stages.py, 2026-12-07): a 512 x 512 x 1 000 CT, 1 channel, 3 classes, predicted in 6.91 GB
+#: (9 of these arrays are 9.4 GB; 8.17 GB before the export ran in torch).
 INFERENCE_CHANNEL_COPIES = 2
 INFERENCE_CLASS_COPIES = 1
 INFERENCE_OTHER_COPIES = 4

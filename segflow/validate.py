@@ -26,7 +26,7 @@ from segflow.plan import data_folder, resolved_configuration
 from segflow.progress import Countdown, Heartbeat
 from segflow.resample import resample
 from segflow.splits import fold_cases
-from segflow.stream import Stream
+from segflow.stream import Stream, overlaps
 from segflow.train.cascade import previous_stage_files
 
 log = logging.getLogger("segflow.validate")
@@ -62,12 +62,14 @@ def validate_fold(
     previous_stage_dirs=(),
     next_stage: str | None = None,
     window: SlidingWindow = DEFAULT_WINDOW,
+    stream: bool | None = None,
 ) -> None:
     """Predict a fold's validation cases from their preprocessed arrays (final weights), write them in the
     original geometry (+ probabilities ``.npz`` for ensembling) and evaluate them: ``summary.json``,
     ``per_case.csv``. A cascade configuration reads the previous stage's segmentations from
     ``previous_stage_dirs``; with ``next_stage`` the predictions are also written on that configuration's
-    grid to ``next_stage/{case}.npy``, for the cascade to train on."""
+    grid to ``next_stage/{case}.npy``, for the cascade to train on. ``stream``: cases overlapped
+    (``segflow.stream``); by default where the network runs on a GPU."""
     plans, dataset_json = load_json(plans_path), load_json(dataset_json_path)
     _, cases = fold_cases(load_json(splits_path), fold)
     model = load_model(plans_path, dataset_json_path, configuration, [checkpoint])
@@ -105,12 +107,13 @@ def validate_fold(
         countdown.step(case)
 
     heartbeat = Heartbeat(f"validation of {configuration} fold {fold}")
-    with heartbeat, Stream(read, enumerate(cases, 1)) as stream:
-        for number, case, data, properties in stream.cases:
+    overlap = overlaps(predictor.device) if stream is None else stream
+    with heartbeat, Stream(read, enumerate(cases, 1), overlap) as streamed:
+        for number, case, data, properties in streamed.cases:
             heartbeat.beat(f"case {case} ({number}/{len(cases)})")
             logits = predictor.predict(data)
             del data
-            stream.finish(export, case, logits, properties)
+            streamed.finish(export, case, logits, properties)
             del logits  # the export behind holds it until done
     pairs = [(Path(labels_dir) / f"{case}{ending}", out / f"{case}{ending}") for case in cases]
     evaluate_into(pairs, dataset_json["labels"], out, tolerance)

@@ -8,13 +8,14 @@ import weakref
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from conftest import load
 
 import segflow.predict
 import segflow.validate
 from segflow.infer import Predictor, SlidingWindow
 from segflow.predict import predict_cases
-from segflow.stream import Stream
+from segflow.stream import Stream, overlaps
 from segflow.validate import validate_fold
 
 DEMO = "Task900_SegflowDemo"
@@ -94,6 +95,24 @@ def test_a_case_is_let_go_once_the_caller_is_done_with_it():
             assert handed[-1]() is None, "the stream still holds the case it handed over"
 
 
+def test_without_overlap_each_case_is_prepared_worked_on_and_finished_in_turn_in_one_thread():
+    """Where the network runs on a CPU (its threads already busy), the steps run one case at a time."""
+    events = []
+
+    def step(kind):
+        return lambda case: events.append((kind, case, threading.current_thread().name)) or case
+
+    with Stream(step("prepare"), range(3), overlap=False) as stream:
+        for case in stream.cases:
+            events.append(("work", case, threading.current_thread().name))
+            stream.finish(step("finish"), case)
+    assert [(kind, case) for kind, case, _ in events] == [
+        (kind, case) for case in range(3) for kind in ("prepare", "work", "finish")
+    ]
+    assert {thread for *_, thread in events} == {threading.current_thread().name}
+    assert overlaps(torch.device("cuda")) and not overlaps(torch.device("cpu")) and not overlaps("cpu")
+
+
 def labels(path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
@@ -142,7 +161,8 @@ def test_segflow_predict_reads_the_next_case_while_the_network_runs_and_writes_t
     calls = network_calls(monkeypatch, wait_for_the_second_read)
     names = [f"{name}.nii.gz" for name in names]
     window = SlidingWindow(step=0.5, mirror=True)  # the demo run's inference settings
-    predict_cases(images, [tmp_path / n for n in names], out, load(out / "selection.json"), "cpu", window)
+    selection = load(out / "selection.json")
+    predict_cases(images, [tmp_path / n for n in names], out, selection, "cpu", window, stream=True)
     assert len(calls) == len(images)  # one call per case: it averages the folds itself
     assert exports and set(exports) == {"segflow-export_0"}
     for name in names:
@@ -177,6 +197,7 @@ def test_validation_exports_a_case_while_the_network_runs_on_the_next(demo_run, 
         device="cpu",
         with_probabilities=True,
         window=SlidingWindow(step=0.5, mirror=True),
+        stream=True,
     )
     cases = load(out / "splits.json")[0]["val"]
     assert len(cases) >= 2

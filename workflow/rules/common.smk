@@ -330,7 +330,7 @@ def inference_mem(wildcards, attempt):
         with_probabilities=keeps_probabilities(wildcards),
         attempt=attempt,
         held_parameters=inference_parameters(wildcards),
-        streamed=True,  # validation streams its cases, and so does a prediction of one configuration
+        streamed=bool(gpus(wildcards)),  # cases overlap on a GPU (segflow.stream)
     )
 
 
