@@ -213,8 +213,8 @@ def markdown(figures: dict) -> str:
         for stage in STAGES:
             cells = [f"{runs[n]['stages'][stage]:.1f} | {runs[n]['stage_peak_gb'][stage]:.2f}" for n in stage_runs]
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-        cells = " | ".join(f"**{besides_network(runs[n]):.1f}** |" for n in stage_runs)
-        lines += [f"| **besides the network** | {cells}", "", "| run | whole | peak PSS |", "|---|---|---|"]
+        cells = " | ".join(f"**{besides_network(runs[n]):.1f}** | " for n in stage_runs)
+        lines += [f"| **besides the network** | {cells}|", "", "| run | whole | peak PSS |", "|---|---|---|"]
         for name, figure in runs.items():
             if name != "agreement":
                 lines.append(f"| {name} | {figure['wall_s']:.1f} s | {figure['peak_pss_gb']:.2f} GB |")
