@@ -142,13 +142,11 @@ def main() -> None:
     nnunet_command += ["--disable_progress_bar"]
     segflow_command = [sys.executable, "-m", "segflow.cli", "predict", "-i", str(images)]
     segflow_command += ["-o", str(outputs["segflow"]), "-m", str(segflow_model), "--device", args.device]
-    nn = timed(
-        [*nnunet_command, "-o", str(outputs["nnunetv2"]), "-npp", "1", "-nps", "1"],
-        nnunet_env(args.work / "nnunet_env"),
-    )
+    environment = nnunet_env(args.work / "nnunet_env")
+    nn = timed([*nnunet_command, "-o", str(outputs["nnunetv2"]), "-npp", "1", "-nps", "1"], environment)
     defaults = args.work / "out_nnunetv2_defaults"
     shutil.rmtree(defaults, ignore_errors=True)
-    nn_defaults = timed([*nnunet_command, "-o", str(defaults)], nnunet_env(args.work / "nnunet_env"))
+    nn_defaults = timed([*nnunet_command, "-o", str(defaults)], environment)
     sf = timed(segflow_command)
     figures = {
         "cases": len(cases),

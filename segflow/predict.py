@@ -194,9 +194,8 @@ def predict_cases(
     def export_and_write(out, geometry, logits, properties) -> None:
         write(out, geometry, *predictor.export_logits(single, logits, properties, with_probabilities))
 
-    if stream is None:
-        stream = overlaps(next(iter(predictor.predictors.values())).device)
-    with Stream(prepare, zip(image_files, out_files, strict=True), overlap=stream) as cases:
+    overlap = overlaps(next(iter(predictor.predictors.values())).device, stream)
+    with Stream(prepare, zip(image_files, out_files, strict=True), overlap) as cases:
         for out, geometry, image, prepared in cases.cases:
             if prepared is None:
                 results = predictor.segmentation(image, members, {}, with_probabilities)

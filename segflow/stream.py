@@ -14,8 +14,10 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 
 
-def overlaps(device) -> bool:
-    """Whether cases stream beside the network: where it runs on a GPU."""
+def overlaps(device, asked: bool | None = None) -> bool:
+    """Whether cases stream beside the network: as ``asked``, by default where it runs on a GPU."""
+    if asked is not None:
+        return asked
     return getattr(device, "type", str(device)) == "cuda"
 
 

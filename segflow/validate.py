@@ -107,8 +107,7 @@ def validate_fold(
         countdown.step(case)
 
     heartbeat = Heartbeat(f"validation of {configuration} fold {fold}")
-    overlap = overlaps(predictor.device) if stream is None else stream
-    with heartbeat, Stream(read, enumerate(cases, 1), overlap) as streamed:
+    with heartbeat, Stream(read, enumerate(cases, 1), overlaps(predictor.device, stream)) as streamed:
         for number, case, data, properties in streamed.cases:
             heartbeat.beat(f"case {case} ({number}/{len(cases)})")
             logits = predictor.predict(data)

@@ -111,6 +111,7 @@ def test_without_overlap_each_case_is_prepared_worked_on_and_finished_in_turn_in
     ]
     assert {thread for *_, thread in events} == {threading.current_thread().name}
     assert overlaps(torch.device("cuda")) and not overlaps(torch.device("cpu")) and not overlaps("cpu")
+    assert overlaps("cpu", asked=True) and not overlaps(torch.device("cuda"), asked=False)
 
 
 def labels(path) -> np.ndarray:
