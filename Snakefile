@@ -30,6 +30,10 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/candidates.smk"
+include: "workflow/rules/resources.smk"
+include: "workflow/rules/targets.smk"
+include: "workflow/rules/inputs.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/verify.smk"
@@ -79,24 +83,24 @@ rule all:
 # `crossvalidation` after cross-validation, ensembles and the selection; `prediction` after the test images).
 rule preprocessing:
     input:
-        f"{OUT}/verify_report.json",
-        f"{OUT}/budget.json",
+        RESULTS.verify_report,
+        RESULTS.budget,
         lambda wildcards: preprocessed_targets(),
 
 
 rule training:
     input:
-        f"{OUT}/budget.json",
+        RESULTS.budget,
         lambda wildcards: training_targets(),
 
 
 rule crossvalidation:
     input:
-        f"{OUT}/budget.json",
+        RESULTS.budget,
         lambda wildcards: crossvalidation_targets(),
 
 
 rule prediction:
     input:
-        f"{OUT}/budget.json",
+        RESULTS.budget,
         lambda wildcards: prediction_targets(),

@@ -160,7 +160,7 @@ def write_model(plans: dict, raw: Path, folder: Path) -> None:
 
     from segflow.io import load_json, save_json
     from segflow.networks import build_network
-    from segflow.nnunet_models import FINAL_CHECKPOINT, nnunet_checkpoint
+    from segflow.nnunet_models import NNUNET_FINAL_CHECKPOINT, nnunet_checkpoint
     from segflow.plan import resolved_configuration
 
     dataset_json = load_json(raw / "dataset.json")
@@ -171,9 +171,8 @@ def write_model(plans: dict, raw: Path, folder: Path) -> None:
     configuration = resolved_configuration(plans, CONFIGURATION)
     network = build_network(configuration, len(dataset_json["channel_names"]), len(dataset_json["labels"]))
     checkpoint = {"network_weights": network.state_dict(), "inference_allowed_mirroring_axes": [0, 1, 2]}
-    torch.save(
-        nnunet_checkpoint(checkpoint, plans, CONFIGURATION, 0, dataset_json), folder / "fold_0" / FINAL_CHECKPOINT
-    )
+    exported = nnunet_checkpoint(checkpoint, plans, CONFIGURATION, 0, dataset_json)
+    torch.save(exported, folder / "fold_0" / NNUNET_FINAL_CHECKPOINT)
 
 
 def write_logits(work: Path, plans: dict) -> None:

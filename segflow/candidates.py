@@ -18,6 +18,7 @@ from segflow.networks import DEFAULT_NETWORK, NETWORKS
 from segflow.plan import DEFAULT_PLANNER, PLANNERS, resolved_configuration
 
 SEPARATOR = "-"
+CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
 
 
 class Candidate(NamedTuple):
@@ -67,3 +68,32 @@ def parse(name: str) -> Candidate:
                 f"planners ({', '.join(PLANNERS)}) or networks ({', '.join(NETWORKS)}) in that order"
             )
     return Candidate(configuration, planner, network)
+
+
+def candidate_pattern(planners: list[str], networks: list[str]) -> str:
+    """The regular expression of the candidate names a run of ``planners`` and ``networks`` may have (a rule's
+    {candidate} wildcard): a configuration, then ``-<planner>`` for a preset, ``-<network>`` for another network."""
+    presets = [p for p in planners if p != DEFAULT_PLANNER]
+    others = [n for n in networks if n != DEFAULT_NETWORK]
+    return (
+        f"({'|'.join(CONFIGURATIONS)})"
+        + (f"(-({'|'.join(presets)}))?" if presets else "")
+        + (f"(-({'|'.join(others)}))?" if others else "")
+    )
+
+
+def network_plans(planners: list[str], networks: list[str]) -> dict[str, tuple[str, str]]:
+    """The plans files of a planner with another network than its own: file stem (``plans_<stem>.json``) ->
+    (planner, network)."""
+    others = [n for n in networks if n != DEFAULT_NETWORK]
+    return {plans_file(p, n)[len("plans_") : -len(".json")]: (p, n) for p in planners for n in others}
+
+
+def data_folders(planners: list[str]) -> dict[str, Candidate]:
+    """The preprocessed data folders of a run and the candidate whose plans make each: the default planner's
+    keep the configuration's name (every planner trains on its 2d and 3d_fullres data); a preset's own
+    3d_lowres is named by nnU-Net's data identifier."""
+    folders = {c: Candidate(c) for c in ("2d", "3d_fullres", "3d_lowres")}
+    presets = [p for p in planners if p != DEFAULT_PLANNER]
+    folders.update({f"{PLANNERS[p].plans_name}_3d_lowres": Candidate("3d_lowres", p) for p in presets})
+    return folders

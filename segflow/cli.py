@@ -63,7 +63,7 @@ def nnunet_selection(models: list[Path], args) -> dict:
     """What to predict with nnU-Net v2 model folders (several: an ensemble): each folder's one configuration, the
     folds asked for or, as nnunetv2 does, every numbered fold of the first folder that has the checkpoint
     (``fold_all`` when it is the only one), and the postprocessing of nnU-Net's postprocessing.json if given."""
-    from segflow.nnunet_models import FINAL_CHECKPOINT, member_names, nnunet_postprocessing, trained_folds
+    from segflow.nnunet_models import NNUNET_FINAL_CHECKPOINT, member_names, nnunet_postprocessing, trained_folds
 
     if args.configurations:
         raise InputError(
@@ -71,7 +71,7 @@ def nnunet_selection(models: list[Path], args) -> dict:
             file=models[0],
             fix="leave out -c, or pass the model folder of each configuration with -m.",
         )
-    checkpoint, folds = args.checkpoint or FINAL_CHECKPOINT, args.folds
+    checkpoint, folds = args.checkpoint or NNUNET_FINAL_CHECKPOINT, args.folds
     if folds is None:
         trained = trained_folds(models[0], checkpoint)
         folds = [f for f in trained if f != "all"] or trained
@@ -85,14 +85,16 @@ def model_selection(model: Path, configurations, folds, postprocessing: bool) ->
     """selection.json of the model folder, or the configurations and folds asked for on the command line."""
     from segflow.candidates import parse
     from segflow.io import load_json
+    from segflow.layout import Results
 
+    results = Results(model)
     if folds and "all" in folds:
         raise InputError(
             "is a segflow results folder; -f all names nnU-Net's fold_all, which segflow does not train.",
             file=model,
             fix="give fold numbers with -f.",
         )
-    selection_file = model / "selection.json"
+    selection_file = Path(results.selection)
     selection = load_json(selection_file) if selection_file.is_file() else None
     for name in configurations or ():
         try:
@@ -100,14 +102,13 @@ def model_selection(model: Path, configurations, folds, postprocessing: bool) ->
         except ValueError as err:
             raise InputError(
                 f"-c {err}.",
-                file=model / "train",
+                file=Path(results.path("train")),
                 fix="name folders of train/, e.g. 3d_fullres or 3d_fullres-resenc_m.",
             ) from None
     if configurations:
         if folds is None:
-            folds = sorted(
-                {int(p.parent.name[5:]) for c in configurations for p in (model / "train" / c).glob("fold_*/*final.pt")}
-            )
+            found = [Path(results.candidate_folds(c)).glob("fold_*/*final.pt") for c in configurations]
+            folds = sorted({int(p.parent.name[5:]) for paths in found for p in paths})
         chosen = {"configurations": configurations, "folds": folds, "postprocessing": []}
         if selection and selection["configurations"] == configurations:
             chosen["postprocessing"] = selection["postprocessing"]
@@ -124,7 +125,7 @@ def model_selection(model: Path, configurations, folds, postprocessing: bool) ->
     if not postprocessing:
         chosen["postprocessing"] = []
     if not chosen["folds"]:
-        raise InputError("holds no trained folds for the chosen configurations.", file=model / "train")
+        raise InputError("holds no trained folds for the chosen configurations.", file=Path(results.path("train")))
     return chosen
 
 
@@ -190,7 +191,9 @@ def run_inference_settings(model: Path) -> dict:
     run that kept no config.yaml."""
     import yaml
 
-    path = model / "config.yaml"
+    from segflow.layout import Results
+
+    path = Path(Results(model).config)
     return (yaml.safe_load(path.read_text()) or {}).get("inference", {}) if path.is_file() else {}
 
 
@@ -247,18 +250,20 @@ def predict_command(args) -> None:
 
 def export_command(args) -> None:
     from segflow.io import load_json
+    from segflow.layout import Results
     from segflow.nnunet_models import export_candidate
 
     model = Path(args.model)
     check_results_folder(model)
+    selection = Path(Results(model).selection)
     if args.configurations:
         names = args.configurations
-    elif (model / "selection.json").is_file():
-        names = load_json(model / "selection.json")["configurations"]
+    elif selection.is_file():
+        names = load_json(selection)["configurations"]
     else:
         raise InputError(
             "has no selection.json, so segflow does not know which candidate to export.",
-            file=model / "selection.json",
+            file=selection,
             fix="run the workflow up to its selection, or name candidates with -c.",
         )
     folders = [export_candidate(model, name, Path(args.output)) for name in names]

@@ -15,9 +15,10 @@ from pathlib import Path
 from segflow.errors import InputError
 from segflow.infer import Model, model_of
 from segflow.io import load_checkpoint, load_json
+from segflow.layout import FINAL_CHECKPOINT, Results
 from segflow.plan import network_class, resolved_configuration
 
-FINAL_CHECKPOINT = "checkpoint_final.pth"
+NNUNET_FINAL_CHECKPOINT = "checkpoint_final.pth"
 FOLD_FOLDER = re.compile(r"fold_(\d+|all)$")
 #: nnU-Net v2's networks that segflow builds with the same parameter names.
 NNUNET_NETWORKS = ("PlainConvUNet", "ResidualEncoderUNet")
@@ -34,7 +35,7 @@ def fold_key(name: str) -> int | str:
     return name if name == "all" else int(name)
 
 
-def trained_folds(folder, checkpoint: str = FINAL_CHECKPOINT) -> list[int | str]:
+def trained_folds(folder, checkpoint: str = NNUNET_FINAL_CHECKPOINT) -> list[int | str]:
     """The folds of an nnU-Net model folder that hold ``checkpoint``: numbers in order, then ``all``."""
     found = [FOLD_FOLDER.match(p.parent.name) for p in Path(folder).glob(f"fold_*/{checkpoint}")]
     folds = [fold_key(m.group(1)) for m in found if m]
@@ -90,7 +91,7 @@ def check_supported(plans: dict, configuration: str, plans_path: Path) -> None:
         )
 
 
-def load_nnunet_model(folder, folds, checkpoint: str = FINAL_CHECKPOINT) -> Model:
+def load_nnunet_model(folder, folds, checkpoint: str = NNUNET_FINAL_CHECKPOINT) -> Model:
     """The model of an nnU-Net v2 model folder: its plans and dataset.json, the configuration its checkpoints
     were trained with, and the weights of ``folds``."""
     folder = Path(folder)
@@ -109,7 +110,7 @@ def member_names(folders) -> list[str]:
     return [f"{Path(f).parent.name}/{n}" if names.count(n) > 1 else n for f, n in zip(folders, names, strict=True)]
 
 
-def load_nnunet_models(folders, folds, checkpoint: str = FINAL_CHECKPOINT) -> dict[str, Model]:
+def load_nnunet_models(folders, folds, checkpoint: str = NNUNET_FINAL_CHECKPOINT) -> dict[str, Model]:
     """Model per folder (by ``member_names``) of an ensemble of nnU-Net v2 model folders of one dataset: their
     labels must be the same, since their probabilities are averaged."""
     models = {}
@@ -162,11 +163,11 @@ def nnunet_postprocessing(path) -> list[dict]:
 EXPORT_TRAINER = "nnUNetTrainer"
 
 
-def exportable_configuration(results: Path, candidate) -> tuple[dict, str]:
+def exportable_configuration(results: Results, candidate) -> tuple[dict, str]:
     """The plans of a candidate that nnunetv2 can predict with, and its configuration; an error otherwise."""
     from segflow.networks import DEFAULT_NETWORK
 
-    plans_path = results / candidate.plans_file
+    plans_path = Path(results.plans(candidate.planner, candidate.network))
     if candidate.network != DEFAULT_NETWORK:
         raise InputError(
             f"candidate {candidate.name} is MONAI's {candidate.network}, which nnU-Net v2 cannot build.",
@@ -216,22 +217,23 @@ def export_candidate(results, name: str, destination) -> Path:
     from segflow.candidates import parse
     from segflow.io import atomic_folder, save_json
 
-    results = Path(results)
+    results = Results(results)
     candidate = parse(name)
     plans, configuration = exportable_configuration(results, candidate)
-    dataset_json = load_json(results / "dataset.json")
-    folds = trained_folds(results / "train" / name, "checkpoint_final.pt")
+    dataset_json = load_json(results.dataset_json)
+    folds = trained_folds(Path(results.candidate_folds(name)), FINAL_CHECKPOINT)
     if not folds:
-        raise InputError(f"holds no trained fold of {name}.", file=results / "train" / name)
-    folder = Path(destination) / model_folder_name(plans, configuration, results / candidate.plans_file)
+        raise InputError(f"holds no trained fold of {name}.", file=Path(results.candidate_folds(name)))
+    plans_path = Path(results.plans(candidate.planner, candidate.network))
+    folder = Path(destination) / model_folder_name(plans, configuration, plans_path)
     if folder.exists():
         raise InputError("exists already.", file=folder, fix="remove it, or export to another folder with -o.")
     with atomic_folder(folder) as tmp:
         save_json(plans, tmp / "plans.json")
         save_json(dataset_json, tmp / "dataset.json")
         for fold in folds:
-            checkpoint = load_checkpoint(results / "train" / name / f"fold_{fold}" / "checkpoint_final.pt")
+            checkpoint = load_checkpoint(results.checkpoint(name, fold))
             (tmp / f"fold_{fold}").mkdir()
             exported = nnunet_checkpoint(checkpoint, plans, configuration, fold, dataset_json)
-            torch.save(exported, tmp / f"fold_{fold}" / FINAL_CHECKPOINT)
+            torch.save(exported, tmp / f"fold_{fold}" / NNUNET_FINAL_CHECKPOINT)
     return folder

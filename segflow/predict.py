@@ -22,16 +22,14 @@ from segflow.infer import (
     with_previous_stage,
 )
 from segflow.io import load_json, read_case
-from segflow.nnunet_models import FINAL_CHECKPOINT, is_nnunet_model_folder, load_nnunet_models
+from segflow.layout import FINAL_CHECKPOINT, Results
+from segflow.nnunet_models import NNUNET_FINAL_CHECKPOINT, is_nnunet_model_folder, load_nnunet_models
 from segflow.postprocess import apply_postprocessing
 from segflow.preprocess import preprocess_arrays
 from segflow.progress import Countdown
 from segflow.stream import Stream, overlaps
 
 log = logging.getLogger("segflow.predict")
-
-
-SEGFLOW_FINAL_CHECKPOINT = "checkpoint_final.pt"
 
 
 class CasePredictor:
@@ -52,16 +50,16 @@ class CasePredictor:
         model_dir,
         candidates,
         folds,
-        checkpoint=SEGFLOW_FINAL_CHECKPOINT,
+        checkpoint=FINAL_CHECKPOINT,
         device="auto",
         window=DEFAULT_WINDOW,
     ):
         """Candidates (segflow/candidates.py) of a workflow's results folder, with the previous stages they need."""
-        model_dir = Path(model_dir)
+        results = Results(model_dir)
         needed = [parse(name) for name in candidates]
         previous = {}
         for candidate in list(needed):
-            stage = candidate.previous_stage(load_json(model_dir / candidate.plans_file))
+            stage = candidate.previous_stage(load_json(results.plans(candidate.planner, candidate.network)))
             previous[candidate.name] = stage.name if stage else None
             if stage and stage not in needed:
                 needed.insert(0, stage)
@@ -69,13 +67,15 @@ class CasePredictor:
         models = {}
         for candidate in needed:
             name = candidate.name
-            checkpoints = [model_dir / "train" / name / f"fold_{f}" / checkpoint for f in folds]
-            plans_path = model_dir / candidate.plans_file
-            models[name] = load_model(plans_path, model_dir / "dataset.json", candidate.configuration, checkpoints)
-        return cls(load_json(model_dir / "dataset.json"), models, previous, device, window)
+            checkpoints = [Path(results.checkpoint(name, f, checkpoint)) for f in folds]
+            plans_path = results.plans(candidate.planner, candidate.network)
+            models[name] = load_model(plans_path, results.dataset_json, candidate.configuration, checkpoints)
+        return cls(load_json(results.dataset_json), models, previous, device, window)
 
     @classmethod
-    def of_nnunet_folders(cls, folders, folds, checkpoint=FINAL_CHECKPOINT, device="auto", window=DEFAULT_WINDOW):
+    def of_nnunet_folders(
+        cls, folders, folds, checkpoint=NNUNET_FINAL_CHECKPOINT, device="auto", window=DEFAULT_WINDOW
+    ):
         """nnU-Net v2 trained model folders, each a member named as ``member_names`` names it."""
         models = load_nnunet_models(folders, folds, checkpoint)
         dataset_json = next(iter(models.values())).dataset_json
@@ -97,7 +97,7 @@ class CasePredictor:
         # A single member is the image's only reader: its preprocessing may normalise the image in place.
         overwrite = len(self.predictors) == 1
         data, seg, properties = preprocess_arrays(
-            image.data, previous_segmentation, image.spacing, model.plans, model.configuration_name, overwrite
+            image.data, previous_segmentation, image.spacing, model.plans, model.configuration_name, overwrite=overwrite
         )
         if previous_segmentation is not None:
             data = with_previous_stage(data, seg, previous_stage_labels(model))
@@ -145,8 +145,8 @@ def case_predictor(model_dir, selection: dict, checkpoint=None, device="auto", w
     folds = selection["folds"]
     folders = list(model_dir) if isinstance(model_dir, (list, tuple)) else [model_dir]
     if all(is_nnunet_model_folder(folder) for folder in folders):
-        return CasePredictor.of_nnunet_folders(folders, folds, checkpoint or FINAL_CHECKPOINT, device, window)
-    checkpoint = checkpoint or SEGFLOW_FINAL_CHECKPOINT
+        return CasePredictor.of_nnunet_folders(folders, folds, checkpoint or NNUNET_FINAL_CHECKPOINT, device, window)
+    checkpoint = checkpoint or FINAL_CHECKPOINT
     (results,) = folders
     return CasePredictor.of_results(results, selection["configurations"], folds, checkpoint, device, window)
 

@@ -15,6 +15,7 @@ import numpy as np
 from segflow.budget import counted, measured_epoch_seconds
 from segflow.evaluate import label_key
 from segflow.io import atomic_path, read_channels, read_image
+from segflow.layout import Results
 from segflow.plan import network_class, resolved_configuration
 
 METRICS = ("Dice", "IoU", "HD95", "NSD", "n_ref", "n_pred")
@@ -200,6 +201,4 @@ def write_overlay(image_file, prediction_file, out_png, title: str, reference_fi
 
 def validation_prediction(results: Path, best: str, fold: int, case: str, ending: str) -> Path:
     """Where the selected model's (``best``) cross-validation prediction of ``case``, validated by ``fold``, lies."""
-    if best.startswith("ensemble__"):
-        return results / "crossval" / best / f"{case}{ending}"
-    return results / "train" / best / f"fold_{fold}" / "validation" / f"{case}{ending}"
+    return Path(Results(results).cross_validation_file(best, case, ending, fold))

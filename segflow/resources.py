@@ -187,6 +187,19 @@ def largest_voxels(shape, spacing, target_spacing) -> int:
     return int(max(math.prod(shape), resampled))
 
 
+def case_voxels(record: dict, target_spacing) -> int:
+    """A verified case's voxels (its verification record's shape and spacing), or its voxels once resampled to
+    ``target_spacing`` if more; its own voxels where there is no target of its dimension yet."""
+    if target_spacing is None or len(target_spacing) != len(record["shape"]):
+        return math.prod(record["shape"])
+    return largest_voxels(record["shape"], record["spacing"], target_spacing)
+
+
+def average_case_mem_mb(size_mb: float, n_cases: int, attempt: int = 1, factor: float = 40, base: int = 500) -> int:
+    """A batch job's memory: its cases run one after the other, so a multiple of the average case's file size."""
+    return user_mem_mb(int(base + factor * size_mb / max(n_cases, 1)), attempt)
+
+
 def loader_workers(threads: int, on_gpu: bool) -> int:
     """Loader worker processes of a training job. On a GPU all threads but the main one feed it (nnU-Net uses
     12). On a CPU the training step's arithmetic already keeps every thread busy: one worker cuts and augments

@@ -22,6 +22,7 @@ from pathlib import Path
 from segflow.ensemble import validation_files
 from segflow.evaluate import evaluated_labels
 from segflow.io import load_json, read_image, save_json
+from segflow.layout import Results
 from segflow.postprocess import determine_postprocessing
 
 
@@ -86,7 +87,7 @@ def select(
             "dice_before_postprocessing": postprocessing["dice_before"],
             "dice_after_postprocessing": postprocessing["dice_after"],
             "reproduce": {
-                "snakemake": f"snakemake --cores all prediction --configfile {Path(results_dir) / 'config.yaml'}",
+                "snakemake": f"snakemake --cores all prediction --configfile {Results(results_dir).config}",
                 "command": reproduce_command(results_dir, fold_args, test_images),
             },
         },

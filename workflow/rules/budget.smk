@@ -5,11 +5,11 @@ rule budget:
     input:
         unpack(budget_inputs),
     output:
-        f"{OUT}/budget.json",
+        RESULTS.budget,
     log:
-        f"{LOGS}/budget.log",
+        RESULTS.log("budget.log"),
     benchmark:
-        f"{OUT}/benchmarks/budget.tsv"
+        RESULTS.benchmark("budget.tsv")
     priority: GATE_PRIORITY
     conda:
         ENV

@@ -10,7 +10,7 @@ if DATASET.kind == "msd":
         output:
             DATASET_JSON,
         log:
-            f"{LOGS}/convert/dataset_json.log",
+            RESULTS.log("convert/dataset_json.log"),
         conda:
             ENV
         params:
@@ -31,7 +31,7 @@ if DATASET.kind == "msd":
                 images=[f for c in cases for f in raw_images(c)],
                 labels=[raw_label(c) for c in cases],
             log:
-                f"{LOGS}/convert/{batch}.log",
+                RESULTS.log(f"convert/{batch}.log"),
             group:
                 f"cases_{batch}"
             conda:

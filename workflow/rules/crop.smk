@@ -7,11 +7,11 @@ for batch, cases in BATCHES.items():
         name:
             f"crop_{batch}"
         input:
-            verified=batch_manifest("verify", batch),
+            verified=RESULTS.batch_manifest("verify", batch),
         output:
-            manifest=batch_manifest("crop", batch),
+            manifest=RESULTS.batch_manifest("crop", batch),
         log:
-            f"{LOGS}/crop/{batch}.log",
+            RESULTS.log(f"crop/{batch}.log"),
         group:
             f"cases_{batch}"
         conda:
@@ -22,6 +22,8 @@ for batch, cases in BATCHES.items():
         params:
             cases=cases,
             raw=raw_files(cases),
-            outputs=case_files(f"{OUT}/crop", records=".json", foreground="_fg.npy"),
+            outputs=case_files(
+                RESULTS.records("crop"), records=".json", foreground="_fg.npy"
+            ),
         script:
             "../scripts/crop.py"

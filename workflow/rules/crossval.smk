@@ -4,10 +4,10 @@ rule crossval:
     input:
         lambda wildcards: validation_dirs(wildcards.candidate),
     output:
-        summary=f"{OUT}/crossval/{{candidate}}/summary.json",
-        table=f"{OUT}/crossval/{{candidate}}/per_case.csv",
+        summary=RESULTS.path("crossval", "{candidate}", "summary.json"),
+        table=RESULTS.path("crossval", "{candidate}", "per_case.csv"),
     log:
-        f"{LOGS}/crossval/{{candidate}}.log",
+        RESULTS.log("crossval/{candidate}.log"),
     wildcard_constraints:
         candidate=CANDIDATE_PATTERN,
     conda:
@@ -24,9 +24,9 @@ rule ensemble:
         second=lambda wildcards: validation_dirs(wildcards.second),
         dataset_json=DATASET_JSON,
     output:
-        directory(f"{OUT}/crossval/ensemble__{{first}}__{{second}}"),
+        directory(RESULTS.ensemble("{first}", "{second}")),
     log:
-        f"{LOGS}/crossval/ensemble__{{first}}__{{second}}.log",
+        RESULTS.log("crossval/ensemble__{first}__{second}.log"),
     wildcard_constraints:
         first=CANDIDATE_PATTERN,
         second=CANDIDATE_PATTERN,

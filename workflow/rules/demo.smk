@@ -14,7 +14,7 @@ if config["dataset"] == "demo":
             labels=DEMO_FILES["labels"],
             test_images=DEMO_FILES["test_images"],
         log:
-            f"{LOGS}/demo_dataset.log",
+            RESULTS.log("demo_dataset.log"),
         conda:
             ENV
         params:

@@ -3,11 +3,11 @@ rule fingerprint:
     input:
         batch_manifests("crop"),
     output:
-        f"{OUT}/fingerprint.json",
+        RESULTS.fingerprint,
     log:
-        f"{LOGS}/fingerprint.log",
+        RESULTS.log("fingerprint.log"),
     benchmark:
-        f"{OUT}/benchmarks/fingerprint.tsv"
+        RESULTS.benchmark("fingerprint.tsv")
     conda:
         ENV
     resources:

@@ -1,15 +1,18 @@
 # nnU-Net's default experiment planner (plans.json), and the residual-encoder presets the config names
 # (plans_<planner>.json). Checkpoints: which configurations exist depends on the data.
+from segflow.plan import PLANNERS
+
+
 checkpoint plan:
     input:
-        fingerprint=f"{OUT}/fingerprint.json",
+        fingerprint=RESULTS.fingerprint,
         dataset_json=DATASET_JSON,
         # the verification's warnings, which `snakemake plan` would otherwise leave unwritten
-        verify_report=ancient(f"{OUT}/verify_report.json"),
+        verify_report=ancient(RESULTS.verify_report),
     output:
-        plans=f"{OUT}/plans.json",
+        plans=RESULTS.plans(),
     log:
-        f"{LOGS}/plan.log",
+        RESULTS.log("plan.log"),
     priority: GATE_PRIORITY
     conda:
         ENV
@@ -24,12 +27,12 @@ checkpoint plan:
 # A preset plans for the GPU memory it is tuned to (plan.PLANNERS), as nnunetv2's -pl does.
 checkpoint plan_preset:
     input:
-        fingerprint=f"{OUT}/fingerprint.json",
+        fingerprint=RESULTS.fingerprint,
         dataset_json=DATASET_JSON,
     output:
-        plans=f"{OUT}/plans_{{planner}}.json",
+        plans=RESULTS.plans("{planner}"),
     log:
-        f"{LOGS}/plan_{{planner}}.log",
+        RESULTS.log("plan_{planner}.log"),
     wildcard_constraints:
         planner="|".join(p for p in PLANNERS if p != DEFAULT_PLANNER),
     priority: GATE_PRIORITY
@@ -49,9 +52,9 @@ rule network_plans:
     input:
         plans=lambda wildcards: plans_json(NETWORK_PLANS[wildcards.stem][0]),
     output:
-        plans=f"{OUT}/plans_{{stem}}.json",
+        plans=RESULTS.path("plans_{stem}.json"),
     log:
-        f"{LOGS}/plans_{{stem}}.log",
+        RESULTS.log("plans_{stem}.log"),
     wildcard_constraints:
         stem="|".join(NETWORK_PLANS) or "no-network-plans",
     priority: GATE_PRIORITY

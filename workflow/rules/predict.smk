@@ -1,6 +1,8 @@
 # The images to predict (config `test_images`) through the selected model, one job per batch of cases
 # (MSD images are converted to the raw layout first, like the training images):
 # preprocessing as in training, sliding window over the selected folds, ensemble, postprocessing.
+from segflow.batches import per_case
+
 if DATASET.kind == "msd":
     for batch, cases in TEST_BATCHES.items():
 
@@ -12,7 +14,7 @@ if DATASET.kind == "msd":
             output:
                 images=[f for c in cases for f in test_images(c)],
             log:
-                f"{LOGS}/convert_test/{batch}.log",
+                RESULTS.log(f"convert_test/{batch}.log"),
             conda:
                 ENV
             params:
@@ -29,17 +31,17 @@ for batch, cases in TEST_BATCHES.items():
             f"predict_{batch}"
         input:
             images=[f for c in cases for f in test_images(c)],
-            selection=f"{OUT}/selection.json",
-            verify_report=ancient(f"{OUT}/verify_report.json"),
-            dataset_json=f"{OUT}/dataset.json",
+            selection=RESULTS.selection,
+            verify_report=ancient(RESULTS.verify_report),
+            dataset_json=RESULTS.dataset_json,
             plans=prediction_plans,
             checkpoints=prediction_checkpoints,
         output:
-            per_case(f"{OUT}/predictions/{{case}}{DATASET.file_ending}", cases),
+            per_case(RESULTS.prediction("{case}", DATASET.file_ending), cases),
         log:
-            f"{LOGS}/predict/{batch}.log",
+            RESULTS.log(f"predict/{batch}.log"),
         benchmark:
-            f"{OUT}/benchmarks/predict/{batch}.tsv"
+            RESULTS.benchmark(f"predict/{batch}.tsv")
         conda:
             ENV
         threads: config["inference"]["threads"]

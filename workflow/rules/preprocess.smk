@@ -10,15 +10,15 @@ for batch, cases in BATCHES.items():
         name:
             f"preprocess_{batch}"
         input:
-            verified=batch_manifest("verify", batch),
+            verified=RESULTS.batch_manifest("verify", batch),
             plans=preprocessing_plans,
             dataset_json=ancient(DATASET_JSON),
         output:
-            manifest=batch_manifest("preprocessed/{folder}", batch),
+            manifest=RESULTS.batch_manifest("preprocessed/{folder}", batch),
         log:
-            f"{LOGS}/preprocess/{{folder}}/{batch}.log",
+            RESULTS.log(f"preprocess/{{folder}}/{batch}.log"),
         benchmark:
-            f"{OUT}/benchmarks/preprocess/{{folder}}/{batch}.tsv"
+            RESULTS.benchmark(f"preprocess/{{folder}}/{batch}.tsv")
         wildcard_constraints:
             folder=DATA_FOLDER_PATTERN,
         conda:

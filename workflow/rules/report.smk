@@ -5,32 +5,32 @@ rule report_tables:
         unpack(report_table_inputs),
     output:
         dataset=report(
-            f"{OUT}/report/dataset.html",
+            RESULTS.report("dataset.html"),
             caption="../report/dataset.rst",
             category="1. Dataset",
         ),
         plans=report(
-            f"{OUT}/report/plans.html",
+            RESULTS.report("plans.html"),
             caption="../report/plans.rst",
             category="2. Plans",
         ),
         crossval=report(
-            f"{OUT}/report/crossval.html",
+            RESULTS.report("crossval.html"),
             caption="../report/crossval.rst",
             category="4. Cross-validation",
         ),
         selection=report(
-            f"{OUT}/report/selection.html",
+            RESULTS.report("selection.html"),
             caption="../report/selection.rst",
             category="5. Selection",
         ),
         budget=report(
-            f"{OUT}/report/budget.html",
+            RESULTS.report("budget.html"),
             caption="../report/budget.rst",
             category="3. Training",
         ),
     log:
-        f"{LOGS}/report/tables.log",
+        RESULTS.log("report/tables.log"),
     conda:
         ENV
     params:
@@ -44,19 +44,19 @@ rule report_overlays:
         unpack(report_overlay_inputs),
     output:
         validation=report(
-            [f"{OUT}/report/overlays/validation_fold_{f}.png" for f in CV_FOLDS],
+            [RESULTS.report(f"overlays/validation_fold_{f}.png") for f in CV_FOLDS],
             caption="../report/overlay.rst",
             category="6. Overlays",
             subcategory="cross-validation",
         ),
         test=report(
-            [f"{OUT}/report/overlays/test_{c}.png" for c in OVERLAY_TEST_CASES],
+            [RESULTS.report(f"overlays/test_{c}.png") for c in OVERLAY_TEST_CASES],
             caption="../report/overlay.rst",
             category="6. Overlays",
             subcategory="test images",
         ),
     log:
-        f"{LOGS}/report/overlays.log",
+        RESULTS.log("report/overlays.log"),
     conda:
         ENV
     params:

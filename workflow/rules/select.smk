@@ -5,11 +5,11 @@ rule select:
     input:
         unpack(selection_inputs),
     output:
-        selection=f"{OUT}/selection.json",
-        dataset_json=f"{OUT}/dataset.json",
-        config=f"{OUT}/config.yaml",
+        selection=RESULTS.selection,
+        dataset_json=RESULTS.dataset_json,
+        config=RESULTS.config,
     log:
-        f"{LOGS}/select.log",
+        RESULTS.log("select.log"),
     conda:
         ENV
     params:

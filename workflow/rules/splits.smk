@@ -1,4 +1,6 @@
 # Five-fold cross-validation splits, as nnU-Net makes them (or the user's own splits file).
+from segflow.splits import check_folds
+
 USER_SPLITS = config["splits"] or (
     str(DATASET.root / "splits_final.json")
     if (DATASET.root / "splits_final.json").is_file()
@@ -16,9 +18,9 @@ rule splits:
     input:
         [USER_SPLITS] if USER_SPLITS else [],
     output:
-        f"{OUT}/splits.json",
+        RESULTS.splits,
     log:
-        f"{LOGS}/splits.log",
+        RESULTS.log("splits.log"),
     conda:
         ENV
     params:

@@ -4,18 +4,18 @@ rule train:
     input:
         unpack(training_inputs),
     output:
-        final=f"{OUT}/train/{{candidate}}/fold_{{fold}}/checkpoint_final.pt",
+        final=RESULTS.checkpoint("{candidate}", "{fold}"),
         progress=report(
-            f"{OUT}/train/{{candidate}}/fold_{{fold}}/progress.png",
+            RESULTS.progress("{candidate}", "{fold}"),
             caption="../report/progress.rst",
             category="3. Training",
             subcategory="{candidate}",
             labels={"candidate": "{candidate}", "fold": "{fold}"},
         ),
     log:
-        f"{LOGS}/train/{{candidate}}/fold_{{fold}}.log",
+        RESULTS.log("train/{candidate}/fold_{fold}.log"),
     benchmark:
-        f"{OUT}/benchmarks/train/{{candidate}}/fold_{{fold}}.tsv"
+        RESULTS.benchmark("train/{candidate}/fold_{fold}.tsv")
     wildcard_constraints:
         candidate=CANDIDATE_PATTERN,
         fold="[0-9]+|all",
@@ -30,7 +30,7 @@ rule train:
         signature=training_params,
         settings=config["train"],
         device=config["device"],
-        preprocessed=f"{OUT}/preprocessed",
+        preprocessed=RESULTS.preprocessed,
         configuration=configuration_of,
     script:
         "../scripts/train.py"

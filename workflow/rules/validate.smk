@@ -4,11 +4,11 @@ rule validate:
     input:
         unpack(validation_inputs),
     output:
-        directory(f"{OUT}/train/{{candidate}}/fold_{{fold}}/validation"),
+        directory(RESULTS.validation("{candidate}", "{fold}")),
     log:
-        f"{LOGS}/validate/{{candidate}}/fold_{{fold}}.log",
+        RESULTS.log("validate/{candidate}/fold_{fold}.log"),
     benchmark:
-        f"{OUT}/benchmarks/validate/{{candidate}}/fold_{{fold}}.tsv"
+        RESULTS.benchmark("validate/{candidate}/fold_{fold}.tsv")
     wildcard_constraints:
         candidate=CANDIDATE_PATTERN,
         fold="[0-9]+",
@@ -21,7 +21,7 @@ rule validate:
         runtime=config["inference"]["runtime_minutes"],
     params:
         device=config["device"],
-        preprocessed=f"{OUT}/preprocessed",
+        preprocessed=RESULTS.preprocessed,
         configuration=configuration_of,
         labels_dir=raw_labels_dir,
         with_probabilities=keeps_probabilities,

@@ -9,9 +9,9 @@ for batch, cases in BATCHES.items():
             labels=[raw_label(c) for c in cases],
             dataset_json=ancient(DATASET_JSON),
         output:
-            manifest=batch_manifest("verify", batch),
+            manifest=RESULTS.batch_manifest("verify", batch),
         log:
-            f"{LOGS}/verify/{batch}.log",
+            RESULTS.log(f"verify/{batch}.log"),
         group:
             f"cases_{batch}"
         conda:
@@ -22,7 +22,7 @@ for batch, cases in BATCHES.items():
             cases=cases,
             channels=DATASET.num_channels,
             dataset=dataset_json_signature(),
-            outputs=case_files(f"{OUT}/verify", records=".json"),
+            outputs=case_files(RESULTS.records("verify"), records=".json"),
         script:
             "../scripts/verify.py"
 
@@ -31,9 +31,9 @@ rule verify_report:
     input:
         batch_manifests("verify"),
     output:
-        f"{OUT}/verify_report.json",
+        RESULTS.verify_report,
     log:
-        f"{LOGS}/verify/report.log",
+        RESULTS.log("verify/report.log"),
     conda:
         ENV
     script:
