@@ -11,6 +11,9 @@ the step for cores); where it has none (one thread on a CPU), the training proce
 its steps, and the probe times that too (``augmentation_seconds``). Left out: checkpoints and progress.png (about
 a second per epoch), and the fold's final validation (a job of its own). The report sets the estimate beside the
 epoch times the folds measured (``measured_epoch_seconds``).
+
+A fold of fewer than ``PROBE_MIN_FOLD_STEPS`` steps (training and validation iterations over all epochs: a run that
+only tries the chain) is not timed: it takes about as long as its probe, which would hold the run up for nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ PROBE_STEPS = 2
 #: 320 x 320, minutes per step), smaller batches are timed (``cpu_timings``), so that the probe takes seconds,
 #: not a quarter of an hour.
 FULL_BATCH_PROBE_S = 10.0
+#: The probe times about ten steps per candidate (untimed and timed, training and validation, per batch size).
+PROBE_MIN_FOLD_STEPS = 20
 
 
 def synchronize(device) -> None:
@@ -190,7 +195,7 @@ def epoch_seconds(probed: dict, train: dict) -> float:
 def candidate_budget(job: dict, probed: dict, train: dict) -> dict:
     """One candidate's entry: its jobs and what they declare (``job``, from the workflow), its probe and the
     estimated time per epoch and per fold."""
-    if "error" in probed:
+    if "error" in probed or "not_timed" in probed:
         return {**job, **probed, "epoch_s": None, "fold_s": None}
     per_epoch = epoch_seconds(probed, train)
     return {**job, **probed, "epoch_s": per_epoch, "fold_s": per_epoch * train["epochs"]}
@@ -235,7 +240,8 @@ def summary_lines(budget: dict) -> list[str]:
             f"training job {gigabytes(c['train_mem_mb'])}{gpu}, validation job {gigabytes(c['validation_mem_mb'])}; "
         )
         if c["fold_s"] is None:
-            lines.append(f"{declared}its training step could not be timed: {c['error']}")
+            reason = c.get("not_timed") or f"its training step could not be timed: {c['error']}"
+            lines.append(f"{declared}{reason}")
             continue
         timed = c["timed_batches"]
         timed = "" if timed == [c["batch_size"]] else f" (timed at batches {' and '.join(map(str, timed))})"
@@ -289,7 +295,25 @@ def estimate_budget(
     threads: int = 1,
 ) -> dict:
     """Probe every candidate (``candidates``: the workflow's entries, each with its ``plans`` file and
-    ``configuration``), write the budget to ``out_path`` (JSON) and show it."""
+    ``configuration``) unless a fold is too short to time, write the budget to ``out_path`` (JSON) and show it."""
+    steps = fold_steps(train)
+    if steps < PROBE_MIN_FOLD_STEPS:
+        untimed = {"not_timed": f"not timed: a fold of {counted(steps, 'step')} takes about as long as timing it"}
+        entries = [candidate_budget(job, untimed, train) for job in candidates]
+    else:
+        entries = probed_candidates(dataset_json_path, candidates, train, device, threads)
+    budget = make_budget(dataset, entries, train, folds, jobs)
+    save_json(budget, out_path)
+    show(budget)
+    return budget
+
+
+def fold_steps(train: dict) -> int:
+    """The training and validation iterations of a fold, over all its epochs (``train``: the config's)."""
+    return train["epochs"] * (train["iterations_per_epoch"] + train["val_iterations"])
+
+
+def probed_candidates(dataset_json_path, candidates: list[dict], train: dict, device: str, threads: int) -> list:
     import torch
 
     from segflow.train.loop import settings_from_config
@@ -303,10 +327,7 @@ def estimate_budget(
             log.info("budget: timing %s's training steps", job["name"])
             heartbeat.beat(f"timing {job['name']}'s training steps")
             entries.append(candidate_budget(job, probe_or_error(job, dataset_json, settings, device), train))
-    budget = make_budget(dataset, entries, train, folds, jobs)
-    save_json(budget, out_path)
-    show(budget)
-    return budget
+    return entries
 
 
 def measured_epoch_seconds(fold_dirs) -> float | None:

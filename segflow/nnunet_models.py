@@ -16,12 +16,14 @@ from segflow.errors import InputError
 from segflow.infer import Model, model_of
 from segflow.io import load_checkpoint, load_json
 from segflow.layout import FINAL_CHECKPOINT, Results
+from segflow.networks import NETWORKS
 from segflow.plan import network_class, resolved_configuration
 
 NNUNET_FINAL_CHECKPOINT = "checkpoint_final.pth"
+#: The network classes nnU-Net v2 and segflow both build: an nnU-Net model folder of any other is refused.
+NNUNET_NETWORKS = tuple(name for family in NETWORKS.values() for name in family.nnunet_classes)
 FOLD_FOLDER = re.compile(r"fold_(\d+|all)$")
 #: nnU-Net v2's networks that segflow builds with the same parameter names.
-NNUNET_NETWORKS = ("PlainConvUNet", "ResidualEncoderUNet")
 
 
 def is_nnunet_model_folder(folder) -> bool:
@@ -165,12 +167,11 @@ EXPORT_TRAINER = "nnUNetTrainer"
 
 def exportable_configuration(results: Results, candidate) -> tuple[dict, str]:
     """The plans of a candidate that nnunetv2 can predict with, and its configuration; an error otherwise."""
-    from segflow.networks import DEFAULT_NETWORK
-
     plans_path = Path(results.plans(candidate.planner, candidate.network))
-    if candidate.network != DEFAULT_NETWORK:
+    family = NETWORKS[candidate.network]
+    if not family.nnunet_classes:
         raise InputError(
-            f"candidate {candidate.name} is MONAI's {candidate.network}, which nnU-Net v2 cannot build.",
+            f"candidate {candidate.name} is {family.description}, which nnU-Net v2 cannot build.",
             file=plans_path,
             fix="export a candidate of nnU-Net's U-Nets (e.g. 3d_fullres or 3d_fullres-resenc_m) with -c.",
         )

@@ -140,7 +140,7 @@ def budget_rows(budget: dict, fold_dirs: dict[str, list]) -> list[dict]:
                 "candidate": c["name"],
                 "probed on": f"{c['device']}, {counted(c['threads'], 'thread')}"
                 if timed
-                else f"not timed: {c['error']}",
+                else c.get("not_timed") or f"not timed: {c['error']}",
                 "s per iteration (probe)": round(c["train_step_s"], 3) if timed else "",
                 "s per epoch, estimated": round(c["epoch_s"], 1) if timed else "",
                 "s per epoch, measured": "" if measured is None else round(measured, 1),

@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import math
 
-from segflow.networks import recipe_of
-from segflow.networks.sizes import padded_patch, parameter_count, segresnet_block_features
-from segflow.plan import conv_feature_map_size, network_class, residual_feature_map_size
+from segflow.networks import parameter_count, recipe_of, sample_activations
+from segflow.networks.family import ACTIVATION_COPIES
 
 MB = 2**20
 FLOAT32 = 4
@@ -37,19 +36,6 @@ TRAINING_PROCESS_MB = 800
 WORKER_MB = 500
 #: A CUDA context's host memory (its libraries mapped and touched).
 CUDA_CONTEXT_MB = 2500
-#: On a CPU, copies of the convolution outputs that training keeps (activations for the backward pass,
-#: normalisation and nonlinearity outputs, gradients). Prostate: (11.1 GB - 1.1 GB) / 3.6 GB = 2.8.
-ACTIVATION_COPIES = 3.0
-#: MONAI's networks keep activations that the planner's count (a U-Net's convolution outputs) does not describe,
-#: measured with one forward and backward pass (torch 2.13 on a CPU). SwinUNETR: float32 values per voxel of the
-#: input as it pads it (``padded_patch``), per training sample, at feature size 48 (they scale with it): 1 885-1 984
-#: in 3D, 2 230-2 496 in 2D.
-SWIN_PADDED_VOXEL_VALUES = {3: 2000, 2: 2500}
-SWIN_MEASURED_FEATURE_SIZE = 48
-#: SegResNetDS: values per value of its residual blocks' feature maps (``segresnet_block_features``, which follows
-#: its anisotropic levels): 6.0-6.7 on inputs from 20 x 160 x 128 to 64^3 and 256^2, 8.8-10 on tiny ones
-#: (14 x 48 x 48, 48^2), where fixed costs weigh more. Without gradients, inference kept a third of either.
-SEGRESNET_FEATURE_VALUES = 7.0
 #: Resident memory of a preprocessing job's process, and the float32 arrays of the largest case's voxels it
 #: holds at once: per channel the image as read, its spline coefficients (float64) and its resampled copy; and
 #: the label map's resampling (two float64 scores, the label maps). Measured (bench/memory.py): a 512 x 512 x
@@ -92,25 +78,6 @@ def scaled(mb: float, attempt: int = 1) -> int:
     """``mb`` with the margin, half again for each retry, rounded up to 100 MB."""
     total = mb * MARGIN * (1 + 0.5 * (attempt - 1))
     return int(math.ceil(total / 100) * 100)
-
-
-def sample_activations(configuration: dict, num_classes: int) -> int:
-    """Convolution outputs of the network for one training sample (the planner's VRAM proxy); for MONAI's
-    networks the same units: their measured activations over the ``ACTIVATION_COPIES`` a U-Net keeps of them."""
-    kwargs = configuration["architecture"]["arch_kwargs"]
-    patch, name = configuration["patch_size"], network_class(configuration)
-    if name == "ResidualEncoderUNet":
-        return residual_feature_map_size(
-            patch, kwargs["strides"], kwargs["features_per_stage"], num_classes, kwargs["n_blocks_per_stage"]
-        )
-    if name == "PlainConvUNet":
-        return conv_feature_map_size(patch, kwargs["strides"], kwargs["features_per_stage"], num_classes)
-    if name == "SwinUNETR":
-        per_voxel = SWIN_PADDED_VOXEL_VALUES[len(patch)] * kwargs["feature_size"] / SWIN_MEASURED_FEATURE_SIZE
-        return int(per_voxel * math.prod(padded_patch(configuration)) / ACTIVATION_COPIES)
-    if name == "SegResNetDS":
-        return int(SEGRESNET_FEATURE_VALUES * segresnet_block_features(configuration) / ACTIVATION_COPIES)
-    raise ValueError(f"the plans name the network {name!r}, whose activations segflow does not know")
 
 
 def training_mem_mb(

@@ -234,6 +234,19 @@ def hippocampus_config(hippocampus: Path) -> dict:
     return {"dataset": str(hippocampus), "folds": "[]"}
 
 
+def tiny_run(**settings) -> dict:
+    """The config of a run that only tries the chain: fold 0, one training and one validation iteration, no
+    mirroring, no test images; ``settings`` add to it or replace its values (as --config spells them)."""
+    return {
+        "case_batches": 2,
+        "folds": "[0]",
+        "train": "{epochs: 1, iterations_per_epoch: 1, val_iterations: 1, threads: 1}",
+        "inference": "{mirror: false, threads: 1}",
+        "test_images": "null",
+        **settings,
+    }
+
+
 def load(path):
     with open(path) as f:
         return json.load(f)

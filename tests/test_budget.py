@@ -169,3 +169,35 @@ def test_the_budget_job_says_what_it_times_at_least_every_heartbeat(tmp_path, mo
         budget_module.estimate_budget("D", tmp_path / "dataset.json", [job], train, [0], jobs, tmp_path / "b.json")
     beats = [r.message for r in caplog.records if r.message.startswith("budget: timing 3d_fullres's training steps, ")]
     assert len(beats) >= 2, [r.message for r in caplog.records]
+
+
+def test_a_fold_too_short_to_time_is_not_probed_and_says_so(tmp_path, monkeypatch):
+    """A run that only tries the chain (1 epoch of 1 iteration and 1 validation iteration: 2 steps a fold) would wait
+    on a probe as long as its trainings; a fold of 20 steps is timed."""
+    probed = []
+    monkeypatch.setattr(budget_module, "probe", lambda *args: probed.append(args) or {"error": "probed"})
+    (tmp_path / "dataset.json").write_text('{"labels": {"background": 0, "a": 1}}')
+    (tmp_path / "plans.json").write_text("{}")
+    job = {"name": "3d_fullres", "plans": str(tmp_path / "plans.json"), "configuration": "3d_fullres"}
+    job |= {"patch_size": [8, 8, 8], "batch_size": 2, "train_mem_mb": 1024, "validation_mem_mb": 1024, "gpus": 0}
+    jobs = {"train": 1, "validate": 1, "predict": 0, "predict_mem_mb": 0}
+    tiny = {
+        **NNUNET_TRAIN,
+        "epochs": 1,
+        "iterations_per_epoch": 1,
+        "val_iterations": 1,
+        "seed": 0,
+        "augment_on": "device",
+    }
+    budget = budget_module.estimate_budget("D", tmp_path / "dataset.json", [job], tiny, [0], jobs, tmp_path / "b.json")
+    assert not probed and budget["training_s"] == 0
+    (entry,) = budget["candidates"]
+    assert entry["not_timed"] == "not timed: a fold of 2 steps takes about as long as timing it"
+    assert entry["fold_s"] is None and entry["epoch_s"] is None
+    assert "3d_fullres: patch 8x8x8, batch 2; training job 1.0 GB, validation job 1.0 GB; not timed: a fold of 2" in (
+        "\n".join(summary_lines(budget))
+    )
+    assert budget_rows(budget, {})[0]["probed on"] == entry["not_timed"]
+    twenty = {**tiny, "epochs": 2, "iterations_per_epoch": 9}
+    budget_module.estimate_budget("D", tmp_path / "dataset.json", [job], twenty, [0], jobs, tmp_path / "b.json")
+    assert len(probed) == 1

@@ -5,7 +5,7 @@ one selection."""
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import assert_every_job_used_less_than_it_declared, load, run_snakemake, scheduled_jobs
+from conftest import assert_every_job_used_less_than_it_declared, load, run_snakemake, scheduled_jobs, tiny_run
 
 from segflow.candidates import Candidate, parse
 from segflow.cli import main
@@ -60,15 +60,7 @@ def test_a_preset_and_a_monai_network_join_a_finished_run_and_train_only_their_o
     ResEnc M's). The default candidate does not train again and nothing is preprocessed again (they all train
     on the default's 3d_fullres data); the new ones train, validate and join the selection and the report;
     adding ResEnc L afterwards schedules its two candidates' jobs alone, and those that compare candidates."""
-    budget = "{epochs: 1, iterations_per_epoch: 1, val_iterations: 1, threads: 1}"
-    base = {
-        "case_batches": 2,
-        "configurations": "[3d_fullres]",
-        "folds": "[0]",
-        "train": budget,
-        "inference": "{mirror: false, threads: 1}",
-        "test_images": "null",
-    }
+    base = tiny_run(configurations="[3d_fullres]")
     run_snakemake(tmp_path, config=base)
     out = tmp_path / "results" / DEMO
     trained = [p for p in (out / "train" / "3d_fullres").rglob("*") if "validation" not in p.parts]

@@ -8,8 +8,7 @@ import torch
 from monai.networks.nets import SegResNetDS, SwinUNETR
 from test_plan import load_case
 
-from segflow.networks import build_network, with_network
-from segflow.networks.sizes import padded_patch, parameter_count
+from segflow.networks import NETWORKS, build_network, family_of, padded_patch, parameter_count, with_network
 from segflow.plan import network_class, plan_experiment, resolved_configuration
 from segflow.train.loop import TrainSettings, target_pyramid
 from segflow.train.loss import deep_supervision_weights
@@ -120,11 +119,11 @@ def test_recipes():
 
 
 @pytest.mark.parametrize("planner", ["default", "resenc_m"])
-@pytest.mark.parametrize("network", ["default", "swinunetr", "segresnet"])
+@pytest.mark.parametrize("network", list(NETWORKS))
 def test_parameter_counts_from_the_plans_equal_the_built_networks(planner, network):
-    """The workflow sizes a job's memory from what segflow.networks.sizes reads from the plans without building the
-    network: every configuration of an anisotropic dataset's plans (SegResNetDS keeps kernels of 1 along the fine
-    axes there), 2 and 4 input channels."""
+    """The workflow sizes a job's memory from what each network family of the registry reads from the plans
+    without building the network: every configuration of an anisotropic dataset's plans (SegResNetDS keeps kernels
+    of 1 along the fine axes there), 2 and 4 input channels."""
     case = load_case("anisotropic")
     plans = with_network(plan_experiment(case["fingerprint"], case["dataset_json"], planner=planner), network)
     # Built without memory, except SwinUNETR: its initialisation reads values.
@@ -136,7 +135,8 @@ def test_parameter_counts_from_the_plans_equal_the_built_networks(planner, netwo
                 built = build_network(configuration, channels, classes)
             expected = sum(p.numel() for p in built.parameters())
             assert parameter_count(configuration, channels, classes) == expected, (name, channels)
+        assert family_of(configuration) is NETWORKS[network]
         # The input the network pads a patch to, which its activations follow.
-        divisors = built.divisors() if network != "default" else [1] * len(configuration["patch_size"])
+        divisors = built.divisors() if hasattr(built, "divisors") else [1] * len(configuration["patch_size"])
         padded = [math.ceil(p / d) * d for p, d in zip(configuration["patch_size"], divisors, strict=True)]
         assert padded_patch(configuration) == padded, name

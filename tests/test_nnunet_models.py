@@ -246,7 +246,8 @@ def test_export_refuses_monai_networks_and_an_existing_folder(demo_results, tmp_
             main(["export-nnunet", "-m", str(demo_results), "-o", str(tmp_path), *args])
         return capsys.readouterr().err
 
-    assert "MONAI's segresnet, which nnU-Net v2 cannot build" in failed_export("-c", "3d_fullres-segresnet")
+    refusal = failed_export("-c", "3d_fullres-segresnet")
+    assert "is MONAI SegResNetDS (Auto3DSeg's segresnet), which nnU-Net v2 cannot build" in refusal
     (tmp_path / "nnUNetTrainer__nnUNetPlans__2d").mkdir()
     message = failed_export("-c", "2d")
     assert "nnUNetTrainer__nnUNetPlans__2d] exists already" in message, message

@@ -4,8 +4,7 @@ import pytest
 from conftest import assert_every_job_used_less_than_it_declared, load, run_snakemake
 
 from segflow.demo import generate_raw
-from segflow.networks import NETWORKS
-from segflow.networks.sizes import padded_patch, parameter_count
+from segflow.networks import NETWORKS, padded_patch, parameter_count, sample_activations
 from segflow.plan import PLANNERS, architecture, topology
 from segflow.resources import (
     MARGIN,
@@ -16,7 +15,6 @@ from segflow.resources import (
     loader_workers,
     per_case_runtime_minutes,
     preprocessing_mem_mb,
-    sample_activations,
     training_mem_mb,
     user_mem_mb,
 )
@@ -31,8 +29,7 @@ def configuration(spacing, patch, batch, planner="default", network="default"):
         "spacing": list(spacing),
         "architecture": architecture(len(patch), topology(spacing, patch), PLANNERS[planner]),
     }
-    replace = NETWORKS[network].architecture
-    return {**planned, "architecture": replace(planned)} if replace else planned
+    return {**planned, "architecture": NETWORKS[network].architecture(planned) or planned["architecture"]}
 
 
 def test_a_prostate_training_on_a_cpu_declares_more_than_the_11_gb_it_used():

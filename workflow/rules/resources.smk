@@ -11,6 +11,7 @@ from segflow.batches import files_in_manifests
 from segflow.candidates import parse as parse_candidate
 from segflow.device import uses_gpu
 from segflow.io import load_json
+from segflow.networks import sample_activations
 from segflow.plan import resolved_configuration
 from segflow.resources import (
     TRAINING_PROCESS_MB,
@@ -20,7 +21,6 @@ from segflow.resources import (
     inference_mem_mb,
     per_case_runtime_minutes,
     preprocessing_mem_mb,
-    sample_activations,
     training_mem_mb,
     user_mem_mb,
 )
