@@ -161,7 +161,7 @@ def write_model(plans: dict, raw: Path, folder: Path) -> None:
     from segflow.io import load_json, save_json
     from segflow.networks import build_network
     from segflow.nnunet_models import NNUNET_FINAL_CHECKPOINT, nnunet_checkpoint
-    from segflow.plan import resolved_configuration
+    from segflow.plans import resolved_configuration
 
     dataset_json = load_json(raw / "dataset.json")
     (folder / "fold_0").mkdir(parents=True)

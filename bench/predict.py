@@ -41,7 +41,7 @@ def make_segflow_model(results: Path, model: Path, folds: int) -> None:
     sys.path.insert(0, str(REPO))
     from segflow.io import load_json, save_json
     from segflow.networks import build_network
-    from segflow.plan import resolved_configuration
+    from segflow.plans import resolved_configuration
 
     shutil.rmtree(model, ignore_errors=True)
     model.mkdir(parents=True)

@@ -12,8 +12,9 @@ its steps, and the probe times that too (``augmentation_seconds``). Left out: ch
 a second per epoch), and the fold's final validation (a job of its own). The report sets the estimate beside the
 epoch times the folds measured (``measured_epoch_seconds``).
 
-A fold of fewer than ``PROBE_MIN_FOLD_STEPS`` steps (training and validation iterations over all epochs: a run that
-only tries the chain) is not timed: it takes about as long as its probe, which would hold the run up for nothing.
+Nothing is timed where the run trains no fold (``folds: []``: a run that prepares the data), nor where a fold has
+fewer than ``PROBE_MIN_FOLD_STEPS`` steps (training and validation iterations over all epochs: a run that only
+tries the chain): such a fold takes about as long as its probe, which would hold the run up for nothing.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def median_seconds(step, steps: int, device) -> float:
 def synthetic_batch(trainer, labels: dict, batch_size: int, generator):
     """(data, deep-supervision targets) of ``batch_size`` random samples, on the trainer's device, shaped like
     its batches: normal intensities, labels drawn from the dataset's label values (``labels``: dataset.json's)."""
-    from segflow.train.loop import target_pyramid
+    from segflow.train.loss import target_pyramid
 
     data, seg = synthetic_patches(labels, (batch_size, trainer.in_channels, *trainer.patch_size), generator)
     data, seg = data.to(trainer.device), seg.to(trainer.device)
@@ -296,10 +297,9 @@ def estimate_budget(
 ) -> dict:
     """Probe every candidate (``candidates``: the workflow's entries, each with its ``plans`` file and
     ``configuration``) unless a fold is too short to time, write the budget to ``out_path`` (JSON) and show it."""
-    steps = fold_steps(train)
-    if steps < PROBE_MIN_FOLD_STEPS:
-        untimed = {"not_timed": f"not timed: a fold of {counted(steps, 'step')} takes about as long as timing it"}
-        entries = [candidate_budget(job, untimed, train) for job in candidates]
+    reason = untimed_reason(train, folds)
+    if reason:
+        entries = [candidate_budget(job, {"not_timed": reason}, train) for job in candidates]
     else:
         entries = probed_candidates(dataset_json_path, candidates, train, device, threads)
     budget = make_budget(dataset, entries, train, folds, jobs)
@@ -311,6 +311,16 @@ def estimate_budget(
 def fold_steps(train: dict) -> int:
     """The training and validation iterations of a fold, over all its epochs (``train``: the config's)."""
     return train["epochs"] * (train["iterations_per_epoch"] + train["val_iterations"])
+
+
+def untimed_reason(train: dict, folds: list) -> str | None:
+    """Why the run's training is not timed, or None where it is."""
+    if not folds:
+        return "not timed: the run trains no fold"
+    steps = fold_steps(train)
+    if steps < PROBE_MIN_FOLD_STEPS:
+        return f"not timed: a fold of {counted(steps, 'step')} takes about as long as timing it"
+    return None
 
 
 def probed_candidates(dataset_json_path, candidates: list[dict], train: dict, device: str, threads: int) -> list:

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from segflow.networks import DEFAULT_NETWORK, NETWORKS
-from segflow.plan import DEFAULT_PLANNER, PLANNERS, resolved_configuration
+from segflow.plan import DEFAULT_PLANNER, PLANNERS
+from segflow.plans import resolved_configuration
 
 SEPARATOR = "-"
 CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")

@@ -21,7 +21,7 @@ import numpy as np
 
 from segflow.io import atomic_path, write_image
 from segflow.labels import has_regions, output_channels
-from segflow.plan import resolved_configuration
+from segflow.plans import resolved_configuration
 from segflow.resample import DEVICE_ORDERS, axis_orders, resample, resampled_bands
 
 # --- labels -------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from segflow.device import resolve_device
 from segflow.io import load_checkpoint, load_json
 from segflow.labels import output_channels
 from segflow.networks import build_network
-from segflow.plan import resolved_configuration
+from segflow.plans import resolved_configuration
 
 log = logging.getLogger("segflow.infer")
 

@@ -17,7 +17,7 @@ from segflow.infer import Model, model_of
 from segflow.io import load_checkpoint, load_json
 from segflow.layout import FINAL_CHECKPOINT, Results
 from segflow.networks import NETWORKS
-from segflow.plan import network_class, resolved_configuration
+from segflow.plans import network_class, resolved_configuration
 
 NNUNET_FINAL_CHECKPOINT = "checkpoint_final.pth"
 #: The network classes nnU-Net v2 and segflow both build: an nnU-Net model folder of any other is refused.

@@ -3,17 +3,16 @@
 
 ``plans.json`` follows nnU-Net's plans format (``configurations`` with ``2d``, ``3d_fullres`` and, when
 the data call for it, ``3d_lowres`` + ``3d_cascade_fullres``; ``transpose_forward``/``backward``;
-``foreground_intensity_properties_per_channel``), so a reader who knows nnU-Net's plans knows ours.
+``foreground_intensity_properties_per_channel``), so a reader who knows nnU-Net's plans knows ours;
+``segflow.plans`` reads them.
 
 The VRAM proxy is computed analytically: the number of activations of every convolution output of the
 network (encoder, decoder, transposed convolutions, final head) for batch 1, exactly what nnU-Net obtains by
-instantiating the network. No torch import is needed to plan.
-
-The presets (``PLANNERS``) differ from the default planner in the network (a ResidualEncoderUNet), the
-reference activations and GPU memory they are tuned to, the dataset coverage cap (none), and the shrink rule:
-the default planner shrinks the patch until a batch of the minimum size fits, the presets until a batch of the
-reference size fits. 2d and 3d_fullres keep the default planner's data identifiers (same spacing, same data);
-only a preset's 3d_lowres is its own.
+instantiating the network. No torch import is needed to plan. The presets (``PLANNERS``) differ from the
+default planner in the network (a ResidualEncoderUNet), the reference activations and GPU memory they are tuned
+to, the dataset coverage cap (none), and the shrink rule: the default planner shrinks the patch until a batch of
+the minimum size fits, the presets until a batch of the reference size fits. 2d and 3d_fullres keep the default
+planner's data identifiers (same spacing, same data); only a preset's 3d_lowres is its own.
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ from copy import deepcopy
 from typing import NamedTuple
 
 import numpy as np
+
+from segflow.plans import PLANS_NAME
 
 ANISOTROPY_THRESHOLD = 3.0
 BASE_FEATURES = 32
@@ -35,7 +36,6 @@ RESIDUAL_BLOCKS_DECODER = 1
 LOWRES_CREATION_THRESHOLD = 0.25
 LOWRES_SPACING_STEP = 1.03
 INITIAL_PATCH_EDGE = {2: 2048, 3: 256}
-PLANS_NAME = "nnUNetPlans"
 NETWORK_CLASS = "dynamic_network_architectures.architectures.unet."
 
 
@@ -250,11 +250,6 @@ def feature_map_size(planner: Planner, topo: Topology, num_classes: int) -> int:
     return conv_feature_map_size(topo.patch_size, topo.strides, features, num_classes)
 
 
-def network_class(configuration: dict) -> str:
-    """The network class a plans configuration names, without its module path (``PlainConvUNet``, ...)."""
-    return configuration["architecture"]["network_class_name"].rsplit(".", 1)[-1]
-
-
 def architecture(dim: int, topo: Topology, planner: Planner = PLANNERS[DEFAULT_PLANNER]) -> dict:
     n = len(topo.strides)
     conv = "torch.nn.modules.conv.Conv3d" if dim == 3 else "torch.nn.modules.conv.Conv2d"
@@ -439,30 +434,6 @@ def plan_experiment(
             fingerprint["foreground_intensity_properties_per_channel"]
         ),
     }
-
-
-def resolved_configuration(plans: dict, name: str) -> dict:
-    """A configuration with ``inherits_from`` applied (the cascade inherits the fullres settings)."""
-    configuration = dict(plans["configurations"][name])
-    parent = configuration.pop("inherits_from", None)
-    if parent is None:
-        return configuration
-    return {**resolved_configuration(plans, parent), **configuration}
-
-
-def preprocessed_configurations(plans: dict) -> list[str]:
-    """The configurations that own preprocessed data (the cascade reuses 3d_fullres's)."""
-    return [name for name, c in plans["configurations"].items() if "inherits_from" not in c]
-
-
-def data_folder(plans: dict, name: str) -> str:
-    """The folder (under ``preprocessed/``) of the data configuration ``name`` trains on: that of the
-    configuration owning the data (the cascade trains on 3d_fullres's), named after the configuration where
-    the data are the default planner's (nnU-Net's data identifier ``nnUNetPlans_<configuration>``, which the
-    presets share for 2d and 3d_fullres), else after the data identifier."""
-    owner = plans["configurations"][name].get("inherits_from", name)
-    identifier = plans["configurations"][owner]["data_identifier"]
-    return owner if identifier == f"{PLANS_NAME}_{owner}" else identifier
 
 
 def write_plans(

@@ -22,7 +22,8 @@ import numpy as np
 from segflow.crop import crop_to_nonzero
 from segflow.io import load_json, read_case, save_json, save_npy
 from segflow.labels import has_regions, plain_labels, regions
-from segflow.plan import compute_new_shape, resolved_configuration
+from segflow.plan import compute_new_shape
+from segflow.plans import resolved_configuration
 from segflow.progress import Countdown
 from segflow.resample import resample
 

@@ -16,7 +16,7 @@ from segflow.budget import counted, measured_epoch_seconds
 from segflow.evaluate import label_key
 from segflow.io import atomic_path, read_channels, read_image
 from segflow.layout import Results
-from segflow.plan import network_class, resolved_configuration
+from segflow.plans import network_class, resolved_configuration
 
 METRICS = ("Dice", "IoU", "HD95", "NSD", "n_ref", "n_pred")
 

@@ -22,7 +22,7 @@ from segflow.infer import (
 )
 from segflow.io import load_json, load_npy, save_npy
 from segflow.labels import has_regions
-from segflow.plan import data_folder, resolved_configuration
+from segflow.plans import data_folder, resolved_configuration
 from segflow.progress import Countdown, Heartbeat
 from segflow.resample import resample
 from segflow.splits import fold_cases

@@ -223,10 +223,13 @@ def hippocampus() -> Path:
 
 @pytest.fixture(scope="session")
 def hippocampus_run(hippocampus, tmp_path_factory) -> Path:
-    """The workflow run once on all 260 Hippocampus cases (plans, splits, preprocessed 2d + 3d_fullres, the
-    budget; no training). What snakemake printed is kept in ``snakemake.out`` beside ``results``."""
+    """The workflow run once on all 260 Hippocampus cases up to its preprocessing stage (plans, splits,
+    preprocessed 2d + 3d_fullres, and the budget of one fold, which times each planned network: no training).
+    What snakemake printed is kept in ``snakemake.out`` beside ``results``."""
     workdir = tmp_path_factory.mktemp("hippocampus")
-    (workdir / "snakemake.out").write_text(run_snakemake(workdir, config=hippocampus_config(hippocampus)).stdout)
+    config = {**hippocampus_config(hippocampus), "folds": "[0]"}
+    run = run_snakemake(workdir, "preprocessing", "results/Task04_Hippocampus/splits.json", config=config)
+    (workdir / "snakemake.out").write_text(run.stdout)
     return workdir / "results" / "Task04_Hippocampus"
 
 

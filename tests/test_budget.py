@@ -173,7 +173,7 @@ def test_the_budget_job_says_what_it_times_at_least_every_heartbeat(tmp_path, mo
 
 def test_a_fold_too_short_to_time_is_not_probed_and_says_so(tmp_path, monkeypatch):
     """A run that only tries the chain (1 epoch of 1 iteration and 1 validation iteration: 2 steps a fold) would wait
-    on a probe as long as its trainings; a fold of 20 steps is timed."""
+    on a probe as long as its trainings, and a run of no folds has nothing to time; a fold of 20 steps is timed."""
     probed = []
     monkeypatch.setattr(budget_module, "probe", lambda *args: probed.append(args) or {"error": "probed"})
     (tmp_path / "dataset.json").write_text('{"labels": {"background": 0, "a": 1}}')
@@ -199,5 +199,8 @@ def test_a_fold_too_short_to_time_is_not_probed_and_says_so(tmp_path, monkeypatc
     )
     assert budget_rows(budget, {})[0]["probed on"] == entry["not_timed"]
     twenty = {**tiny, "epochs": 2, "iterations_per_epoch": 9}
-    budget_module.estimate_budget("D", tmp_path / "dataset.json", [job], twenty, [0], jobs, tmp_path / "b.json")
+    dataset_json, out = tmp_path / "dataset.json", tmp_path / "b.json"
+    unfolded = budget_module.estimate_budget("D", dataset_json, [job], twenty, [], jobs, out)
+    assert not probed and unfolded["candidates"][0]["not_timed"] == "not timed: the run trains no fold"
+    budget_module.estimate_budget("D", dataset_json, [job], twenty, [0], jobs, out)
     assert len(probed) == 1

@@ -9,7 +9,8 @@ from conftest import assert_every_job_used_less_than_it_declared, load, run_snak
 
 from segflow.candidates import Candidate, parse
 from segflow.cli import main
-from segflow.plan import data_folder, plan_experiment
+from segflow.plan import plan_experiment
+from segflow.plans import data_folder
 
 DEMO = "Task900_SegflowDemo"
 

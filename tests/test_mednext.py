@@ -10,7 +10,7 @@ from conftest import assert_every_job_used_less_than_it_declared, load, run_snak
 from segflow.networks import NETWORKS, build_network, family_of, padded_patch, parameter_count, with_network
 from segflow.networks.families.mednext import SIZES
 from segflow.networks.mednext import MedNeXtBlock
-from segflow.plan import resolved_configuration
+from segflow.plans import resolved_configuration
 from segflow.train.optimizer import build_optimizer, training_recipe
 
 MEDNEXT = NETWORKS["mednext"]

@@ -11,12 +11,11 @@ from segflow.plan import (
     fullres_target_spacing,
     normalization,
     plan_experiment,
-    preprocessed_configurations,
     residual_feature_map_size,
-    resolved_configuration,
     topology,
     transpose_axes,
 )
+from segflow.plans import preprocessed_configurations, resolved_configuration
 
 DATA = Path(__file__).parent / "data"
 LABELS_3 = {"background": 0, "a": 1, "b": 2}

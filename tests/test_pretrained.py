@@ -14,7 +14,7 @@ from conftest import NNUNET_MODEL, run_snakemake
 from segflow.errors import InputError
 from segflow.io import load_checkpoint, load_json
 from segflow.networks import build_network
-from segflow.plan import resolved_configuration
+from segflow.plans import resolved_configuration
 from segflow.train.pretrained import load_pretrained, weights_digest
 
 MODEL = NNUNET_MODEL

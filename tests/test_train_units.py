@@ -13,8 +13,7 @@ from segflow.networks import build_network
 from segflow.plan import architecture, topology
 from segflow.preprocess import class_locations
 from segflow.train.augment import AugmentationSettings
-from segflow.train.data import Case, PatchLoader, forced_foreground
-from segflow.train.loop import Prefetcher
+from segflow.train.data import Case, PatchLoader, Prefetcher, forced_foreground
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
 from segflow.train.optimizer import poly_lr
 

@@ -237,7 +237,7 @@ def test_hippocampus_plans_and_splits(hippocampus, hippocampus_run):
 def test_hippocampus_budget_is_shown_once_planned(hippocampus_run):
     """nnU-Net's budget (1000 x 250 per fold) with each candidate's time from a probe of its planned network."""
     terminal = (hippocampus_run.parent.parent / "snakemake.out").read_text()
-    assert "budget of Task04_Hippocampus: 2 candidates x 0 folds, each 1000 epochs x 250 iterations" in terminal
+    assert "budget of Task04_Hippocampus: 2 candidates x 1 fold (0), each 1000 epochs x 250 iterations" in terminal
     budget = load(hippocampus_run / "budget.json")
     assert {c["name"]: c["batch_size"] for c in budget["candidates"]} == {"2d": 366, "3d_fullres": 9}
     for c in budget["candidates"]:

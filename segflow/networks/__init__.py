@@ -18,7 +18,7 @@ from segflow.networks.families.segresnet import FAMILY as SEGRESNET
 from segflow.networks.families.swinunetr import FAMILY as SWINUNETR
 from segflow.networks.families.unet import FAMILY as UNETS
 from segflow.networks.family import NNUNET_RECIPE, Family, Recipe
-from segflow.plan import network_class, resolved_configuration
+from segflow.plans import network_class, resolved_configuration
 
 if TYPE_CHECKING:
     from torch import nn

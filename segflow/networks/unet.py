@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segflow.plan import network_class
+from segflow.plans import network_class
 
 NEGATIVE_SLOPE = 0.01
 

@@ -26,6 +26,7 @@ import signal
 import sys
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -247,3 +248,45 @@ def one_torch_thread(restore: bool):
     finally:
         if restore:
             torch.set_num_threads(threads)
+
+
+class Prefetcher:
+    """Batches from ``prepare`` (the next batch, moved to the device and augmented there). On CUDA the next
+    one is prepared in a background thread on a stream of its own while the current step runs; on a CPU
+    inline, since a second thread of tensor work only competes with the step's threads (measured: 12.8 s
+    against 15.6 s per Hippocampus iteration on 2 cores). Batches come out in the order they were made, so
+    they are the same either way."""
+
+    def __init__(self, prepare, device: torch.device, ahead: bool | None = None):
+        self.prepare = prepare
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.pool = self.pending = None
+        if ahead if ahead is not None else self.stream is not None:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segflow-batches")
+            self.pending = self.pool.submit(self.prepared_ahead)
+
+    def prepared_ahead(self):
+        if self.stream is None:
+            return self.prepare()
+        with torch.cuda.stream(self.stream):
+            return self.prepare()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.pool is None:
+            return self.prepare()
+        data, targets = self.pending.result()
+        self.pending = self.pool.submit(self.prepared_ahead)
+        if self.stream is not None:  # the step's stream waits for the copy and augmentation, owns their memory
+            torch.cuda.current_stream().wait_stream(self.stream)
+            for tensor in (data, *targets):
+                tensor.record_stream(torch.cuda.current_stream())
+        return data, targets
+
+    def close(self) -> None:
+        """Waits for the batch in preparation (the loader's workers must outlive it) and stops the thread."""
+        if self.pool is not None:
+            self.pending.cancel()
+            self.pool.shutdown(wait=True)

@@ -42,7 +42,6 @@ import logging
 import os
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,19 +54,18 @@ from torch import nn
 from segflow.device import resolve_device
 from segflow.errors import InputError
 from segflow.io import atomic_path, link_file, load_checkpoint, load_json, save_json
-from segflow.labels import has_regions, label_values, output_channels
-from segflow.labels import regions as label_regions
+from segflow.labels import label_values
 from segflow.networks import build_network
-from segflow.networks.unet import scaled_size
-from segflow.plan import data_folder, resolved_configuration
+from segflow.plans import data_folder, resolved_configuration
 from segflow.progress import Countdown, Heartbeat
 from segflow.resources import loader_workers, validation_workers
 from segflow.splits import fold_cases
 from segflow.train.augment import AugmentationSettings, training_pipeline, validation_pipeline
 from segflow.train.cascade import foreground_labels, previous_stage_files
-from segflow.train.data import Case, PatchLoader
+from segflow.train.curves import write_progress
+from segflow.train.data import Case, PatchLoader, Prefetcher
 from segflow.train.device_augment import BatchedAugmentation, cascade_degradation, degrade_previous_stage
-from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
+from segflow.train.loss import DeepSupervisionLoss, LabelSetup, deep_supervision_weights, target_pyramid
 from segflow.train.optimizer import build_optimizer, learning_rate, training_recipe
 from segflow.train.pretrained import load_pretrained
 
@@ -108,56 +106,6 @@ def derived_seed(*parts) -> int:
     """A 32-bit seed from any mix of ints and strings (stable across runs and machines)."""
     words = [p if isinstance(p, int) else zlib.crc32(str(p).encode()) for p in parts]
     return int(np.random.SeedSequence(words).generate_state(1)[0])
-
-
-class LabelSetup:
-    """How labels become network outputs: softmax over labels, or sigmoid per region (§1.2, §5.4)."""
-
-    def __init__(self, labels: dict):
-        self.ignore_label = labels.get("ignore")
-        self.regions = label_regions(labels) if has_regions(labels) else None
-        self.num_outputs = len(output_channels(labels))
-
-    def loss(self, batch_dice: bool) -> nn.Module:
-        if self.regions:
-            return DiceBCELoss(batch_dice, has_ignore=self.ignore_label is not None)
-        return DiceCELoss(batch_dice, ignore_label=self.ignore_label)
-
-    def target(self, seg: torch.Tensor) -> torch.Tensor:
-        if self.regions:
-            return region_targets(seg, self.regions, self.ignore_label)
-        return seg
-
-    def hard_counts(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """TP, FP, FN per foreground class/region (3 x K) of one batch, ignore label masked."""
-        axes = [0, *range(2, logits.ndim)]
-        if self.regions:
-            mask = None
-            if self.ignore_label is not None:
-                mask, target = 1 - target[:, -1:].float(), target[:, :-1]
-            pred = (torch.sigmoid(logits) > 0.5).float()
-            gt = target.float()
-        else:
-            mask = (target != self.ignore_label).float() if self.ignore_label is not None else None
-            pred = torch.zeros_like(logits).scatter_(1, logits.argmax(1, keepdim=True), 1)[:, 1:]
-            clean = torch.where(target == (self.ignore_label or -1), 0, target).long()
-            gt = torch.zeros_like(logits).scatter_(1, clean, 1)[:, 1:]
-        if mask is not None:
-            pred, gt = pred * mask, gt * mask
-        tp = (pred * gt).sum(axes)
-        return torch.stack([tp, (pred * (1 - gt)).sum(axes), ((1 - pred) * gt).sum(axes)])
-
-
-def target_pyramid(target: torch.Tensor, scales) -> list[torch.Tensor]:
-    """The label map at each deep-supervision resolution (nearest-exact), highest first."""
-    out = []
-    for scale in scales:
-        if all(s == 1 for s in scale):
-            out.append(target)
-        else:
-            size = [scaled_size(n, s) for n, s in zip(target.shape[2:], scale, strict=True)]
-            out.append(nn.functional.interpolate(target.float(), size=size, mode="nearest-exact").to(target.dtype))
-    return out
 
 
 #: progress.png is drawn after the last epoch and, before it, at most this often: drawing it takes 0.6 s (and
@@ -526,80 +474,6 @@ class Trainer:
         needed. A finished fold thus holds what nnU-Net keeps: the final and the best weights."""
         link_file(self.out / "checkpoint_latest.pt", self.out / "checkpoint_final.pt")
         (self.out / "checkpoint_previous.pt").unlink(missing_ok=True)
-
-
-class Prefetcher:
-    """Batches from ``prepare`` (the next batch, moved to the device and augmented there). On CUDA the next
-    one is prepared in a background thread on a stream of its own while the current step runs; on a CPU
-    inline, since a second thread of tensor work only competes with the step's threads (measured: 12.8 s
-    against 15.6 s per Hippocampus iteration on 2 cores). Batches come out in the order they were made, so
-    they are the same either way."""
-
-    def __init__(self, prepare, device: torch.device, ahead: bool | None = None):
-        self.prepare = prepare
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        self.pool = self.pending = None
-        if ahead if ahead is not None else self.stream is not None:
-            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segflow-batches")
-            self.pending = self.pool.submit(self.prepared_ahead)
-
-    def prepared_ahead(self):
-        if self.stream is None:
-            return self.prepare()
-        with torch.cuda.stream(self.stream):
-            return self.prepare()
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self.pool is None:
-            return self.prepare()
-        data, targets = self.pending.result()
-        self.pending = self.pool.submit(self.prepared_ahead)
-        if self.stream is not None:  # the step's stream waits for the copy and augmentation, owns their memory
-            torch.cuda.current_stream().wait_stream(self.stream)
-            for tensor in (data, *targets):
-                tensor.record_stream(torch.cuda.current_stream())
-        return data, targets
-
-    def close(self) -> None:
-        """Waits for the batch in preparation (the loader's workers must outlive it) and stops the thread."""
-        if self.pool is not None:
-            self.pending.cancel()
-            self.pool.shutdown(wait=True)
-
-
-def write_progress(history: dict, path: Path) -> None:
-    """nnU-Net's progress.png: losses and pseudo Dice (+ EMA); epoch duration; learning rate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = np.arange(len(history["train_loss"]))
-    fig, axes = plt.subplots(3, 1, figsize=(12, 15))
-    ax = axes[0]
-    ax.plot(epochs, history["train_loss"], color="b", label="train loss")
-    ax.plot(epochs, history["val_loss"], color="r", label="val loss")
-    dice_axis = ax.twinx()
-    dice_axis.plot(epochs, history["mean_fg_dice"], color="g", linestyle="dotted", label="pseudo dice")
-    dice_axis.plot(epochs, history["ema_fg_dice"], color="g", label="pseudo dice (EMA)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    dice_axis.set_ylabel("pseudo dice")
-    ax.legend(loc="upper left")
-    dice_axis.legend(loc="upper right")
-    axes[1].plot(epochs, history["epoch_seconds"], color="b")
-    axes[1].set_xlabel("epoch")
-    axes[1].set_ylabel("epoch time [s]")
-    axes[2].plot(epochs, history["lr"], color="b")
-    axes[2].set_xlabel("epoch")
-    axes[2].set_ylabel("learning rate")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 def workers_for(threads: int, device: torch.device) -> int:

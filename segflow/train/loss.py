@@ -15,6 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from segflow.labels import has_regions, output_channels
+from segflow.labels import regions as label_regions
+from segflow.networks.unet import scaled_size
+
 SMOOTH = 1e-5
 
 
@@ -120,3 +124,53 @@ def region_targets(seg: torch.Tensor, regions, ignore_label: int | None = None) 
     if ignore_label is not None:
         channels.append(seg[:, 0] == ignore_label)
     return torch.stack(channels, dim=1).to(torch.uint8)
+
+
+class LabelSetup:
+    """How labels become network outputs: softmax over labels, or sigmoid per region (§1.2, §5.4)."""
+
+    def __init__(self, labels: dict):
+        self.ignore_label = labels.get("ignore")
+        self.regions = label_regions(labels) if has_regions(labels) else None
+        self.num_outputs = len(output_channels(labels))
+
+    def loss(self, batch_dice: bool) -> nn.Module:
+        if self.regions:
+            return DiceBCELoss(batch_dice, has_ignore=self.ignore_label is not None)
+        return DiceCELoss(batch_dice, ignore_label=self.ignore_label)
+
+    def target(self, seg: torch.Tensor) -> torch.Tensor:
+        if self.regions:
+            return region_targets(seg, self.regions, self.ignore_label)
+        return seg
+
+    def hard_counts(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """TP, FP, FN per foreground class/region (3 x K) of one batch, ignore label masked."""
+        axes = [0, *range(2, logits.ndim)]
+        if self.regions:
+            mask = None
+            if self.ignore_label is not None:
+                mask, target = 1 - target[:, -1:].float(), target[:, :-1]
+            pred = (torch.sigmoid(logits) > 0.5).float()
+            gt = target.float()
+        else:
+            mask = (target != self.ignore_label).float() if self.ignore_label is not None else None
+            pred = torch.zeros_like(logits).scatter_(1, logits.argmax(1, keepdim=True), 1)[:, 1:]
+            clean = torch.where(target == (self.ignore_label or -1), 0, target).long()
+            gt = torch.zeros_like(logits).scatter_(1, clean, 1)[:, 1:]
+        if mask is not None:
+            pred, gt = pred * mask, gt * mask
+        tp = (pred * gt).sum(axes)
+        return torch.stack([tp, (pred * (1 - gt)).sum(axes), ((1 - pred) * gt).sum(axes)])
+
+
+def target_pyramid(target: torch.Tensor, scales) -> list[torch.Tensor]:
+    """The label map at each deep-supervision resolution (nearest-exact), highest first."""
+    out = []
+    for scale in scales:
+        if all(s == 1 for s in scale):
+            out.append(target)
+        else:
+            size = [scaled_size(n, s) for n, s in zip(target.shape[2:], scale, strict=True)]
+            out.append(nn.functional.interpolate(target.float(), size=size, mode="nearest-exact").to(target.dtype))
+    return out

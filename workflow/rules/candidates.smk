@@ -7,7 +7,8 @@ from segflow.candidates import Candidate, candidate_pattern, data_folders, netwo
 from segflow.errors import stop_workflow
 from segflow.io import load_json
 from segflow.networks import DEFAULT_NETWORK, with_network
-from segflow.plan import DEFAULT_PLANNER, data_folder, resolved_configuration
+from segflow.plan import DEFAULT_PLANNER
+from segflow.plans import data_folder, resolved_configuration
 
 
 def num_outputs():

@@ -3,7 +3,7 @@ import json
 from types import SimpleNamespace
 
 from segflow.candidates import parse as parse_candidate
-from segflow.plan import data_folder, resolved_configuration
+from segflow.plans import data_folder, resolved_configuration
 from segflow.preprocess import preprocessing_signature
 from segflow.splits import NUM_FOLDS
 

@@ -12,7 +12,7 @@ from segflow.candidates import parse as parse_candidate
 from segflow.device import uses_gpu
 from segflow.io import load_json
 from segflow.networks import sample_activations
-from segflow.plan import resolved_configuration
+from segflow.plans import resolved_configuration
 from segflow.resources import (
     TRAINING_PROCESS_MB,
     average_case_mem_mb,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from segflow.networks.family import NNUNET_RECIPE, Family, arch_kwargs
 from segflow.networks.sizes import conv, conv_norm, residual_blocks, stacked_convs
-from segflow.plan import conv_feature_map_size, network_class, residual_feature_map_size
+from segflow.plan import conv_feature_map_size, residual_feature_map_size
+from segflow.plans import network_class
 
 RESIDUAL = "ResidualEncoderUNet"
 
