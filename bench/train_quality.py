@@ -183,7 +183,8 @@ def run_segflow(args, results: Path, plans: Path, seed: int, augment_on: str) ->
 
 def worker_segflow(args) -> None:
     sys.path.insert(0, str(REPO))
-    from segflow.train.loop import TrainSettings, train
+    from segflow.train.loop import train
+    from segflow.train.settings import TrainSettings
 
     results = args.worker_segflow
     settings = TrainSettings(

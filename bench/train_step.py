@@ -196,7 +196,8 @@ def worker_segflow(args, work: Path) -> dict:
 
     from segflow.io import save_json, save_npy
     from segflow.networks import with_network
-    from segflow.train.loop import Trainer, TrainSettings
+    from segflow.train.loop import Trainer
+    from segflow.train.settings import TrainSettings
 
     torch.set_num_threads(args.threads)
     plans, dataset_json = make_plans(args.plan, args.planner, args.batch_size)

@@ -326,7 +326,7 @@ def untimed_reason(train: dict, folds: list) -> str | None:
 def probed_candidates(dataset_json_path, candidates: list[dict], train: dict, device: str, threads: int) -> list:
     import torch
 
-    from segflow.train.loop import settings_from_config
+    from segflow.train.settings import settings_from_config
 
     torch.set_num_threads(max(1, threads))
     dataset_json = load_json(dataset_json_path)

@@ -7,7 +7,7 @@ from segflow import budget as budget_module
 from segflow.budget import at_batch, cpu_timings, epoch_seconds, make_budget, probe, summary_lines
 from segflow.plan import plan_experiment
 from segflow.report import budget_rows
-from segflow.train.loop import TrainSettings
+from segflow.train.settings import TrainSettings
 
 NNUNET_TRAIN = {"epochs": 1000, "iterations_per_epoch": 250, "val_iterations": 50, "runtime_minutes": 2880}
 

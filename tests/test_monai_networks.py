@@ -11,9 +11,9 @@ from test_plan import load_case
 from segflow.networks import NETWORKS, build_network, family_of, padded_patch, parameter_count, with_network
 from segflow.plan import plan_experiment
 from segflow.plans import network_class, resolved_configuration
-from segflow.train.loop import TrainSettings
 from segflow.train.loss import deep_supervision_weights, target_pyramid
 from segflow.train.optimizer import build_optimizer, learning_rate, training_recipe
+from segflow.train.settings import TrainSettings
 
 KEPT = ("data_identifier", "patch_size", "batch_size", "spacing", "normalization_schemes", "batch_dice")
 

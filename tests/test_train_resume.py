@@ -57,7 +57,7 @@ def start_training(root, out, prelude: str = "", python: str = sys.executable):
     code = (
         "import logging, sys\n"
         "logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
-        "from segflow.train.loop import TrainSettings, train\n"
+        "from segflow.train.loop import train\nfrom segflow.train.settings import TrainSettings\n"
         f"{prelude}\n"
         f"r = {str(root)!r}\n"
         "train(f'{r}/plans.json', f'{r}/dataset.json', f'{r}/splits.json', f'{r}/preprocessed', '3d_fullres', 0,\n"
@@ -205,7 +205,7 @@ def test_any_number_of_loader_workers_draws_the_same_batches_from_pools_that_liv
     per epoch."""
     from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
 
-    from segflow.train.loop import TrainSettings
+    from segflow.train.settings import TrainSettings
 
     pools = []
     start = MultiThreadedAugmenter._start
@@ -224,7 +224,7 @@ def test_on_a_cpu_the_loader_hands_over_batches_it_has_augmented(dataset, tmp_pa
     """On a CPU the batched augmentation runs where the batch is cut (a loader worker, or with none the
     training process between steps), so the training step receives augmented patches at the final size."""
     from segflow.train.device_augment import BatchedAugmentation
-    from segflow.train.loop import TrainSettings
+    from segflow.train.settings import TrainSettings
 
     augmented = []
     apply = BatchedAugmentation.apply
@@ -248,16 +248,16 @@ def test_on_a_cpu_the_loader_hands_over_batches_it_has_augmented(dataset, tmp_pa
 #: the best so far) has been linked as checkpoint_best.pt, before it is renamed to checkpoint_latest.pt.
 KILL_AFTER_THE_SECOND_BEST_LINK = """
 import os, signal
-import segflow.train.loop as loop
+import segflow.train.checkpoints as checkpoints
 
-def link_then_die(source, destination, _link=loop.link_file, _linked=[]):
+def link_then_die(source, destination, _link=checkpoints.link_file, _linked=[]):
     _link(source, destination)
     if destination.name == "checkpoint_best.pt":
         _linked.append(source)
         if len(_linked) == 2:
             os.kill(os.getpid(), signal.SIGKILL)
 
-loop.link_file = link_then_die
+checkpoints.link_file = link_then_die
 """
 
 #: Run in the next attempt: its first epoch ends with a lower pseudo Dice than the interrupted attempt's (as a
@@ -307,7 +307,8 @@ def test_a_training_step_longer_than_the_heartbeat_interval_gets_lines_while_it_
     import logging
 
     from segflow import progress
-    from segflow.train.loop import Trainer, TrainSettings
+    from segflow.train.loop import Trainer
+    from segflow.train.settings import TrainSettings
 
     monkeypatch.setattr(progress, "HEARTBEAT_S", 0.2)
     step, steps = Trainer.train_step, []

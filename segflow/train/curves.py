@@ -8,6 +8,10 @@ import numpy as np
 
 from segflow.io import atomic_path
 
+#: progress.png is drawn after the last epoch and, before it, at most this often: drawing it takes 0.6 s (and
+#: importing matplotlib as long again), as long as a whole epoch of a small training.
+PROGRESS_INTERVAL_S = 30.0
+
 
 def write_progress(history: dict, path: Path) -> None:
     """nnU-Net's progress.png: losses and pseudo Dice (+ EMA); epoch duration; learning rate."""

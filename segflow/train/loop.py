@@ -5,33 +5,17 @@ the start of each epoch, gradient norm clipped at 12, mixed precision (fp16 auto
 and fp32 on CPU. Each epoch runs ``iterations_per_epoch`` training batches and ``val_iterations``
 validation batches; the pseudo Dice of the validation batches (global TP/FP/FN of the full-resolution
 output, background excluded) is smoothed by an exponential moving average (0.9), whose best value selects
-``checkpoint_best.pt``.
-
-Files in the fold folder:
-
-* ``checkpoint_latest.pt`` - everything needed to resume (weights, optimiser, scaler, logs, epoch), written
-  atomically after every epoch; during training the one before it stays as ``checkpoint_previous.pt``, the
-  fallback when the latest cannot be read. It is not a declared output of the Snakemake rule, so a failed
-  or killed job keeps it and the next attempt continues after the last finished epoch.
-* ``checkpoint_final.pt`` - the state after the last epoch, last of all: a hard link to
-  ``checkpoint_latest.pt`` (one file on disk; see ``Trainer.finish``). ``checkpoint_best.pt`` - the state at
-  the best EMA pseudo Dice, likewise a second name of that epoch's ``checkpoint_latest.pt`` (written once).
-* ``progress.png`` - losses, pseudo Dice and its EMA; epoch duration; learning rate.
-* ``training_log.jsonl`` - one JSON object per epoch.
-* ``pretrained.json`` - with ``train.pretrained_weights``: the checkpoint the fold started from, what was loaded
-  and skipped, and the digest of the weights after loading.
-* ``training_log_<UTC time>.txt`` - the log of one attempt (start, resume point, every finished epoch).
+``checkpoint_best.pt``. The fold folder's files: ``segflow.train.checkpoints``.
 
 Checkpoints hold only tensors and plain Python values and load with ``torch.load(weights_only=True)``.
 Batches: loader workers cut the patches (``segflow.resources.loader_workers``; with one thread on a CPU, the
 training process itself); by default they also draw each sample's augmentation parameters, which are applied
 to the whole batch (``device_augment.py``): on CUDA by the training device, one batch ahead in a background
 thread (``Prefetcher``), on a CPU by the worker that cut it. The loader's workers live for the whole
-training, one pool for training batches and one for validation batches
-(``segflow.resources.validation_workers``), as nnU-Net's do. Randomness
-comes from seeds derived from (seed, fold, purpose, batch index), so two runs of the same config give the same
-weights on CPU, and an interrupted run continued from ``checkpoint_latest.pt`` ends with the weights of an
-uninterrupted one; any number of workers, or the training process itself, draw the same batches.
+training, one pool for training batches and one for validation batches (``segflow.resources.validation_workers``),
+as nnU-Net's do. Randomness comes from seeds derived from (seed, fold, purpose, batch index), so two runs of the
+same config give the same weights on CPU, and an interrupted run continued from ``checkpoint_latest.pt`` ends with
+the weights of an uninterrupted one; any number of workers, or the training process itself, draw the same batches.
 """
 
 from __future__ import annotations
@@ -39,11 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
-import zlib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +34,7 @@ from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from torch import nn
 
 from segflow.device import resolve_device
-from segflow.errors import InputError
-from segflow.io import atomic_path, link_file, load_checkpoint, load_json, save_json
+from segflow.io import atomic_path, load_json, save_json
 from segflow.labels import label_values
 from segflow.networks import build_network
 from segflow.plans import data_folder, resolved_configuration
@@ -62,55 +43,16 @@ from segflow.resources import loader_workers, validation_workers
 from segflow.splits import fold_cases
 from segflow.train.augment import AugmentationSettings, training_pipeline, validation_pipeline
 from segflow.train.cascade import foreground_labels, previous_stage_files
-from segflow.train.curves import write_progress
+from segflow.train.checkpoints import FoldCheckpoints
+from segflow.train.curves import PROGRESS_INTERVAL_S, write_progress
 from segflow.train.data import Case, PatchLoader, Prefetcher
 from segflow.train.device_augment import BatchedAugmentation, cascade_degradation, degrade_previous_stage
 from segflow.train.loss import DeepSupervisionLoss, LabelSetup, deep_supervision_weights, target_pyramid
 from segflow.train.optimizer import build_optimizer, learning_rate, training_recipe
 from segflow.train.pretrained import load_pretrained
+from segflow.train.settings import TrainSettings, derived_seed
 
 log = logging.getLogger("segflow.train")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int = 1000
-    iterations_per_epoch: int = 250
-    val_iterations: int = 50
-    seed: int = 0
-    initial_lr: float = 1e-2
-    weight_decay: float = 3e-5
-    momentum: float = 0.99
-    grad_clip: float = 12.0
-    channels_last: bool | None = None  # None: on CUDA for 3D networks (cuDNN's faster layout), else off
-    # "device": workers cut patches, the training device augments whole batches (device_augment.py);
-    # "workers": each worker augments its samples with batchgeneratorsv2, as nnunetv2 does
-    augment_on: str = "device"
-    # a segflow or nnU-Net v2 fold checkpoint every fold starts from (segflow/train/pretrained.py)
-    pretrained_weights: str | None = None
-
-
-def settings_from_config(train: dict, pretrained_weights: str | None = None) -> TrainSettings:
-    """The training settings of the config's ``train`` section."""
-    return TrainSettings(
-        epochs=train["epochs"],
-        iterations_per_epoch=train["iterations_per_epoch"],
-        val_iterations=train["val_iterations"],
-        seed=train["seed"],
-        augment_on=train["augment_on"],
-        pretrained_weights=pretrained_weights,
-    )
-
-
-def derived_seed(*parts) -> int:
-    """A 32-bit seed from any mix of ints and strings (stable across runs and machines)."""
-    words = [p if isinstance(p, int) else zlib.crc32(str(p).encode()) for p in parts]
-    return int(np.random.SeedSequence(words).generate_state(1)[0])
-
-
-#: progress.png is drawn after the last epoch and, before it, at most this often: drawing it takes 0.6 s (and
-#: importing matplotlib as long again), as long as a whole epoch of a small training.
-PROGRESS_INTERVAL_S = 30.0
 
 
 class Trainer:
@@ -134,6 +76,7 @@ class Trainer:
         self.fold = str(fold)
         self.name = f"{configuration} fold {self.fold}"
         self.out = Path(out_dir)
+        self.checkpoints = FoldCheckpoints(self.out)
         self.device = resolve_device(device)
         self.workers = workers
         self.labels = LabelSetup(dataset_json["labels"])
@@ -375,37 +318,10 @@ class Trainer:
         }
 
     def save_resumable(self, epoch_done: int, best: bool = False) -> None:
-        """checkpoint_latest.pt, the one before it kept as checkpoint_previous.pt: if the latest is found
-        damaged (a full disk, a copy cut short), training falls back one epoch instead of starting over. With
-        ``best``, the same state is also checkpoint_best.pt: a second name of the file (written once, not
-        twice), given before the latest is replaced, so that a job killed in between resumes from the
-        epoch before and finds the best checkpoint again."""
-        latest = self.out / "checkpoint_latest.pt"
-        with atomic_path(latest) as tmp:
-            torch.save(self.state(epoch_done), tmp)
-            if best:
-                link_file(tmp, self.out / "checkpoint_best.pt")
-            if latest.exists():
-                os.replace(latest, self.out / "checkpoint_previous.pt")
-
-    def resumable_checkpoint(self) -> tuple[Path, dict] | None:
-        """The newest readable checkpoint of this run (latest, else previous), or None."""
-        for path in (self.out / "checkpoint_latest.pt", self.out / "checkpoint_previous.pt"):
-            if not path.is_file():
-                continue
-            try:
-                checkpoint = load_checkpoint(path, map_location=self.device)
-            except InputError as err:
-                log.warning("not resuming from %s: %s", path, err)
-                continue
-            if checkpoint.get("signature") != self.signature():
-                log.warning("ignoring %s: it belongs to a run with other settings", path)
-                return None
-            return path, checkpoint
-        return None
+        self.checkpoints.save(self.state(epoch_done), best)
 
     def try_resume(self) -> None:
-        found = self.resumable_checkpoint()
+        found = self.checkpoints.newest_readable(self.signature(), self.device)
         if found is None:
             return
         path, checkpoint = found
@@ -448,7 +364,7 @@ class Trainer:
         if self.start_epoch == self.settings.epochs:
             self.write_log()
             write_progress(self.history, self.out / "progress.png")
-        self.finish()
+        self.checkpoints.finish()
 
     def train_epochs(self, countdown: Countdown, train_batches, val_batches) -> None:
         drawn = time.monotonic()
@@ -465,15 +381,6 @@ class Trainer:
             if epoch == self.settings.epochs - 1 or time.monotonic() - drawn >= PROGRESS_INTERVAL_S:
                 write_progress(self.history, self.out / "progress.png")
                 drawn = time.monotonic()
-
-    def finish(self) -> None:
-        """checkpoint_final.pt is the state after the last epoch, a second name (hard link) of
-        checkpoint_latest.pt, so that keeping the resumable state costs no disk: a job killed after this
-        point but before Snakemake registered its success loses its declared outputs, and its next attempt
-        resumes after the last epoch and only writes them again. The fallback one epoch back is no longer
-        needed. A finished fold thus holds what nnU-Net keeps: the final and the best weights."""
-        link_file(self.out / "checkpoint_latest.pt", self.out / "checkpoint_final.pt")
-        (self.out / "checkpoint_previous.pt").unlink(missing_ok=True)
 
 
 def workers_for(threads: int, device: torch.device) -> int:

@@ -2,7 +2,8 @@ from pathlib import Path
 
 from segflow.device import claimed_gpu
 from segflow.jobs import run_job
-from segflow.train.loop import settings_from_config, train
+from segflow.train.loop import train
+from segflow.train.settings import settings_from_config
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 settings = settings_from_config(sm.params.settings, sm.input.get("pretrained"))
