@@ -88,6 +88,7 @@ def model_selection(model: Path, configurations, folds, postprocessing: bool) ->
     from segflow.layout import Results
 
     results = Results(model)
+    train = Path(results.path("train"))
     if folds and "all" in folds:
         raise InputError(
             "is a segflow results folder; -f all names nnU-Net's fold_all, which segflow does not train.",
@@ -102,7 +103,7 @@ def model_selection(model: Path, configurations, folds, postprocessing: bool) ->
         except ValueError as err:
             raise InputError(
                 f"-c {err}.",
-                file=Path(results.path("train")),
+                file=train,
                 fix="name folders of train/, e.g. 3d_fullres or 3d_fullres-resenc_m.",
             ) from None
     if configurations:
@@ -125,7 +126,7 @@ def model_selection(model: Path, configurations, folds, postprocessing: bool) ->
     if not postprocessing:
         chosen["postprocessing"] = []
     if not chosen["folds"]:
-        raise InputError("holds no trained folds for the chosen configurations.", file=Path(results.path("train")))
+        raise InputError("holds no trained folds for the chosen configurations.", file=train)
     return chosen
 
 

@@ -59,6 +59,10 @@ class Results:
 
         return self.path(plans_file(planner or DEFAULT_PLANNER, network or DEFAULT_NETWORK))
 
+    def candidate_plans(self, candidate) -> str:
+        """The plans file of a candidate (segflow.candidates.Candidate): its planner's, with its network."""
+        return self.path(candidate.plans_file)
+
     dataset_json = _file("dataset.json")
     selection = _file("selection.json")
     config = _file("config.yaml")
@@ -103,6 +107,12 @@ class Results:
         """A candidate's or an ensemble's cross-validation folder."""
         return self.path("crossval", name)
 
+    def crossval_summary(self, name: str) -> str:
+        return self.path("crossval", name, "summary.json")
+
+    def crossval_table(self, name: str) -> str:
+        return self.path("crossval", name, "per_case.csv")
+
     def ensemble(self, first: str, second: str) -> str:
         return self.crossval(ensemble_name(first, second))
 
@@ -140,7 +150,7 @@ def ensemble_dirs(results: Results, candidates: list[str]) -> list[str]:
 
 
 def crossval_summaries(results: Results, candidates: list[str]) -> list[str]:
-    return [results.path("crossval", c, "summary.json") for c in candidates]
+    return [results.crossval_summary(c) for c in candidates]
 
 
 def crossvalidation_targets(results: Results, candidates: list[str], cv_folds: list) -> list[str]:

@@ -23,7 +23,6 @@ NNUNET_FINAL_CHECKPOINT = "checkpoint_final.pth"
 #: The network classes nnU-Net v2 and segflow both build: an nnU-Net model folder of any other is refused.
 NNUNET_NETWORKS = tuple(name for family in NETWORKS.values() for name in family.nnunet_classes)
 FOLD_FOLDER = re.compile(r"fold_(\d+|all)$")
-#: nnU-Net v2's networks that segflow builds with the same parameter names.
 
 
 def is_nnunet_model_folder(folder) -> bool:
@@ -167,7 +166,7 @@ EXPORT_TRAINER = "nnUNetTrainer"
 
 def exportable_configuration(results: Results, candidate) -> tuple[dict, str]:
     """The plans of a candidate that nnunetv2 can predict with, and its configuration; an error otherwise."""
-    plans_path = Path(results.plans(candidate.planner, candidate.network))
+    plans_path = Path(results.candidate_plans(candidate))
     family = NETWORKS[candidate.network]
     if not family.nnunet_classes:
         raise InputError(
@@ -222,11 +221,11 @@ def export_candidate(results, name: str, destination) -> Path:
     candidate = parse(name)
     plans, configuration = exportable_configuration(results, candidate)
     dataset_json = load_json(results.dataset_json)
-    folds = trained_folds(Path(results.candidate_folds(name)), FINAL_CHECKPOINT)
+    fold_folders = Path(results.candidate_folds(name))
+    folds = trained_folds(fold_folders, FINAL_CHECKPOINT)
     if not folds:
-        raise InputError(f"holds no trained fold of {name}.", file=Path(results.candidate_folds(name)))
-    plans_path = Path(results.plans(candidate.planner, candidate.network))
-    folder = Path(destination) / model_folder_name(plans, configuration, plans_path)
+        raise InputError(f"holds no trained fold of {name}.", file=fold_folders)
+    folder = Path(destination) / model_folder_name(plans, configuration, Path(results.candidate_plans(candidate)))
     if folder.exists():
         raise InputError("exists already.", file=folder, fix="remove it, or export to another folder with -o.")
     with atomic_folder(folder) as tmp:

@@ -59,7 +59,7 @@ class CasePredictor:
         needed = [parse(name) for name in candidates]
         previous = {}
         for candidate in list(needed):
-            stage = candidate.previous_stage(load_json(results.plans(candidate.planner, candidate.network)))
+            stage = candidate.previous_stage(load_json(results.candidate_plans(candidate)))
             previous[candidate.name] = stage.name if stage else None
             if stage and stage not in needed:
                 needed.insert(0, stage)
@@ -68,7 +68,7 @@ class CasePredictor:
         for candidate in needed:
             name = candidate.name
             checkpoints = [Path(results.checkpoint(name, f, checkpoint)) for f in folds]
-            plans_path = results.plans(candidate.planner, candidate.network)
+            plans_path = results.candidate_plans(candidate)
             models[name] = load_model(plans_path, results.dataset_json, candidate.configuration, checkpoints)
         return cls(load_json(results.dataset_json), models, previous, device, window)
 

@@ -17,13 +17,11 @@ from segflow.networks.families.mednext import FAMILY as MEDNEXT
 from segflow.networks.families.segresnet import FAMILY as SEGRESNET
 from segflow.networks.families.swinunetr import FAMILY as SWINUNETR
 from segflow.networks.families.unet import FAMILY as UNETS
-from segflow.networks.family import NNUNET_RECIPE, Family, Recipe
+from segflow.networks.family import Family, Recipe
 from segflow.plans import network_class, resolved_configuration
 
 if TYPE_CHECKING:
     from torch import nn
-
-__all__ = ["NNUNET_RECIPE", "Family", "Recipe"]
 
 #: The network families by their name in the config's ``networks`` (the first: the planners' own).
 NETWORKS: dict[str, Family] = {f.name: f for f in (UNETS, SWINUNETR, SEGRESNET, MEDNEXT)}

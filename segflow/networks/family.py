@@ -1,7 +1,7 @@
 """What segflow knows of a network family, in one object: how it enters a plan, its size without building it, how
 it trains and how it is built.
 
-A family module (``segflow/networks/<family>.py``) subclasses ``Family`` and is listed once in
+A family module (``segflow/networks/families/<family>.py``) subclasses ``Family`` and is listed once in
 ``segflow.networks.NETWORKS``; the planner, the job resources, the trainer, the exporter and inference ask the
 family, none of them names a network. A family module imports neither torch nor MONAI at import time (the workflow
 reads the families at every Snakemake start, where that would cost seconds): ``build`` imports the module that

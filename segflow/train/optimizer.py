@@ -11,7 +11,8 @@ import math
 
 import torch
 
-from segflow.networks import NNUNET_RECIPE, Recipe, recipe_of
+from segflow.networks import recipe_of
+from segflow.networks.family import NNUNET_RECIPE, Recipe
 
 
 def training_recipe(configuration: dict, settings) -> Recipe:

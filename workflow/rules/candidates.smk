@@ -79,7 +79,7 @@ def candidate_configuration(candidate):
 def candidate_plans_path(candidate):
     if candidate.network == DEFAULT_NETWORK:
         return plans_json(candidate.planner)
-    return RESULTS.plans(candidate.planner, candidate.network)
+    return RESULTS.candidate_plans(candidate)
 
 
 STAGE_TARGETS_HINT = "nothing can be made for it. Stage targets: preprocessing, training, crossvalidation, prediction."

@@ -1,11 +1,14 @@
 # Per candidate: one summary over the validation cases of all folds. Per pair of candidates: the
 # ensemble of their cross-validation probabilities, written and evaluated like a model's predictions.
+from segflow.layout import ensemble_name
+
+
 rule crossval:
     input:
         lambda wildcards: validation_dirs(wildcards.candidate),
     output:
-        summary=RESULTS.path("crossval", "{candidate}", "summary.json"),
-        table=RESULTS.path("crossval", "{candidate}", "per_case.csv"),
+        summary=RESULTS.crossval_summary("{candidate}"),
+        table=RESULTS.crossval_table("{candidate}"),
     log:
         RESULTS.log("crossval/{candidate}.log"),
     wildcard_constraints:
@@ -26,7 +29,7 @@ rule ensemble:
     output:
         directory(RESULTS.ensemble("{first}", "{second}")),
     log:
-        RESULTS.log("crossval/ensemble__{first}__{second}.log"),
+        RESULTS.log("crossval", ensemble_name("{first}", "{second}") + ".log"),
     wildcard_constraints:
         first=CANDIDATE_PATTERN,
         second=CANDIDATE_PATTERN,
