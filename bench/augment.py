@@ -28,8 +28,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from segflow.train.augment import AugmentationSettings, training_pipeline  # noqa: E402
-from segflow.train.device_augment import BatchedAugmentation, centre_window  # noqa: E402
+from segflow.train.augment import training_pipeline  # noqa: E402
+from segflow.train.device_augment import BatchedAugmentation  # noqa: E402
+from segflow.train.patch_geometry import AugmentationSettings, centre_window  # noqa: E402
 
 # patch, batch size, channels and masked channels of bench/train_step.py's plans
 PLANS = {

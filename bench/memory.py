@@ -228,11 +228,13 @@ SEGFLOW_EXPORT = """
 import sys
 from segflow.io import load_json, load_npy
 from segflow.export import export_prediction
+from segflow.plans import PlanConfiguration
 work = sys.argv[1]
 dataset_json = load_json(f"{work}/raw/dataset.json")
 logits = load_npy(f"{work}/logits.npy")
-export_prediction(logits, load_json(f"{work}/segflow/case.json"), load_json(f"{work}/plans.json"), "3d_fullres",
-                  dataset_json, f"{work}/segflow/validation.mha")
+configuration = PlanConfiguration.of(load_json(f"{work}/plans.json"), "3d_fullres")
+export_prediction(logits, load_json(f"{work}/segflow/case.json"), configuration, dataset_json,
+                  f"{work}/segflow/validation.mha")
 """
 
 NNUNET_EXPORT = """

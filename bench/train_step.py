@@ -223,14 +223,14 @@ def worker_segflow(args, work: Path) -> dict:
         args.device,
         args.workers,
     )
-    augmenting = timed_calls(trainer.batched_augmentation, "apply")
+    augmenting = timed_calls(trainer.augmentation.batched, "apply")
     trainer.network.train()
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     with trainer.batch_stream(validation=False) as batches:
         times, loader_cpu = timed_iterations(
             lambda: trainer.train_step(*next(batches)), args.warmup, args.iterations, sync
         )
-    configuration = trainer.configuration
+    configuration = trainer.configuration.settings
     return {
         "times": times,
         "loader_cpu_s_per_batch": loader_cpu,

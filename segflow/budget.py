@@ -91,7 +91,7 @@ def probe(plans: dict, dataset_json: dict, configuration: str, settings, device:
     from segflow.train.loop import Trainer, workers_for
 
     trainer = Trainer.without_cases(plans, dataset_json, configuration, settings, device)
-    batch = trainer.configuration["batch_size"]
+    batch = trainer.configuration.batch_size
     generator = torch.Generator().manual_seed(0)
     labels = dataset_json["labels"]
     if trainer.device.type == "cpu":
@@ -122,14 +122,14 @@ def augmentation_seconds(trainer, labels: dict, batch: int) -> float:
     import torch
 
     np.random.seed(0)
-    params = trainer.batched_augmentation.draw(batch, trainer.in_channels)
+    params = trainer.augmentation.batched.draw(batch, trainer.in_channels)
     moved = int(np.count_nonzero(params["spatial"]))
     generator = torch.Generator().manual_seed(0)
     data, seg = synthetic_patches(labels, (batch, trainer.in_channels, *trainer.patch_size), generator)
-    enlarged = (moved, trainer.in_channels, *trainer.augmentation.enlarged_patch)
+    enlarged = (moved, trainer.in_channels, *trainer.augmentation.settings.enlarged_patch)
     moved_data, moved_seg = synthetic_patches(labels, enlarged, generator)
     cut = {"data": data, "seg": seg, "moved_data": moved_data, "moved_seg": moved_seg, "augmentation": params}
-    return median_seconds(lambda: trainer.augmented(cut), PROBE_STEPS, trainer.device)
+    return median_seconds(lambda: trainer.augmentation.augmented(cut), PROBE_STEPS, trainer.device)
 
 
 def training_seconds(trainer, labels: dict, batch: int, generator, steps: int = PROBE_STEPS) -> float:

@@ -21,7 +21,7 @@ import numpy as np
 
 from segflow.io import atomic_path, write_image
 from segflow.labels import has_regions, output_channels
-from segflow.plans import resolved_configuration
+from segflow.plans import PlanConfiguration
 from segflow.resample import DEVICE_ORDERS, axis_orders, resample, resampled_bands
 
 # --- labels -------------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def segmentation_dtype(dataset_json: dict):
 # --- export -------------------------------------------------------------------------------------------
 
 
-def revert_preprocessing(array: np.ndarray, properties: dict, plans: dict, fill=0) -> np.ndarray:
+def revert_preprocessing(array: np.ndarray, properties: dict, configuration: PlanConfiguration, fill=0) -> np.ndarray:
     """A (C x) cropped-shape array (transposed axes) -> (C x) original shape (reader axes): pasted into the crop's
     bounding box of an array filled with ``fill`` (a value, or one per channel), then transposed back (a view)."""
     spatial = len(properties["shape_before_cropping"])
@@ -88,31 +88,30 @@ def revert_preprocessing(array: np.ndarray, properties: dict, plans: dict, fill=
     full[...] = np.reshape(fill, (-1, *[1] * spatial)) if leading else fill
     box = tuple(slice(a, b) for a, b in properties["bbox_used_for_cropping"])
     full[(*[slice(None)] * len(leading), *box)] = array
-    backward = [a + len(leading) for a in plans["transpose_backward"]]
+    backward = [a + len(leading) for a in configuration.transpose_backward]
     return full.transpose([*range(len(leading)), *backward])
 
 
-def resampling_of(properties: dict, plans: dict, configuration_name: str) -> tuple[list[float], list[float], dict]:
+def resampling_of(properties: dict, configuration: PlanConfiguration) -> tuple[list[float], list[float], dict]:
     """(preprocessed grid's spacing, cropped case's spacing, the plans' probability resampling kwargs), axes
     transposed as the logits'."""
-    configuration = resolved_configuration(plans, configuration_name)
-    spacing_transposed = [properties["spacing"][a] for a in plans["transpose_forward"]]
-    current = [float(s) for s in configuration["spacing"]]
+    spacing_transposed = [properties["spacing"][a] for a in configuration.transpose_forward]
+    current = configuration.spacing
     if len(current) < len(spacing_transposed):
         current = [spacing_transposed[0], *current]
-    return current, spacing_transposed, dict(configuration["resampling_fn_probabilities_kwargs"])
+    return current, spacing_transposed, dict(configuration.probability_resampling)
 
 
-def logits_on_cropped_grid(logits: np.ndarray, properties: dict, plans: dict, configuration_name: str) -> np.ndarray:
+def logits_on_cropped_grid(logits: np.ndarray, properties: dict, configuration: PlanConfiguration) -> np.ndarray:
     """Logits on the preprocessed grid resampled (the plans' probability resampling) to the cropped case's grid."""
-    current, target, kwargs = resampling_of(properties, plans, configuration_name)
+    current, target, kwargs = resampling_of(properties, configuration)
     return resample(logits, properties["shape_after_cropping_and_before_resampling"], current, target, **kwargs)
 
 
-def device_orders(properties: dict, plans: dict, configuration_name: str) -> list[int] | None:
+def device_orders(properties: dict, configuration: PlanConfiguration) -> list[int] | None:
     """Per axis, the interpolation order of the logits' resampling when the inference device can do it (orders
     0 and 1, nnU-Net's for probabilities); None for other orders, which ``logits_on_cropped_grid`` does."""
-    current, target, kwargs = resampling_of(properties, plans, configuration_name)
+    current, target, kwargs = resampling_of(properties, configuration)
     if kwargs.get("is_seg") or not {kwargs.get("order", 3), kwargs.get("order_z", 0)} <= set(DEVICE_ORDERS):
         return None
     return axis_orders(len(target), current, target, kwargs["order"], kwargs["order_z"], kwargs["force_separate_z"])
@@ -162,8 +161,7 @@ def export_on_device(logits, properties, orders, dataset_json: dict, with_probab
 def export_logits(
     logits: np.ndarray,
     properties: dict,
-    plans: dict,
-    configuration_name: str,
+    configuration: PlanConfiguration,
     dataset_json: dict,
     with_probabilities: bool = True,
     device="cpu",
@@ -173,29 +171,26 @@ def export_logits(
     (``export_on_device``): the label map comes a band of rows at a time, with no array of all classes on the
     original grid unless probabilities are asked for. Other resampling orders run in scipy, then without
     probabilities the label map comes from the logits resampled one channel at a time."""
-    orders = device_orders(properties, plans, configuration_name)
+    orders = device_orders(properties, configuration)
     if orders is not None:
         probabilities, segmentation = export_on_device(
             logits, properties, orders, dataset_json, with_probabilities, device
         )
     elif not with_probabilities:
-        channels = (
-            logits_on_cropped_grid(logits[c : c + 1], properties, plans, configuration_name)[0]
-            for c in range(len(logits))
-        )
+        channels = (logits_on_cropped_grid(logits[c : c + 1], properties, configuration)[0] for c in range(len(logits)))
         probabilities, segmentation = None, segmentation_from_logits(channels, dataset_json)
     else:
-        cropped = logits_on_cropped_grid(logits, properties, plans, configuration_name)
+        cropped = logits_on_cropped_grid(logits, properties, configuration)
         probabilities = probabilities_from_logits(cropped, has_regions(dataset_json["labels"]))
         del cropped
         segmentation = segmentation_from_probabilities(probabilities, dataset_json)
-    segmentation = revert_preprocessing(segmentation, properties, plans)
+    segmentation = revert_preprocessing(segmentation, properties, configuration)
     if not with_probabilities:
         return None, segmentation
     # Outside the crop there is only background: probability 1 for the background channel of label models.
     regions = has_regions(dataset_json["labels"])
     outside = [0.0] * len(probabilities) if regions else [1.0] + [0.0] * (len(probabilities) - 1)
-    return revert_preprocessing(probabilities, properties, plans, outside), segmentation
+    return revert_preprocessing(probabilities, properties, configuration, outside), segmentation
 
 
 def write_segmentation(segmentation: np.ndarray, geometry: dict, dataset_json: dict, path) -> None:
@@ -215,8 +210,7 @@ def save_probabilities(probabilities: np.ndarray, path) -> None:
 def export_prediction(
     logits,
     properties: dict,
-    plans: dict,
-    configuration_name: str,
+    configuration: PlanConfiguration,
     dataset_json: dict,
     path,
     probabilities_path=None,
@@ -226,7 +220,7 @@ def export_prediction(
     logits on the preprocessed grid: what validation does with each case."""
     with_probabilities = probabilities_path is not None
     probabilities, segmentation = export_logits(
-        logits, properties, plans, configuration_name, dataset_json, with_probabilities, device
+        logits, properties, configuration, dataset_json, with_probabilities, device
     )
     write_segmentation(segmentation, properties["geometry"], dataset_json, path)
     if with_probabilities:

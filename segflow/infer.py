@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from segflow.device import resolve_device
-from segflow.io import load_checkpoint, load_json
+from segflow.io import load_checkpoint
 from segflow.labels import output_channels
 from segflow.networks import build_network
-from segflow.plans import resolved_configuration
+from segflow.plans import PlanConfiguration
 
 log = logging.getLogger("segflow.infer")
 
@@ -92,27 +92,23 @@ def mirror_combinations(axes) -> list[tuple[int, ...]]:
 class Model:
     """One configuration of a trained dataset: the plan, its fold weights and how to run them."""
 
-    plans: dict
+    configuration: PlanConfiguration
     dataset_json: dict
-    configuration_name: str
     fold_weights: list[dict]
     mirror_axes: tuple[int, ...]
 
     @property
-    def configuration(self) -> dict:
-        return resolved_configuration(self.plans, self.configuration_name)
-
-    @property
     def patch_size(self) -> list[int]:
-        return [int(p) for p in self.configuration["patch_size"]]
+        return self.configuration.patch_size
 
 
-def load_model(plans_path, dataset_json_path, configuration: str, checkpoints) -> Model:
-    """A configuration with the weights of the given fold checkpoints (``torch.load(weights_only=True)``)."""
+def load_model(plans: dict, dataset_json: dict, configuration: str, checkpoints) -> Model:
+    """A configuration of the plans with the weights of the given fold checkpoints
+    (``torch.load(weights_only=True)``)."""
     if not checkpoints:
         raise ValueError(f"no checkpoints given for {configuration}")
     loaded = [load_checkpoint(path, mapped=True) for path in checkpoints]
-    return model_of(load_json(plans_path), load_json(dataset_json_path), configuration, loaded)
+    return model_of(plans, dataset_json, configuration, loaded)
 
 
 def model_of(plans: dict, dataset_json: dict, configuration: str, checkpoints: list[dict]) -> Model:
@@ -120,14 +116,14 @@ def model_of(plans: dict, dataset_json: dict, configuration: str, checkpoints: l
     mirror axes of test-time augmentation are the first fold's."""
     weights = [checkpoint["network_weights"] for checkpoint in checkpoints]
     mirror_axes = tuple(checkpoints[0].get("inference_allowed_mirroring_axes") or ())
-    return Model(plans, dataset_json, configuration, weights, mirror_axes)
+    return Model(PlanConfiguration.of(plans, configuration), dataset_json, weights, mirror_axes)
 
 
 def previous_stage_labels(model: Model) -> list[int]:
     """The labels a cascade configuration gets the previous stage's segmentation of, as extra channels."""
     from segflow.train.cascade import foreground_labels
 
-    if not model.configuration.get("previous_stage"):
+    if not model.configuration.previous_stage:
         return []
     return foreground_labels(model.dataset_json["labels"])
 
@@ -163,7 +159,7 @@ class Predictor:
         num_outputs = len(output_channels(model.dataset_json["labels"]))
         if network is None:
             in_channels = len(model.dataset_json["channel_names"]) + len(previous_stage_labels(model))
-            network = build_network(model.configuration, in_channels, num_outputs, deep_supervision=False)
+            network = build_network(model.configuration.settings, in_channels, num_outputs, deep_supervision=False)
         self.network = network.to(self.device).eval()
         self.num_outputs = num_outputs
         self.patch = model.patch_size

@@ -57,20 +57,24 @@ class CasePredictor:
         """Candidates (segflow/candidates.py) of a workflow's results folder, with the previous stages they need."""
         results = Results(model_dir)
         needed = [parse(name) for name in candidates]
+        plans = {}  # each candidate's plans file, read once
+
+        def plans_of(candidate):
+            return plans.setdefault(candidate.name, load_json(results.candidate_plans(candidate)))
+
         previous = {}
         for candidate in list(needed):
-            stage = candidate.previous_stage(load_json(results.candidate_plans(candidate)))
+            stage = candidate.previous_stage(plans_of(candidate))
             previous[candidate.name] = stage.name if stage else None
             if stage and stage not in needed:
                 needed.insert(0, stage)
                 previous[stage.name] = None
-        models = {}
+        dataset_json, models = load_json(results.dataset_json), {}
         for candidate in needed:
             name = candidate.name
             checkpoints = [Path(results.checkpoint(name, f, checkpoint)) for f in folds]
-            plans_path = results.candidate_plans(candidate)
-            models[name] = load_model(plans_path, results.dataset_json, candidate.configuration, checkpoints)
-        return cls(load_json(results.dataset_json), models, previous, device, window)
+            models[name] = load_model(plans_of(candidate), dataset_json, candidate.configuration, checkpoints)
+        return cls(dataset_json, models, previous, device, window)
 
     @classmethod
     def of_nnunet_folders(
@@ -97,7 +101,7 @@ class CasePredictor:
         # A single member is the image's only reader: its preprocessing may normalise the image in place.
         overwrite = len(self.predictors) == 1
         data, seg, properties = preprocess_arrays(
-            image.data, previous_segmentation, image.spacing, model.plans, model.configuration_name, overwrite=overwrite
+            image.data, previous_segmentation, image.spacing, model.configuration, overwrite=overwrite
         )
         if previous_segmentation is not None:
             data = with_previous_stage(data, seg, previous_stage_labels(model))
@@ -111,10 +115,8 @@ class CasePredictor:
     def export_logits(self, name: str, logits, properties: dict, with_probabilities: bool):
         """(probabilities or None, label map) in the image's geometry of member ``name``'s logits."""
         predictor = self.predictors[name]
-        plans, configuration = predictor.model.plans, predictor.model.configuration_name
-        return export_logits(
-            logits, properties, plans, configuration, self.dataset_json, with_probabilities, predictor.device
-        )
+        configuration = predictor.model.configuration
+        return export_logits(logits, properties, configuration, self.dataset_json, with_probabilities, predictor.device)
 
     def single_member(self, members) -> str | None:
         """The member whose preprocessing and export may run beside the network on other cases: the only one,

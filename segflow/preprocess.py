@@ -23,7 +23,7 @@ from segflow.crop import crop_to_nonzero
 from segflow.io import load_json, read_case, save_json, save_npy
 from segflow.labels import has_regions, plain_labels, regions
 from segflow.plan import compute_new_shape
-from segflow.plans import resolved_configuration
+from segflow.plans import PlanConfiguration, resolved_configuration
 from segflow.progress import Countdown
 from segflow.resample import resample
 
@@ -69,15 +69,14 @@ def normalize_channel(image: np.ndarray, scheme: str, mask: np.ndarray | None, p
     raise ValueError(f"unknown normalisation scheme {scheme!r}")
 
 
-def normalize(data: np.ndarray, seg: np.ndarray, configuration: dict, intensity_properties: dict) -> np.ndarray:
+def normalize(data: np.ndarray, seg: np.ndarray, configuration: PlanConfiguration) -> np.ndarray:
     mask = seg[0] >= 0
     for c in range(data.shape[0]):
-        use_mask = configuration["use_mask_for_norm"][c]
         normalize_channel(
             data[c],
-            configuration["normalization_schemes"][c],
-            mask if use_mask else None,
-            intensity_properties.get(str(c)),
+            configuration.normalization_schemes[c],
+            mask if configuration.use_mask_for_norm[c] else None,
+            configuration.intensity_properties.get(str(c)),
         )
     return data
 
@@ -139,9 +138,9 @@ def class_locations(seg: np.ndarray, classes, seed: int = CLASS_LOCATION_SEED) -
 # --- one case -------------------------------------------------------------------------------------------
 
 
-def target_spacing(configuration: dict, spacing_transposed) -> list[float]:
+def target_spacing(configuration: PlanConfiguration, spacing_transposed) -> list[float]:
     """The configuration's spacing; 2d keeps the case's own spacing along the (first) slice axis."""
-    spacing = [float(s) for s in configuration["spacing"]]
+    spacing = configuration.spacing
     if len(spacing) == len(spacing_transposed) - 1:
         spacing = [float(spacing_transposed[0]), *spacing]
     return spacing
@@ -161,16 +160,14 @@ def preprocess_arrays(
     data: np.ndarray,
     seg: np.ndarray | None,
     spacing,
-    plans: dict,
-    configuration_name: str,
+    configuration: PlanConfiguration,
     labels: dict | None = None,
     overwrite: bool = False,
 ):
     """Preprocess arrays already read from disk; returns (data, seg, properties without geometry). Without a
     label map (an image to predict) the returned seg is None. With ``overwrite`` the caller's float32 data may
     be normalised in place instead of copied (a large CT is then held once less)."""
-    configuration = resolved_configuration(plans, configuration_name)
-    forward = plans["transpose_forward"]
+    forward = configuration.transpose_forward
     has_labels = seg is not None
     data = data.transpose([0, *[a + 1 for a in forward]])
     data = np.asarray(data, dtype=np.float32) if overwrite else data.astype(np.float32)
@@ -183,17 +180,17 @@ def preprocess_arrays(
     shape_cropped = list(data.shape[1:])
     new_spacing = target_spacing(configuration, spacing_t)
     new_shape = compute_new_shape(shape_cropped, spacing_t, new_spacing)
-    data = normalize(data, seg, configuration, plans["foreground_intensity_properties_per_channel"])
+    data = normalize(data, seg, configuration)
     properties = properties_of(spacing, shape_before, box, shape_cropped, new_spacing)
     if has_labels:  # before the image: the label map's resampling, the larger, then holds one image less
-        seg = resample(seg, new_shape, spacing_t, new_spacing, **configuration["resampling_fn_seg_kwargs"])
+        seg = resample(seg, new_shape, spacing_t, new_spacing, **configuration.seg_resampling)
         if labels is not None:
             properties["class_locations"] = class_locations(seg, foreground_classes(labels))
         seg = seg.astype(np.int8 if seg.max() <= 127 else np.int16)
     else:  # an image to predict: its mask served normalisation and is not needed any more
         seg = None
     # The plans' resampling kwargs (is_seg, order, order_z, force_separate_z) are resample()'s keywords.
-    data = resample(data, new_shape, spacing_t, new_spacing, **configuration["resampling_fn_data_kwargs"])
+    data = resample(data, new_shape, spacing_t, new_spacing, **configuration.data_resampling)
     return data.astype(np.float32, copy=False), seg, properties
 
 
@@ -201,8 +198,7 @@ def preprocess_case(
     case: str,
     image_files,
     label_file,
-    plans: dict,
-    configuration_name: str,
+    configuration: PlanConfiguration,
     labels: dict,
     out_data,
     out_seg,
@@ -210,7 +206,7 @@ def preprocess_case(
 ) -> None:
     images = read_case(image_files, label_file, case)
     data, seg, properties = preprocess_arrays(
-        images.data, images.seg, images.spacing, plans, configuration_name, labels, overwrite=True
+        images.data, images.seg, images.spacing, configuration, labels, overwrite=True
     )
     save_npy(data, out_data)
     save_npy(seg, out_seg)
@@ -228,7 +224,7 @@ def preprocess_batch(
     out_seg,
     out_properties,
 ) -> None:
-    plans = load_json(plans_path)
+    configuration = PlanConfiguration.of(load_json(plans_path), configuration_name)
     labels = load_json(dataset_json_path)["labels"]
     countdown = Countdown(f"preprocessing {configuration_name}: case", len(cases), interval=30)
     for i, case in enumerate(cases):
@@ -236,8 +232,7 @@ def preprocess_batch(
             case,
             image_files[i],
             label_files[i],
-            plans,
-            configuration_name,
+            configuration,
             labels,
             out_data[i],
             out_seg[i],

@@ -22,7 +22,7 @@ from segflow.infer import (
 )
 from segflow.io import load_json, load_npy, save_npy
 from segflow.labels import has_regions
-from segflow.plans import data_folder, resolved_configuration
+from segflow.plans import PlanConfiguration, data_folder
 from segflow.progress import Countdown, Heartbeat
 from segflow.resample import resample
 from segflow.splits import fold_cases
@@ -32,15 +32,14 @@ from segflow.train.cascade import previous_stage_files
 log = logging.getLogger("segflow.validate")
 
 
-def next_stage_segmentation(logits, plans: dict, configuration: str, shape, dataset_json):
+def next_stage_segmentation(logits, configuration: PlanConfiguration, shape, dataset_json):
     """A lowres prediction as the cascade's input: logits resampled to the fullres preprocessed grid
     (``shape``), then turned into a 1 x ... label map (nnU-Net's ``predicted_next_stage``).
 
     nnunetv2 2.8.1 hands its resampler the lowres spacing as both the current and the target spacing here,
     so whether the slice axis is resampled separately depends on the lowres spacing alone; so does ours."""
-    current = resolved_configuration(plans, configuration)
-    spacing = current["spacing"]
-    resampled = resample(logits, shape, spacing, spacing, **current["resampling_fn_probabilities_kwargs"])
+    spacing = configuration.spacing
+    resampled = resample(logits, shape, spacing, spacing, **configuration.probability_resampling)
     probabilities = probabilities_from_logits(resampled, has_regions(dataset_json["labels"]))
     segmentation = segmentation_from_probabilities(probabilities, dataset_json)
     return segmentation.astype(np.int8 if segmentation.max() <= 127 else np.int16)[None]
@@ -72,10 +71,10 @@ def validate_fold(
     (``segflow.stream``); by default where the network runs on a GPU."""
     plans, dataset_json = load_json(plans_path), load_json(dataset_json_path)
     _, cases = fold_cases(load_json(splits_path), fold)
-    model = load_model(plans_path, dataset_json_path, configuration, [checkpoint])
+    model = load_model(plans, dataset_json, configuration, [checkpoint])
     predictor = Predictor(model, device, window)
-    previous = previous_stage_files(model.configuration, previous_stage_dirs, cases)
-    folder = Path(preprocessed) / data_folder(plans, configuration)
+    previous = previous_stage_files(model.configuration.previous_stage, previous_stage_dirs, cases)
+    folder = Path(preprocessed) / model.configuration.data_folder
     out, ending = Path(out_dir), dataset_json["file_ending"]
     out.mkdir(parents=True, exist_ok=True)
     if next_stage:
@@ -94,13 +93,13 @@ def validate_fold(
         probabilities_path = out / f"{case}.npz" if with_probabilities else None
         prediction = out / f"{case}{ending}"
         export_prediction(
-            logits, properties, plans, configuration, dataset_json, prediction, probabilities_path, predictor.device
+            logits, properties, model.configuration, dataset_json, prediction, probabilities_path, predictor.device
         )
         if next_stage:
             target = Path(preprocessed) / data_folder(plans, next_stage) / f"{case}.npy"
             shape = load_npy(target, mmap=True).shape[1:]
             save_npy(
-                next_stage_segmentation(logits, plans, configuration, shape, dataset_json),
+                next_stage_segmentation(logits, model.configuration, shape, dataset_json),
                 out / "next_stage" / f"{case}.npy",
             )
         log.info("validated %s", case)

@@ -19,8 +19,8 @@ from batchgeneratorsv2.transforms.utils.nnunet_masking import MaskImageTransform
 
 from segflow.networks.unet import deep_supervision_scales
 from segflow.train import batched
-from segflow.train.device_augment import centre_window
 from segflow.train.loss import target_pyramid
+from segflow.train.patch_geometry import centre_window
 
 SHAPES = {"3d": (4, 2, 7, 9, 8), "2d": (4, 3, 11, 10)}
 

@@ -10,6 +10,7 @@ import torch
 from conftest import blob_case, load, run_snakemake, write_case
 
 from segflow.io import save_json, write_image
+from segflow.plans import PlanConfiguration
 from segflow.resample import resample
 from segflow.train.augment import validation_pipeline
 from segflow.train.cascade import foreground_labels
@@ -41,13 +42,16 @@ def test_next_stage_maps_decide_separate_z_from_the_lowres_spacing_alone():
     """Lowres spacing 2.9 x 1 x 1 is not anisotropic (ratio < 3); the fullres grid's 2.9 x 0.8 x 0.8 would
     be. nnunetv2 resamples with the lowres spacing as source and target, so: no separate z."""
     kwargs = {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None}
-    plans = {
-        "configurations": {"3d_lowres": {"spacing": [2.9, 1.0, 1.0], "resampling_fn_probabilities_kwargs": kwargs}}
+    lowres = {
+        "data_identifier": "nnUNetPlans_3d_lowres",
+        "spacing": [2.9, 1.0, 1.0],
+        "resampling_fn_probabilities_kwargs": kwargs,
     }
+    plans = {"transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2], "configurations": {"3d_lowres": lowres}}
     labels = {"labels": {"background": 0, "a": 1, "b": 2}}
     logits = np.random.default_rng(0).normal(size=(3, 5, 8, 8)).astype(np.float32)
     shape = (9, 10, 10)
-    ours = next_stage_segmentation(logits, plans, "3d_lowres", shape, labels)
+    ours = next_stage_segmentation(logits, PlanConfiguration.of(plans, "3d_lowres"), shape, labels)
     joint = resample(logits, shape, [2.9, 1.0, 1.0], [2.9, 1.0, 1.0], **kwargs).argmax(0)
     separate = resample(logits, shape, [2.9, 1.0, 1.0], [2.9, 0.8, 0.8], **kwargs).argmax(0)
     assert ours.shape == (1, *shape)

@@ -12,17 +12,18 @@ from scipy.stats import ks_2samp
 from segflow.io import save_json, save_npy
 from segflow.preprocess import class_locations
 from segflow.train import batched
-from segflow.train.augment import AugmentationSettings, intensity_transforms, spatial_transforms
+from segflow.train.augment import TABLE
 from segflow.train.data import Case, PatchLoader
-from segflow.train.device_augment import BatchedAugmentation, centre_window, rotation_matrix
+from segflow.train.device_augment import BatchedAugmentation
+from segflow.train.patch_geometry import AugmentationSettings, centre_window, rotation_matrix
 
 DRAWS = 10_000
 CHANNELS = 2
 PATCHES = {"3d": [4, 4, 4], "2d": [4, 4], "dummy 2d": [1, 4, 4]}
 
 
-#: batchgeneratorsv2's intensity transforms in the pipeline's order (augment.intensity_transforms), by the names
-#: of their parameters in device_augment.
+#: nnunetv2's intensity transforms in its order, by the names of their rows in augment.TABLE (and of their
+#: parameters in device_augment).
 INTENSITY = ("noise", "blur", "brightness", "contrast", "low_res", "gamma_inverted", "gamma")
 
 
@@ -30,9 +31,11 @@ def drawn_by_batchgeneratorsv2(settings: AugmentationSettings, channels: int) ->
     """One sample's draws of nnunetv2's batchgeneratorsv2 pipeline, in its order: each transform's parameters,
     None for an intensity transform whose RandomTransform does not apply."""
     image = torch.zeros((channels, *settings.patch_size))
-    spatial = spatial_transforms(settings)[1 if settings.dummy_2d else 0]
+    transforms = {row.name: row.worker(settings, ()) for row in TABLE}
+    spatial = transforms["spatial"][1 if settings.dummy_2d else 0]
     drawn = {"spatial": spatial.get_parameters(image=image[:, 0] if settings.dummy_2d else image)}
-    for name, transform in zip(INTENSITY, intensity_transforms(settings), strict=True):
+    for name in INTENSITY:
+        (transform,) = transforms[name]
         applies = transform.get_parameters()["apply_transform"]
         drawn[name] = transform.transform.get_parameters(image=image) if applies else None
     drawn["mirror"] = {"axes": [a for a in settings.mirror_axes if torch.rand(1) < 0.5]}

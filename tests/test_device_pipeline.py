@@ -14,8 +14,9 @@ import torch
 from test_device_augment import INTENSITY, device_parameters
 
 from segflow.train import batched
-from segflow.train.augment import AugmentationSettings, training_pipeline
-from segflow.train.device_augment import BatchedAugmentation, centre_window
+from segflow.train.augment import training_pipeline
+from segflow.train.device_augment import BatchedAugmentation
+from segflow.train.patch_geometry import AugmentationSettings, centre_window
 
 BATCH, CHANNELS, MASKED = 24, 2, [1]
 PATCHES = {"3d": [6, 8, 7], "2d": [9, 10], "dummy 2d": [4, 14, 13]}

@@ -32,7 +32,8 @@ from segflow.infer import (
     tile_slicers,
     tile_starts,
 )
-from segflow.io import read_case, write_image
+from segflow.io import load_json, read_case, write_image
+from segflow.plans import PlanConfiguration
 from segflow.preprocess import preprocess_arrays
 from segflow.resample import axis_orders, resample, resampled_bands, resize
 
@@ -111,8 +112,13 @@ def plans_for(spacing_transposed, patch, transpose):
         "transpose_forward": list(transpose),
         "transpose_backward": [list(transpose).index(i) for i in range(3)],
         "configurations": {
-            "3d_fullres": configuration,
-            "2d": {**configuration, "spacing": spacing_transposed[1:], "patch_size": list(patch[1:])},
+            "3d_fullres": {**configuration, "data_identifier": "nnUNetPlans_3d_fullres"},
+            "2d": {
+                **configuration,
+                "data_identifier": "nnUNetPlans_2d",
+                "spacing": spacing_transposed[1:],
+                "patch_size": list(patch[1:]),
+            },
         },
         "foreground_intensity_properties_per_channel": {"0": {}},
     }
@@ -130,15 +136,24 @@ def test_oracle_prediction_returns_the_label_map_on_the_input_grid(tmp_path, con
     case = read_case([tmp_path / "case_0000.nii.gz"], tmp_path / "case.nii.gz", "case")
     transpose = [1, 0, 2]
     plans = plans_for([spacing[a] for a in transpose], [8, 16, 16], transpose)
-    data, seg, properties = preprocess_arrays(case.data, case.seg, case.spacing, plans, configuration)
+    data, seg, properties = preprocess_arrays(
+        case.data, case.seg, case.spacing, PlanConfiguration.of(plans, configuration)
+    )
     properties["geometry"] = case.geometry
     assert data.shape[1] < 8 and data.shape[1:] != label.shape, "the case must be transposed, cropped and padded"
-    model = Model(plans, DATASET_JSON, configuration, [{}], (0, 1, 2) if configuration == "3d_fullres" else (0, 1))
+    model = Model(
+        PlanConfiguration.of(plans, configuration),
+        DATASET_JSON,
+        [{}],
+        (0, 1, 2) if configuration == "3d_fullres" else (0, 1),
+    )
     predictor = Predictor(model, "cpu", network=nn.Identity())
     oracle = oracle_logits(seg)
     logits = predictor.predict(oracle)
     np.testing.assert_allclose(logits, oracle, atol=1e-4)
-    probabilities, segmentation = export_logits(logits, properties, plans, configuration, DATASET_JSON)
+    probabilities, segmentation = export_logits(
+        logits, properties, PlanConfiguration.of(plans, configuration), DATASET_JSON
+    )
     assert probabilities.shape == (3, *label.shape)
     np.testing.assert_allclose(probabilities.sum(0), 1, atol=1e-5)
     write_segmentation(segmentation, case.geometry, DATASET_JSON, tmp_path / "prediction.nii.gz")
@@ -161,9 +176,13 @@ def test_resampled_prediction_lands_on_the_original_grid(tmp_path):
     transpose = [1, 0, 2]
     coarse = [spacing[1], spacing[0] * 2, spacing[2] * 2]
     plans = plans_for(coarse, [8, 16, 16], transpose)
-    data, seg, properties = preprocess_arrays(case.data, case.seg, case.spacing, plans, "3d_fullres")
+    data, seg, properties = preprocess_arrays(
+        case.data, case.seg, case.spacing, PlanConfiguration.of(plans, "3d_fullres")
+    )
     assert data.shape[2] < label.shape[0] * 0.6
-    _, segmentation = export_logits(oracle_logits(seg), properties, plans, "3d_fullres", DATASET_JSON)
+    _, segmentation = export_logits(
+        oracle_logits(seg), properties, PlanConfiguration.of(plans, "3d_fullres"), DATASET_JSON
+    )
     assert segmentation.shape == label.shape
     for k in (1, 2):
         overlap = 2 * ((segmentation == k) & (label == k)).sum() / ((segmentation == k).sum() + (label == k).sum())
@@ -208,17 +227,26 @@ def test_export_without_probabilities_writes_the_same_label_map(tmp_path):
     case = read_case([tmp_path / "case_0000.nii.gz"], tmp_path / "case.nii.gz", "case")
     transpose = [1, 0, 2]
     plans = plans_for([spacing[1], spacing[0] * 2, spacing[2] * 2], [8, 16, 16], transpose)
-    _, seg, properties = preprocess_arrays(case.data, case.seg, case.spacing, plans, "3d_fullres")
+    _, seg, properties = preprocess_arrays(case.data, case.seg, case.spacing, PlanConfiguration.of(plans, "3d_fullres"))
     properties["geometry"] = case.geometry
     logits = oracle_logits(seg) + np.random.default_rng(1).normal(0, 2, seg.shape).astype(np.float32)
     before = logits.copy()
-    export_prediction(logits, properties, plans, "3d_fullres", DATASET_JSON, tmp_path / "a.nii.gz")
-    export_prediction(logits, properties, plans, "3d_fullres", DATASET_JSON, tmp_path / "b.nii.gz", tmp_path / "b.npz")
+    export_prediction(
+        logits, properties, PlanConfiguration.of(plans, "3d_fullres"), DATASET_JSON, tmp_path / "a.nii.gz"
+    )
+    export_prediction(
+        logits,
+        properties,
+        PlanConfiguration.of(plans, "3d_fullres"),
+        DATASET_JSON,
+        tmp_path / "b.nii.gz",
+        tmp_path / "b.npz",
+    )
     np.testing.assert_array_equal(logits, before)
     first, second = (sitk.ReadImage(str(tmp_path / f"{n}.nii.gz")) for n in "ab")
     np.testing.assert_array_equal(sitk.GetArrayFromImage(first), sitk.GetArrayFromImage(second))
     assert first.GetSpacing() == second.GetSpacing() and first.GetOrigin() == second.GetOrigin()
-    probabilities, _ = export_logits(logits, properties, plans, "3d_fullres", DATASET_JSON)
+    probabilities, _ = export_logits(logits, properties, PlanConfiguration.of(plans, "3d_fullres"), DATASET_JSON)
     with np.load(tmp_path / "b.npz") as saved:
         np.testing.assert_array_equal(saved["probabilities"], probabilities)
     assert not (tmp_path / "a.npz").exists()
@@ -236,7 +264,7 @@ def test_a_step_of_a_whole_patch_predicts_with_fewer_tiles_and_still_covers_the_
             return x
 
     plans = plans_for([1.0, 1.0, 1.0], [4, 8, 8], [0, 1, 2])
-    model = Model(plans, DATASET_JSON, "3d_fullres", [{}], ())
+    model = Model(PlanConfiguration.of(plans, "3d_fullres"), DATASET_JSON, [{}], ())
     data = np.random.default_rng(0).normal(size=(3, 9, 20, 16)).astype(np.float32)
     tiles = {}
     for step in (0.5, 1.0):
@@ -278,7 +306,7 @@ def test_mirroring_averages_flipped_predictions():
             return torch.cat([x, x * 0 + ramp, x], 1)
 
     plans = plans_for([1.0, 1.0, 1.0], [4, 8, 8], [0, 1, 2])
-    model = Model(plans, DATASET_JSON, "3d_fullres", [{}], (2,))
+    model = Model(PlanConfiguration.of(plans, "3d_fullres"), DATASET_JSON, [{}], (2,))
     data = np.zeros((1, 4, 8, 8), np.float32)
     logits = Predictor(model, "cpu", network=Ramp()).predict(data)
     np.testing.assert_allclose(logits[1], 0.5, atol=1e-6)
@@ -297,7 +325,7 @@ def test_inference_reads_a_checkpoints_network_weights_and_never_its_optimiser_s
     torch.save({**checkpoint, "optimizer_state": optimizer_state}, tmp_path / "large.pt")
     torch.save(checkpoint, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
     del optimizer_state
-    plans, dataset_json = results / "plans.json", results / "dataset.json"
+    plans, dataset_json = load_json(results / "plans.json"), load_json(results / "dataset.json")
     before = resident_mb()
     model = load_model(plans, dataset_json, "3d_fullres", [tmp_path / "large.pt"])
     weights = model.fold_weights[0]
@@ -346,7 +374,7 @@ def test_resampling_on_the_device_equals_scipys_within_float32_rounding(case):
     interpolate in float64 and round once to float32 (torch axis after axis, scipy all axes at once), so they
     differ by a unit in the last place at most: two of the largest logit's bound it."""
     logits, properties, plans = export_case(case)
-    current, target, kwargs = resampling_of(properties, plans, "3d_fullres")
+    current, target, kwargs = resampling_of(properties, PlanConfiguration.of(plans, "3d_fullres"))
     shape = properties["shape_after_cropping_and_before_resampling"]
     expected = resample(logits, shape, current, target, **kwargs)
     orders = axis_orders(3, current, target, kwargs["order"], kwargs["order_z"], kwargs["force_separate_z"])
@@ -367,10 +395,16 @@ def test_the_export_on_the_device_writes_scipys_label_map_and_probabilities(case
     regions = {"labels": {"background": 0, "whole": [1, 2], "core": 2}, "regions_class_order": [1, 2]}
     for dataset_json, classes in ((DATASET_JSON, 3), (regions, 2)):
         logits, properties, plans = export_case(case, classes, seed=1)
-        on_device = [export_logits(logits, properties, plans, "3d_fullres", dataset_json, p) for p in (True, False)]
+        on_device = [
+            export_logits(logits, properties, PlanConfiguration.of(plans, "3d_fullres"), dataset_json, p)
+            for p in (True, False)
+        ]
         with monkeypatch.context() as patch:
             patch.setattr(segflow.export, "device_orders", lambda *args: None)
-            in_scipy = [export_logits(logits, properties, plans, "3d_fullres", dataset_json, p) for p in (True, False)]
+            in_scipy = [
+                export_logits(logits, properties, PlanConfiguration.of(plans, "3d_fullres"), dataset_json, p)
+                for p in (True, False)
+            ]
         before_cropping = properties["shape_before_cropping"]
         assert on_device[0][1].shape == tuple(before_cropping[a] for a in plans["transpose_backward"])
         assert len(np.unique(on_device[0][1])) == len(dataset_json["labels"])  # every label occurs

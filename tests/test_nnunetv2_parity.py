@@ -14,8 +14,9 @@ from conftest import REPO, load, run_snakemake
 
 from segflow.io import save_json, save_npy
 from segflow.preprocess import class_locations, foreground_classes
-from segflow.train.augment import AugmentationSettings, training_pipeline, validation_pipeline
+from segflow.train.augment import training_pipeline, validation_pipeline
 from segflow.train.data import Case, PatchLoader
+from segflow.train.patch_geometry import AugmentationSettings
 
 sys.path.insert(0, str(REPO / "tests" / "nnunetv2_fixture"))
 import parity_inputs as shared  # noqa: E402

@@ -5,12 +5,14 @@ import pytest
 from scipy import ndimage
 
 from segflow.crop import fill_holes
+from segflow.plans import PlanConfiguration
 from segflow.preprocess import class_locations, foreground_classes, preprocess_arrays
 from segflow.resample import nearest_indices, resample, resize, resize_labels, separate_z_axis
 
 
 def make_plans(spacing, schemes=("ZScoreNormalization",), use_mask=(False,), transpose=(0, 1, 2), ct=None):
     configuration = {
+        "data_identifier": "nnUNetPlans_3d_fullres",
         "spacing": list(spacing),
         "normalization_schemes": list(schemes),
         "use_mask_for_norm": list(use_mask),
@@ -39,7 +41,7 @@ def body_case(shape=(12, 40, 36), seed=0):
 def test_zscore_inside_the_mask_has_mean_0_and_std_1():
     data, seg = body_case()
     plans = make_plans([1.0, 1.0, 1.0], use_mask=(True,))
-    out, out_seg, _ = preprocess_arrays(data, seg, [1.0, 1.0, 1.0], plans, "3d_fullres")
+    out, out_seg, _ = preprocess_arrays(data, seg, [1.0, 1.0, 1.0], PlanConfiguration.of(plans, "3d_fullres"))
     inside = out_seg[0] >= 0
     assert (~inside).any(), "the crop must leave voxels outside the mask"
     assert out[0][inside].mean() == pytest.approx(0, abs=1e-5)
@@ -51,7 +53,7 @@ def test_ct_normalisation_uses_the_fingerprint_values():
     data, seg = body_case()
     ct = {"mean": 130.0, "std": 20.0, "percentile_00_5": 95.0, "percentile_99_5": 180.0}
     plans = make_plans([1.0, 1.0, 1.0], schemes=("CTNormalization",), ct=ct)
-    out, _, props = preprocess_arrays(data, seg, [1.0, 1.0, 1.0], plans, "3d_fullres")
+    out, _, props = preprocess_arrays(data, seg, [1.0, 1.0, 1.0], PlanConfiguration.of(plans, "3d_fullres"))
     box = tuple(slice(a, b) for a, b in props["bbox_used_for_cropping"])
     expected = (np.clip(data[0][box], 95.0, 180.0) - 130.0) / 20.0
     np.testing.assert_allclose(out[0], expected, rtol=1e-6, atol=1e-6)
@@ -62,7 +64,9 @@ def test_anisotropic_case_comes_out_at_the_planned_spacing_and_shape():
     data, seg = body_case(shape=(40, 36, 12))
     spacing = [0.7, 0.7, 3.3]
     plans = make_plans([2.0, 0.5, 0.5], transpose=(2, 0, 1))
-    out, out_seg, props = preprocess_arrays(data, seg, spacing, plans, "3d_fullres", {"background": 0, "a": 1, "b": 2})
+    out, out_seg, props = preprocess_arrays(
+        data, seg, spacing, PlanConfiguration.of(plans, "3d_fullres"), {"background": 0, "a": 1, "b": 2}
+    )
     cropped = props["shape_after_cropping_and_before_resampling"]
     expected = [round(cropped[0] * 3.3 / 2.0), round(cropped[1] * 0.7 / 0.5), round(cropped[2] * 0.7 / 0.5)]
     assert list(out.shape[1:]) == expected == list(out_seg.shape[1:])

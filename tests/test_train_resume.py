@@ -324,11 +324,13 @@ def test_a_training_step_longer_than_the_heartbeat_interval_gets_lines_while_it_
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())
     progress.log.addHandler(handler)
-    monkeypatch.setattr(progress.log, "level", logging.INFO)
+    level = progress.log.level
+    progress.log.setLevel(logging.INFO)  # (not the attribute: setLevel clears the cache of isEnabledFor's answers)
     try:
         settings = TrainSettings(epochs=1, iterations_per_epoch=3, val_iterations=1, seed=1)
         in_process_trainer(dataset, tmp_path, settings, workers=0).fit()
     finally:
         progress.log.removeHandler(handler)
+        progress.log.setLevel(level)
     during = [line for line in lines if "epoch 1/1: training iteration 2/3, " in line]
     assert len(during) >= 2, lines

@@ -12,10 +12,10 @@ from segflow.io import save_json, save_npy
 from segflow.networks import build_network
 from segflow.plan import architecture, topology
 from segflow.preprocess import class_locations
-from segflow.train.augment import AugmentationSettings
 from segflow.train.data import Case, PatchLoader, Prefetcher, forced_foreground
 from segflow.train.loss import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights, region_targets
 from segflow.train.optimizer import poly_lr
+from segflow.train.patch_geometry import AugmentationSettings
 
 
 def configuration(spacing, patch):

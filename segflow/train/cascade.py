@@ -27,16 +27,16 @@ def one_hot(segmentation: np.ndarray, labels) -> np.ndarray:
     return np.stack([segmentation == label for label in labels]).astype(np.float32)
 
 
-def previous_stage_files(configuration: dict, folders, cases) -> dict[str, Path]:
+def previous_stage_files(previous_stage: str | None, folders, cases) -> dict[str, Path]:
     """Case -> the previous stage's segmentation (``next_stage/{case}.npy`` in the previous configuration's
-    validation folders) for a cascade configuration; empty for any other."""
-    if not configuration.get("previous_stage"):
+    validation folders) for a cascade configuration (its ``previous_stage``); empty for any other."""
+    if not previous_stage:
         return {}
     found = {p.stem: p for folder in folders for p in (Path(folder) / "next_stage").glob("*.npy")}
     missing = [c for c in cases if c not in found]
     if missing:
         raise ValueError(
-            f"{configuration['previous_stage']} has no segmentation for {missing[:5]}: the cascade needs the "
+            f"{previous_stage} has no segmentation for {missing[:5]}: the cascade needs the "
             "cross-validation predictions of all five folds of the previous stage"
         )
     return found

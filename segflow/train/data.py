@@ -35,7 +35,7 @@ import torch
 from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
 
 from segflow.io import load_json, load_npy
-from segflow.train.device_augment import centre_window
+from segflow.train.patch_geometry import centre_window
 
 OVERSAMPLE_FOREGROUND = 0.33
 PR_SET_PDEATHSIG = 1  # prctl(2)

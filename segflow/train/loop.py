@@ -10,12 +10,13 @@ output, background excluded) is smoothed by an exponential moving average (0.9),
 Checkpoints hold only tensors and plain Python values and load with ``torch.load(weights_only=True)``.
 Batches: loader workers cut the patches (``segflow.resources.loader_workers``; with one thread on a CPU, the
 training process itself); by default they also draw each sample's augmentation parameters, which are applied
-to the whole batch (``device_augment.py``): on CUDA by the training device, one batch ahead in a background
-thread (``Prefetcher``), on a CPU by the worker that cut it. The loader's workers live for the whole
-training, one pool for training batches and one for validation batches (``segflow.resources.validation_workers``),
-as nnU-Net's do. Randomness comes from seeds derived from (seed, fold, purpose, batch index), so two runs of the
-same config give the same weights on CPU, and an interrupted run continued from ``checkpoint_latest.pt`` ends with
-the weights of an uninterrupted one; any number of workers, or the training process itself, draw the same batches.
+to the whole batch: on CUDA by the training device, one batch ahead in a background thread (``Prefetcher``), on
+a CPU by the worker that cut it (``augmentation.py``: the trainer does not know which). The loader's workers live
+for the whole training, one pool for training batches and one for validation batches
+(``segflow.resources.validation_workers``), as nnU-Net's do. Randomness comes from seeds derived from (seed, fold,
+purpose, batch index), so two runs of the same config give the same weights on CPU, and an interrupted run
+continued from ``checkpoint_latest.pt`` ends with the weights of an uninterrupted one; any number of workers, or
+the training process itself, draw the same batches.
 """
 
 from __future__ import annotations
@@ -30,23 +31,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from torch import nn
 
 from segflow.device import resolve_device
 from segflow.io import atomic_path, load_json, save_json
 from segflow.labels import label_values
 from segflow.networks import build_network
-from segflow.plans import data_folder, resolved_configuration
+from segflow.plans import PlanConfiguration
 from segflow.progress import Countdown, Heartbeat
 from segflow.resources import loader_workers, validation_workers
 from segflow.splits import fold_cases
-from segflow.train.augment import AugmentationSettings, training_pipeline, validation_pipeline
+from segflow.train.augmentation import Augmentation
 from segflow.train.cascade import foreground_labels, previous_stage_files
 from segflow.train.checkpoints import FoldCheckpoints
 from segflow.train.curves import PROGRESS_INTERVAL_S, write_progress
 from segflow.train.data import Case, PatchLoader, Prefetcher
-from segflow.train.device_augment import BatchedAugmentation, cascade_degradation, degrade_previous_stage
 from segflow.train.loss import DeepSupervisionLoss, LabelSetup, deep_supervision_weights, target_pyramid
 from segflow.train.optimizer import build_optimizer, learning_rate, training_recipe
 from segflow.train.pretrained import load_pretrained
@@ -71,7 +70,7 @@ class Trainer:
         previous_stage_dirs=(),
     ):
         self.plans, self.configuration_name = plans, configuration
-        self.configuration = resolved_configuration(plans, configuration)
+        self.configuration = PlanConfiguration.of(plans, configuration)
         self.settings = settings
         self.fold = str(fold)
         self.name = f"{configuration} fold {self.fold}"
@@ -82,35 +81,33 @@ class Trainer:
         self.labels = LabelSetup(dataset_json["labels"])
         train_ids, val_ids = fold_cases(splits, fold)
         self.train_ids = train_ids
-        folder = Path(preprocessed) / data_folder(plans, configuration)
-        previous = previous_stage_files(self.configuration, previous_stage_dirs, [*train_ids, *val_ids])
+        folder = Path(preprocessed) / self.configuration.data_folder
+        previous = previous_stage_files(self.configuration.previous_stage, previous_stage_dirs, [*train_ids, *val_ids])
         self.previous_labels = foreground_labels(dataset_json["labels"]) if previous else None
         self.train_cases = [Case(folder, c, previous.get(c)) for c in train_ids]
         self.val_cases = [Case(folder, c, previous.get(c)) for c in val_ids]
-        self.patch_size = self.configuration["patch_size"]
+        self.patch_size = self.configuration.patch_size
         self.is_2d = len(self.patch_size) == 2
-        self.augmentation = AugmentationSettings(self.patch_size)
-        self.masked_channels = [c for c, m in enumerate(self.configuration["use_mask_for_norm"]) if m]
-        if settings.augment_on not in ("device", "workers"):
-            raise ValueError(f"augment_on is 'device' or 'workers', not {settings.augment_on!r}")
-        self.batched_augmentation = BatchedAugmentation(
-            self.augmentation, self.masked_channels, label_values(dataset_json["labels"])
-        )
-        self.cascade_degradation = (
-            ComposeTransforms(cascade_degradation(self.previous_labels)) if self.previous_labels else None
+        self.augmentation = Augmentation(
+            self.patch_size,
+            [c for c, m in enumerate(self.configuration.use_mask_for_norm) if m],
+            label_values(dataset_json["labels"]),
+            self.previous_labels,
+            settings.augment_on,
+            self.device,
         )
         self.in_channels = in_channels = len(dataset_json["channel_names"]) + len(self.previous_labels or [])
         torch.manual_seed(derived_seed(settings.seed, fold, "init"))
-        self.network = build_network(self.configuration, in_channels, self.labels.num_outputs)
+        self.network = build_network(self.configuration.settings, in_channels, self.labels.num_outputs)
         self.pretrained = (
             load_pretrained(self.network, settings.pretrained_weights) if settings.pretrained_weights else None
         )
         self.network = self.network.to(self.device)
         self.ds_scales = self.network.output_scales
         self.loss = DeepSupervisionLoss(
-            self.labels.loss(self.configuration["batch_dice"]), deep_supervision_weights(len(self.ds_scales))
+            self.labels.loss(self.configuration.batch_dice), deep_supervision_weights(len(self.ds_scales))
         )
-        self.recipe = training_recipe(self.configuration, settings)
+        self.recipe = training_recipe(self.configuration.settings, settings)
         self.optimizer = build_optimizer(self.recipe, self.network.parameters())
         self.amp = self.device.type == "cuda"
         if self.amp:  # as nnunetv2: cuDNN picks the fastest convolution algorithms for the (fixed) patch size
@@ -139,7 +136,7 @@ class Trainer:
 
     def signature(self) -> str:
         payload = {
-            "configuration": self.configuration,
+            "configuration": self.configuration.settings,
             "fold": str(self.fold),
             "settings": asdict(self.settings),
             "train": self.train_ids,
@@ -155,29 +152,18 @@ class Trainer:
         from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 
         cases = self.val_cases if validation else self.train_cases
-        patch = self.patch_size if validation else self.augmentation.enlarged_patch
-        draw = augment = None
-        if validation:
-            transforms = validation_pipeline(self.previous_labels)
-        elif self.settings.augment_on == "device":
-            transforms, draw = None, self.batched_augmentation.draw
-            # On a CPU the batch is augmented where it is cut (a loader worker, on one thread, while torch
-            # computes the step), as nnunetv2's workers do: augmented in the training process, its small
-            # tensor operations wait on each other's threads, which on a busy machine cost several times more.
-            augment = self.augmented if self.device.type == "cpu" else None
-        else:
-            transforms = training_pipeline(self.augmentation, self.masked_channels, self.previous_labels)
+        work = self.augmentation.for_loader(validation)
         purpose = "val" if validation else "train"
         workers = validation_workers(self.workers) if validation else self.workers
         loader = PatchLoader(
             cases,
-            self.configuration["batch_size"],
-            patch,
+            self.configuration.batch_size,
+            work.patch_size,
             self.patch_size,
             self.is_2d,
-            transforms,
-            draw,
-            augment,
+            work.transforms,
+            work.draw,
+            work.augment,
             seed_of=lambda index: derived_seed(self.settings.seed, self.fold, purpose, index),
             first_batch=first_batch,
             producers=max(1, workers),
@@ -197,23 +183,11 @@ class Trainer:
         """(data, deep-supervision targets) on the training device; a batch cut for augmentation on the
         device is augmented there."""
         batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-        data, seg = self.augmented(batch) if "augmentation" in batch else (batch["data"], batch["seg"])
+        data, seg = self.augmentation.on_device(batch)
         data = data.contiguous(memory_format=self.memory_format)
         if self.labels.regions:
             seg = self.labels.target(seg)
         return data, target_pyramid(seg, self.ds_scales)
-
-    @torch.no_grad()
-    def augmented(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(data, seg) of a batch from ``PatchLoader.cut_for_the_device``, augmented where its tensors are."""
-        data, seg = self.batched_augmentation.apply(batch)
-        if self.cascade_degradation is not None:
-            data, seg = self.degrade_previous_stage(data, seg, int(batch["augmentation"]["noise_seed"]))
-        return data, seg
-
-    def degrade_previous_stage(self, data, seg, seed: int):
-        """The cascade's previous stage, after the rest of the augmentation as nnunetv2 orders it."""
-        return degrade_previous_stage(data, seg, self.previous_labels, self.cascade_degradation, seed)
 
     # --- one epoch ---------------------------------------------------------------------------------------
 
@@ -314,7 +288,7 @@ class Trainer:
             "signature": self.signature(),
             "configuration": self.configuration_name,
             "fold": str(self.fold),
-            "inference_allowed_mirroring_axes": list(self.augmentation.mirror_axes),
+            "inference_allowed_mirroring_axes": list(self.augmentation.settings.mirror_axes),
         }
 
     def save_resumable(self, epoch_done: int, best: bool = False) -> None:
@@ -443,6 +417,6 @@ def train(
             len(trainer.train_cases),
             len(trainer.val_cases),
             trainer.patch_size,
-            trainer.configuration["batch_size"],
+            trainer.configuration.batch_size,
         )
         trainer.fit()
