@@ -4,7 +4,8 @@
 #   1. bench/augment.py: one batch's augmentation, batchgeneratorsv2 per sample against segflow's batched
 #      transforms on the GPU;
 #   2. bench/train_step.py with CUDA + AMP, both frameworks: BraTS-like with 8 and 16 data-loading workers,
-#      Hippocampus with 8 (s/iteration, loader CPU s per batch, peak GPU memory);
+#      Hippocampus with 8 (s/iteration, loader CPU s per batch, peak GPU memory), and MedNeXt L on Hippocampus
+#      (segflow alone, issue 34);
 #   3. bench/train_quality.py: Hippocampus fold 0, three runs per framework (seeds 0-2), three at a time.
 # Each part has a wall-clock limit; train_quality writes every finished run to its JSON at once, so what a
 # limit cuts off is missing from the record, never half in it. Figures land in $OUT.

@@ -199,6 +199,7 @@ def write_logits(work: Path, plans: dict) -> None:
 SEGFLOW_PREPROCESS = """
 import sys
 from segflow.io import load_json
+from segflow.plans import PlanConfiguration
 from segflow.preprocess import preprocess_case
 work, kind = sys.argv[1:3]
 raw = f"{work}/raw"
@@ -206,7 +207,8 @@ channels = len(load_json(f"{raw}/dataset.json")["channel_names"])
 images = [f"{raw}/imagesTr/{kind}_{c:04d}.mha" for c in range(channels)]
 labels = load_json(f"{raw}/dataset.json")["labels"]
 out = f"{work}/segflow/case"
-preprocess_case(kind, images, f"{raw}/labelsTr/{kind}.mha", load_json(f"{work}/plans.json"), "3d_fullres", labels,
+configuration = PlanConfiguration.of(load_json(f"{work}/plans.json"), "3d_fullres")
+preprocess_case(kind, images, f"{raw}/labelsTr/{kind}.mha", configuration, labels,
                 out + ".npy", out + "_seg.npy", out + ".json")
 """
 

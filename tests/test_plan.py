@@ -15,7 +15,7 @@ from segflow.plan import (
     topology,
     transpose_axes,
 )
-from segflow.plans import preprocessed_configurations, resolved_configuration
+from segflow.plans import PlanConfiguration, preprocessed_configurations, resolved_configuration
 
 DATA = Path(__file__).parent / "data"
 LABELS_3 = {"background": 0, "a": 1, "b": 2}
@@ -142,6 +142,27 @@ def test_large_dataset_creates_lowres_and_cascade():
     assert full["normalization_schemes"] == ["CTNormalization"] and full["use_mask_for_norm"] == [False]
     assert preprocessed_configurations(plans) == ["2d", "3d_lowres", "3d_fullres"]
     assert resolved_configuration(plans, "3d_cascade_fullres")["patch_size"] == full["patch_size"]
+
+
+def test_a_plan_configuration_is_the_resolved_configuration_with_the_plans_axes_and_data_folder():
+    """segflow.plans.PlanConfiguration, what jobs pass down after reading the plans once: the cascade inherits
+    3d_fullres's settings and data, keeps its own previous stage, and carries the plan-wide axis order and CT
+    intensities."""
+    case = load_case("large")
+    plans = plan_experiment(case["fingerprint"], case["dataset_json"])
+    plans["transpose_forward"], plans["transpose_backward"] = [2, 0, 1], [1, 2, 0]  # distinguishable
+    full, cascade = (PlanConfiguration.of(plans, name) for name in ("3d_fullres", "3d_cascade_fullres"))
+    fullres = plans["configurations"]["3d_fullres"]
+    assert cascade.settings == {**fullres, "previous_stage": "3d_lowres"} and full.previous_stage is None
+    assert cascade.previous_stage == "3d_lowres" and cascade.data_folder == full.data_folder == "3d_fullres"
+    assert cascade.patch_size == fullres["patch_size"] and cascade.batch_size == fullres["batch_size"]
+    assert cascade.spacing == fullres["spacing"] and all(isinstance(s, float) for s in cascade.spacing)
+    assert (cascade.transpose_forward, cascade.transpose_backward) == ((2, 0, 1), (1, 2, 0))
+    assert cascade.intensity_properties == plans["foreground_intensity_properties_per_channel"]
+    assert cascade.probability_resampling == fullres["resampling_fn_probabilities_kwargs"]
+    assert cascade.data_resampling == fullres["resampling_fn_data_kwargs"] != cascade.seg_resampling
+    lowres = PlanConfiguration.of(plans, "3d_lowres")
+    assert lowres.data_folder == "3d_lowres" and lowres.spacing == plans["configurations"]["3d_lowres"]["spacing"]
 
 
 def test_2d_dataset_has_only_the_2d_configuration():

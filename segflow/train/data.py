@@ -1,6 +1,6 @@
 """Training batches: patch sampling as nnunetv2 2.8.1's ``nnUNetDataLoader`` (§5.5), each sample augmented
-as it is cut (``augment.py``, §5.6), or cut only and sent with its augmentation's parameters, which the
-training device applies to the whole batch (``device_augment.py``).
+as it is cut (``augment.training_pipeline``, §5.6), or cut only with its augmentation's parameters, which are
+applied to the whole batch (``device_augment.py``); ``augmentation.py`` says which.
 
 Cases are drawn uniformly with replacement; sample j of a batch is forced to contain foreground when
 ``j >= round(batch_size * (1 - 0.33))``. A forced sample picks a class present in the case uniformly (the

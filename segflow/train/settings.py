@@ -19,8 +19,9 @@ class TrainSettings:
     momentum: float = 0.99
     grad_clip: float = 12.0
     channels_last: bool | None = None  # None: on CUDA for 3D networks (cuDNN's faster layout), else off
-    # "device": workers cut patches, the training device augments whole batches (device_augment.py);
-    # "workers": each worker augments its samples with batchgeneratorsv2, as nnunetv2 does
+    # "device": workers cut patches and draw their parameters, whole batches are augmented (on a GPU by the
+    # training device, on a CPU by the worker); "workers": each worker augments its samples with
+    # batchgeneratorsv2, as nnunetv2 does (segflow/train/augmentation.py)
     augment_on: str = "device"
     # a segflow or nnU-Net v2 fold checkpoint every fold starts from (segflow/train/pretrained.py)
     pretrained_weights: str | None = None
