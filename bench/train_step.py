@@ -21,6 +21,9 @@ segflow alone:     python bench/train_step.py --segflow-only --plans hippocampus
 A busy machine:    python bench/train_step.py --plans hippocampus --load 4 ...  (4 busy processes beside both)
 MONAI's networks:  python bench/train_step.py --network segresnet --plans hippocampus --batch-size 2
 (segflow alone: nnunetv2 2.8.1 ships no trainer for them)
+The budget's probe: python bench/train_step.py --segflow-only --budget-probe ...  (also times the step as
+``segflow.budget.probe`` estimates it before a run, synthetic batches of the same plan, and says how far that
+is from the step measured with real loading)
 """
 
 from __future__ import annotations
@@ -231,7 +234,13 @@ def worker_segflow(args, work: Path) -> dict:
             lambda: trainer.train_step(*next(batches)), args.warmup, args.iterations, sync
         )
     configuration = trainer.configuration.settings
+    estimate = None
+    if args.budget_probe:
+        from segflow.budget import probe
+
+        estimate = probe(plans, dataset_json, "3d_fullres", trainer.settings, args.device)
     return {
+        "budget_probe": estimate,
         "times": times,
         "loader_cpu_s_per_batch": loader_cpu,
         "augment_on": args.augment_on,
@@ -316,6 +325,7 @@ def run_worker(python: str, framework: str, args, work: Path) -> dict:
         "--channels-last",
         args.channels_last,
         *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
+        *(["--budget-probe"] if args.budget_probe and framework == "segflow" else []),
         "--work",
         str(work),
     ]
@@ -395,6 +405,14 @@ def compare_plan(args, name: str) -> dict:
             else ""
         )
     )
+    if sf.get("budget_probe") is not None:
+        probed = sf["budget_probe"]
+        estimate = probed["train_step_s"] + probed["augmentation_s"]
+        result["budget_probe_ratio"] = estimate / sf_median
+        print(
+            f"   budget probe (segflow.budget, before a run): {estimate:.3f} s per training step on {probed['device']} "
+            f"({result['budget_probe_ratio']:.2f} x the step measured above)"
+        )
     for framework, figures in (("nnunetv2", nn), ("segflow", sf)):
         if figures is not None and figures.get("peak_gpu_memory_gb") is not None:
             print(f"   {framework} peak GPU memory: {figures['peak_gpu_memory_gb']:.2f} GiB")
@@ -451,6 +469,9 @@ def main() -> None:
         "--load", type=int, default=0, help="busy processes beside both frameworks (a shared machine), default none"
     )
     parser.add_argument("--compare-layouts", action="store_true", help="also time segflow with the other layout")
+    parser.add_argument(
+        "--budget-probe", action="store_true", help="segflow: also the budget's estimate of a step (segflow.budget)"
+    )
     parser.add_argument("--worker", choices=["segflow", "nnunetv2"], help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
     add_segflow_only(parser)

@@ -203,6 +203,7 @@ def test_bench_train_step(tmp_path):
         tmp_path,
         "--json",
         tmp_path / "figures.json",
+        "--budget-probe",
     )
     line = r"segflow:\s+[\d.]+ s/iteration \(median of 1\); data loading [\d.]+ CPU s per batch"
     assert re.search(line, output), output
@@ -212,6 +213,9 @@ def test_bench_train_step(tmp_path):
     # process augmented none.
     figures = json.loads((tmp_path / "figures.json").read_text())["hippocampus"]["segflow"]
     assert figures["loader_cpu_s_per_batch"] > 0 and figures["device_augmentation_s_per_batch"] is None
+    # --budget-probe: segflow.budget's estimate of the same plan's step, beside the measured one
+    assert re.search(r"budget probe \(segflow.budget, before a run\): [\d.]+ s per training step on cpu", output)
+    assert figures["budget_probe"]["batch_size"] == 2 and figures["budget_probe"]["train_step_s"] > 0
 
 
 def test_bench_train_step_rounds_take_turns_and_pair_their_ratios(monkeypatch):
