@@ -69,7 +69,6 @@ class Trainer:
         workers: int = 0,
         previous_stage_dirs=(),
     ):
-        self.plans, self.configuration_name = plans, configuration
         self.configuration = PlanConfiguration.of(plans, configuration)
         self.settings = settings
         self.fold = str(fold)
@@ -286,7 +285,7 @@ class Trainer:
             "best_ema": self.best_ema,
             "current_epoch": epoch_done,
             "signature": self.signature(),
-            "configuration": self.configuration_name,
+            "configuration": self.configuration.name,
             "fold": str(self.fold),
             "inference_allowed_mirroring_axes": list(self.augmentation.settings.mirror_axes),
         }
