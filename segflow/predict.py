@@ -57,10 +57,13 @@ class CasePredictor:
         """Candidates (segflow/candidates.py) of a workflow's results folder, with the previous stages they need."""
         results = Results(model_dir)
         needed = [parse(name) for name in candidates]
-        plans = {}  # each candidate's plans file, read once
+        plans = {}  # each plans file, read once (a cascade and its previous stage share one)
 
         def plans_of(candidate):
-            return plans.setdefault(candidate.name, load_json(results.candidate_plans(candidate)))
+            path = results.candidate_plans(candidate)
+            if path not in plans:
+                plans[path] = load_json(path)
+            return plans[path]
 
         previous = {}
         for candidate in list(needed):

@@ -9,7 +9,9 @@ import SimpleITK as sitk
 import torch
 from conftest import blob_case, load, run_snakemake, write_case
 
+import segflow.predict
 from segflow.io import save_json, write_image
+from segflow.layout import FINAL_CHECKPOINT
 from segflow.plans import PlanConfiguration
 from segflow.resample import resample
 from segflow.train.augment import validation_pipeline
@@ -60,7 +62,7 @@ def test_next_stage_maps_decide_separate_z_from_the_lowres_spacing_alone():
 
 
 @pytest.mark.slow
-def test_cascade_workflow_trains_on_all_lowres_folds_and_predicts(tmp_path):
+def test_cascade_workflow_trains_on_all_lowres_folds_and_predicts(tmp_path, monkeypatch):
     root = tmp_path / "Dataset077_Blobs"
     cases = [f"blob_{i:03d}" for i in range(6)]
     for i, case in enumerate(cases):
@@ -108,3 +110,9 @@ def test_cascade_workflow_trains_on_all_lowres_folds_and_predicts(tmp_path):
     assert set(selection["scores"]) == {"3d_lowres", "3d_cascade_fullres", "ensemble__3d_lowres__3d_cascade_fullres"}
     prediction = sitk.ReadImage(str(out / "predictions" / "new.nii.gz"))
     assert prediction.GetSize() == (44, 48, 46) and prediction.GetOrigin() == (3.0, -2.0, 1.0)
+    # segflow predict's models: the cascade and its previous stage read their one plans file once
+    read = []
+    monkeypatch.setattr(segflow.predict, "load_json", lambda path: read.append(str(path)) or load(path))
+    predictor = segflow.predict.CasePredictor.of_results(out, ["3d_cascade_fullres"], [0], FINAL_CHECKPOINT, "cpu")
+    assert set(predictor.predictors) == {"3d_lowres", "3d_cascade_fullres"}
+    assert [path for path in read if "plans" in path] == [str(out / "plans.json")]
