@@ -60,7 +60,7 @@ class PlanConfiguration:
             data_folder(plans, name),
             tuple(plans["transpose_forward"]),
             tuple(plans["transpose_backward"]),
-            plans.get("foreground_intensity_properties_per_channel", {}),
+            plans["foreground_intensity_properties_per_channel"],
         )
 
     @property
@@ -90,10 +90,6 @@ class PlanConfiguration:
     @property
     def previous_stage(self) -> str | None:
         return self.settings.get("previous_stage")
-
-    @property
-    def network_class(self) -> str:
-        return network_class(self.settings)
 
     @property
     def data_resampling(self) -> dict:

@@ -79,6 +79,7 @@ def validate_fold(
     out.mkdir(parents=True, exist_ok=True)
     if next_stage:
         (out / "next_stage").mkdir(exist_ok=True)
+        next_stage_folder = Path(preprocessed) / data_folder(plans, next_stage)
     countdown = Countdown(f"validation of {configuration} fold {fold}: case", len(cases), interval=10)
 
     def read(numbered):
@@ -96,8 +97,7 @@ def validate_fold(
             logits, properties, model.configuration, dataset_json, prediction, probabilities_path, predictor.device
         )
         if next_stage:
-            target = Path(preprocessed) / data_folder(plans, next_stage) / f"{case}.npy"
-            shape = load_npy(target, mmap=True).shape[1:]
+            shape = load_npy(next_stage_folder / f"{case}.npy", mmap=True).shape[1:]
             save_npy(
                 next_stage_segmentation(logits, model.configuration, shape, dataset_json),
                 out / "next_stage" / f"{case}.npy",

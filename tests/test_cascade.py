@@ -49,7 +49,12 @@ def test_next_stage_maps_decide_separate_z_from_the_lowres_spacing_alone():
         "spacing": [2.9, 1.0, 1.0],
         "resampling_fn_probabilities_kwargs": kwargs,
     }
-    plans = {"transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2], "configurations": {"3d_lowres": lowres}}
+    plans = {
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "foreground_intensity_properties_per_channel": {"0": {}},
+        "configurations": {"3d_lowres": lowres},
+    }
     labels = {"labels": {"background": 0, "a": 1, "b": 2}}
     logits = np.random.default_rng(0).normal(size=(3, 5, 8, 8)).astype(np.float32)
     shape = (9, 10, 10)

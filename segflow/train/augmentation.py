@@ -57,7 +57,9 @@ class Augmentation:
         self.augment_on = augment_on
         self.in_the_loader = augment_on == "device" and (device is None or device.type == "cpu")
         self.batched = BatchedAugmentation(self.settings, self.masked_channels, label_values)
-        self.degradation = ComposeTransforms(cascade_degradation(previous_labels)) if previous_labels else None
+        # (with augment_on: workers the cascade's degradation is in the per-sample pipeline)
+        batched_cascade = previous_labels and augment_on == "device"
+        self.degradation = ComposeTransforms(cascade_degradation(previous_labels)) if batched_cascade else None
 
     def for_loader(self, validation: bool) -> LoaderWork:
         if validation:
