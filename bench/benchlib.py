@@ -55,10 +55,21 @@ def add_segflow_only(parser) -> None:
     )
 
 
+def as_nnunet_users_have_it() -> dict:
+    """This process's environment without what importing segflow added (its OpenMP wait policy): nnunetv2 runs
+    as its users run it."""
+    import segflow
+
+    env = dict(os.environ)
+    if segflow.WAIT_POLICY_SET_BY_SEGFLOW:
+        env.pop("OMP_WAIT_POLICY", None)
+    return env
+
+
 def nnunet_env(base: Path, venv: Path | None = None, **extra: str) -> dict:
     """nnunetv2's folders under ``base``, torch.compile off, ``extra`` variables, its venv first on PATH."""
     env = dict(
-        os.environ,
+        as_nnunet_users_have_it(),
         nnUNet_raw=str(base / "raw"),
         nnUNet_preprocessed=str(base / "preprocessed"),
         nnUNet_results=str(base / "results"),

@@ -43,7 +43,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchlib import add_segflow_only, background_load, nnunet_env, save_nnunet_case  # noqa: E402
+from benchlib import (  # noqa: E402
+    add_segflow_only,
+    as_nnunet_users_have_it,
+    background_load,
+    nnunet_env,
+    save_nnunet_case,
+)
 
 from segflow.networks import NETWORKS  # noqa: E402
 from segflow.plan import PLANNERS, plan_experiment  # noqa: E402
@@ -329,7 +335,8 @@ def run_worker(python: str, framework: str, args, work: Path) -> dict:
         "--work",
         str(work),
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
+    env = as_nnunet_users_have_it() if framework == "nnunetv2" else None
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"{framework} worker failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
