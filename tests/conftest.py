@@ -179,12 +179,21 @@ def write_msd_dataset_json(root: Path, cases) -> None:
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory) -> Path:
+def demo_run(request, tmp_path_factory) -> Path:
     """The default run (the built-in demo) once, locally with ``--cores 2``; returns its working directory.
 
     It runs in two calls, as a user stopping after a stage would: the stage target ``preprocessing`` first
     (the files it left are listed in ``preprocessing_stage_files.json``), then the rest. What snakemake
-    printed on the terminal is kept in ``preprocessing_stage.out`` and ``snakemake.out``."""
+    printed on the terminal is kept in ``preprocessing_stage.out`` and ``snakemake.out``.
+
+    Where the session's tests include the demo's SLURM run, that starts first and waits on SLURM beside this
+    run and the tests after it (slurm_cluster.py); its test, in the same worker (``worker_group``), reports a
+    missing or failed SLURM."""
+    if any("slurm_demo_run" in item.fixturenames for item in request.session.items):
+        try:
+            request.getfixturevalue("slurm_demo_run")
+        except (pytest.skip.Exception, pytest.fail.Exception):
+            pass
     workdir = tmp_path_factory.mktemp("demo")
     stage = run_snakemake(workdir, "preprocessing")
     (workdir / "preprocessing_stage.out").write_text(stage.stdout)
@@ -193,17 +202,6 @@ def demo_run(tmp_path_factory) -> Path:
     save_json(files, workdir / "preprocessing_stage_files.json")
     (workdir / "snakemake.out").write_text(run_snakemake(workdir).stdout)
     return workdir
-
-
-@pytest.fixture(scope="session", autouse=True)
-def slurm_demo_started_with_the_session(request):
-    """Where the session's tests include the demo's SLURM run, it starts before the first test and waits on
-    SLURM beside the others (slurm_cluster.py). Its own test reports a missing or failed SLURM."""
-    if any("slurm_demo_run" in item.fixturenames for item in request.session.items):
-        try:
-            request.getfixturevalue("slurm_demo_run")
-        except (pytest.skip.Exception, pytest.fail.Exception):
-            pass
 
 
 @pytest.fixture(scope="session")
@@ -224,10 +222,11 @@ def hippocampus() -> Path:
 @pytest.fixture(scope="session")
 def hippocampus_run(hippocampus, tmp_path_factory) -> Path:
     """The workflow run once on all 260 Hippocampus cases up to its preprocessing stage (plans, splits,
-    preprocessed 2d + 3d_fullres, and the budget of one fold, which times each planned network: no training).
-    What snakemake printed is kept in ``snakemake.out`` beside ``results``."""
+    preprocessed 2d + 3d_fullres, and the budget of a run that trains no fold, which times nothing: the demo's
+    tests time the planned networks, bench/train_step --budget-probe Hippocampus'). What snakemake printed is
+    kept in ``snakemake.out`` beside ``results``."""
     workdir = tmp_path_factory.mktemp("hippocampus")
-    config = {**hippocampus_config(hippocampus), "folds": "[0]"}
+    config = hippocampus_config(hippocampus)
     run = run_snakemake(workdir, "preprocessing", "results/Task04_Hippocampus/splits.json", config=config)
     (workdir / "snakemake.out").write_text(run.stdout)
     return workdir / "results" / "Task04_Hippocampus"
@@ -313,10 +312,33 @@ WHOLE_RUN_FIXTURES = {
     "floor_python",
 }
 WORKFLOW_MODULES = {"test_workflow", "test_slurm", "test_faults", "test_bad_inputs", "test_report", "test_bench"}
+#: Session fixtures too costly to make once per worker: the tests that use one run in one worker.
+SHARED_RUNS = {
+    "demo_run": "demo",
+    "demo_results": "demo",
+    "demo_images": "demo",
+    "slurm_demo_run": "demo",  # its test compares with the local demo run
+    "hippocampus_run": "hippocampus",
+}
 
 
+def worker_group(item) -> str | None:
+    """The xdist group of a test (``--dist loadgroup``): its costly session fixture's, else its module's where
+    it uses a fixture made once per module, else none (it goes to whichever worker is free)."""
+    for fixture, group in SHARED_RUNS.items():
+        if fixture in item.fixturenames:
+            return group
+    if any(defs[-1].scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values()):
+        return item.module.__name__
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         whole_run = WHOLE_RUN_FIXTURES & set(item.fixturenames) or item.module.__name__ in WORKFLOW_MODULES
         if not whole_run and item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.quick)
+        group = worker_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

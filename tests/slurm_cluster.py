@@ -1,10 +1,10 @@
 """The local SLURM cluster for the tests (a pytest plugin of conftest.py): its fixture, the workflow through
 profiles/slurm, SLURM's own records of the jobs, and the demo's SLURM run, which starts in the background with the
-session.
+demo's local run.
 
 That run spends most of its three minutes waiting, not computing: on the one-minute time limit that kills its
-frozen training (slurmctld checks limits every 30 s), on job starts and on status checks. Started with the
-session, it waits while the other tests run; its test, late in the session, collects what it left."""
+frozen training (slurmctld checks limits every 30 s), on job starts and on status checks. Started before the
+demo's local run (conftest.py: demo_run), it waits while the other tests run; its test collects what it left."""
 
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ from conftest import REPO, blob_case, load, run_snakemake, scheduled_jobs, write
 
 from segflow.batches import assign_batches
 from segflow.config import merged, resolve
-from segflow.progress import duration
 
 DEMO = "Task900_SegflowDemo"
 
@@ -235,16 +234,19 @@ def test_hippocampus_plans_and_splits(hippocampus, hippocampus_run):
 
 
 def test_hippocampus_budget_is_shown_once_planned(hippocampus_run):
-    """nnU-Net's budget (1000 x 250 per fold) with each candidate's time from a probe of its planned network."""
+    """nnU-Net's budget (1000 x 250 per fold) for a run that trains no fold: each candidate's plan and the memory
+    its jobs would declare, and nothing timed (the demo's tests time the planned networks)."""
     terminal = (hippocampus_run.parent.parent / "snakemake.out").read_text()
-    assert "budget of Task04_Hippocampus: 2 candidates x 1 fold (0), each 1000 epochs x 250 iterations" in terminal
+    assert "budget of Task04_Hippocampus: 2 candidates x 0 folds, each 1000 epochs x 250 iterations" in terminal
     budget = load(hippocampus_run / "budget.json")
     assert {c["name"]: c["batch_size"] for c in budget["candidates"]} == {"2d": 366, "3d_fullres": 9}
+    assert budget["jobs"]["train"] == 0 and budget["training_s"] == 0
     for c in budget["candidates"]:
-        assert c["fold_s"] == 1000 * (250 * (c["train_step_s"] + c["augmentation_s"]) + 50 * c["validation_step_s"])
-        per_fold = re.search(rf"  {c['name']}: patch .* per epoch, about (\d+ h \d+ min) per fold", terminal)
-        assert per_fold and per_fold[1] == duration(c["fold_s"]), terminal
-        assert c["timed_batches"][-1] <= 366 and c["train_step_s"] > 0
+        assert c["fold_s"] is None and c["not_timed"] == "not timed: the run trains no fold"
+        patch = "x".join(map(str, c["patch_size"]))
+        line = rf"  {c['name']}: patch {patch}, batch {c['batch_size']}; training job ([\d.]+) GB, .*; not timed"
+        shown = re.search(line, terminal)
+        assert shown and float(shown[1]) == round(c["train_mem_mb"] / 1024, 1) and c["train_mem_mb"] > 1024, terminal
 
 
 def test_hippocampus_preprocessed_arrays(hippocampus, hippocampus_run):
