@@ -40,10 +40,15 @@ def test_the_jobs_that_read_probabilities_start_without_torch():
     assert result.stdout.strip() == "[]", result.stdout
 
 
+def without_wait_policy(**env: str) -> dict:
+    """This process's environment without an OpenMP wait policy (importing segflow set one here), plus ``env``."""
+    return {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | env
+
+
 def spin_count(code: str, **env: str) -> str:
     """How long torch's OpenMP (libgomp) lets an idle thread spin before it sleeps, in a fresh process running
     ``code`` then torch: as libgomp reports it."""
-    environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | env | {"OMP_DISPLAY_ENV": "VERBOSE"}
+    environment = without_wait_policy(**env, OMP_DISPLAY_ENV="VERBOSE")
     probe = f"{code}\nimport torch\ntorch.set_num_threads(2)\ntorch.ones(100_000).sum()"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environment, check=True)
     return re.search(r"GOMP_SPINCOUNT = '(\d+)'", result.stderr)[1]
@@ -65,9 +70,8 @@ def test_the_benchmarks_run_nnunetv2_as_its_users_run_it():
     both."""
     code = "import sys; sys.path.insert(0, sys.argv[1]); import benchlib; print(benchlib.nnunet_env(benchlib.REPO)"
     code += ".get('OMP_WAIT_POLICY'), benchlib.as_nnunet_users_have_it().get('OMP_WAIT_POLICY'))"
-    environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     for policy, expected in ((None, "None None"), ("ACTIVE", "ACTIVE ACTIVE")):
-        env = environment | ({"OMP_WAIT_POLICY": policy} if policy else {})
+        env = without_wait_policy(**({"OMP_WAIT_POLICY": policy} if policy else {}))
         result = subprocess.run(
             [sys.executable, "-c", code, str(REPO / "bench")], capture_output=True, text=True, env=env, check=True
         )
