@@ -11,6 +11,7 @@ be exactly equal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -274,9 +275,34 @@ def test_prediction_job_killed_while_predicting(demo_run, tmp_path):
     assert_same_results(workdir, demo_run)
 
 
+def kill_what_started_since(before: set[psutil.Process]) -> None:
+    """SIGKILL the children this process started since ``before`` was taken, with everything they started."""
+    for started in set(psutil.Process().children()) - before:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            kill_job(started)
+
+
 @pytest.fixture(autouse=True)
 def no_job_left_behind():
-    """A failed test must not leave a killed run's jobs training in the background."""
+    """A failed test must not leave a killed run's jobs training in the background. Only what the test started is
+    killed: a run started before it (the SLURM demo run, in the same worker) goes on."""
+    before = set(psutil.Process().children())
     yield
-    for process in psutil.Process().children(recursive=True):
-        process.kill()
+    kill_what_started_since(before)
+
+
+def test_the_cleanup_kills_what_a_test_started_and_spares_what_ran_before():
+    running_before = subprocess.Popen(["sleep", "600"])
+    try:
+        before = set(psutil.Process().children())
+        started = psutil.Process(subprocess.Popen(["sh", "-c", "sleep 600 & wait"]).pid)
+        deadline = time.monotonic() + 30
+        while not started.children() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        [grandchild] = started.children()
+        kill_what_started_since(before)
+        assert not started.is_running() and not grandchild.is_running()
+        assert running_before.poll() is None, "the cleanup killed a process started before the test"
+    finally:
+        running_before.kill()
+        running_before.wait()
