@@ -4,7 +4,8 @@ The cases are bench/memory.py's (a BraTS-size MRI case of 4 x 155 x 240 x 240, a
 export resamples from 0.8 mm back to 0.75 mm in-plane), each predicted from its raw files to a written label
 map with a freshly initialised fold 0 (the U-Net's features divided by 8, or ``--feature-divisor``, so that a
 CPU run takes minutes; the arrays around the network do not depend on its width; ``--step-size 1`` cuts the
-tiles 8-fold), without test-time mirroring, on the CPU with 2 threads.
+tiles 8-fold), without test-time mirroring (``--mirror``: with it, as both frameworks' users predict), on the
+CPU with 2 threads.
 
 Per framework, three kinds of run, each its own process tree, timed and its peak PSS sampled as bench/memory.py
 does:
@@ -93,13 +94,13 @@ clock.wrap_property(ConfigurationManager, "resampling_fn_probabilities", "resamp
 clock.wrap(LabelManager, "convert_logits_to_segmentation", "argmax")
 clock.wrap(export, "insert_crop_into_image", "crop back")
 clock.wrap(SimpleITKIO, "write_seg", "writing")
-clock_file, model, images, output, threads, step, *accumulators = sys.argv[1:]
-if accumulators == ["float32"]:
+clock_file, model, images, output, threads, step, *options = sys.argv[1:]
+if "float32" in options:
     torch.half = torch.float32  # its tile accumulators (dtype=torch.half) in float32, as segflow's
 os.makedirs(output, exist_ok=True)  # as its CLI does; its sequential loop does not
 torch.set_num_threads(int(threads))
-predictor = nnUNetPredictor(  # as its CLI makes it, without test-time mirroring
-    tile_step_size=float(step), use_mirroring=False, device=torch.device("cpu"), allow_tqdm=False
+predictor = nnUNetPredictor(  # as its CLI makes it (test-time mirroring only where asked)
+    tile_step_size=float(step), use_mirroring="mirror" in options, device=torch.device("cpu"), allow_tqdm=False
 )
 predictor.initialize_from_trained_model_folder(model, (0,), "checkpoint_final.pth")
 predictor.predict_from_files_sequential(images, output)
@@ -113,9 +114,13 @@ def commands(args, work: Path) -> dict[str, tuple[str, list[str]]]:
     images, out = work / "raw" / "imagesTs", work / "predicted"
     nnunet_bin = args.nnunet_venv / "bin"
     segflow_args = ["predict", "-i", images, "-m", model, "-f", "0", "--device", "cpu", "--threads", THREADS]
-    segflow_args += ["--disable-tta", "--no-postprocessing", "--step-size", args.step_size]
+    segflow_args += ["--no-postprocessing", "--step-size", args.step_size]
     nnunet_cli = [nnunet_bin / "nnUNetv2_predict_from_modelfolder", "-i", images, "-m", model, "-f", "0"]
-    nnunet_cli += ["-device", "cpu", "--disable_tta", "--disable_progress_bar", "-step_size", args.step_size]
+    nnunet_cli += ["-device", "cpu", "--disable_progress_bar", "-step_size", args.step_size]
+    nnunet_options = ["mirror"] if args.mirror else []
+    if not args.mirror:
+        segflow_args.append("--disable-tta")
+        nnunet_cli.append("--disable_tta")
     runs = {
         "segflow stages": ("segflow", [sys.executable, "-c", SEGFLOW_STAGES, work / "segflow_stages.json"]),
         "segflow predict": ("segflow", [sys.executable, "-m", "segflow.cli"]),
@@ -126,10 +131,13 @@ def commands(args, work: Path) -> dict[str, tuple[str, list[str]]]:
     }
     runs["segflow stages"][1].extend([*segflow_args, "-o", out / "segflow_stages"])
     runs["segflow predict"][1].extend([*segflow_args, "-o", out / "segflow_predict"])
-    runs["nnunetv2 stages"][1].extend([model, images, out / "nnunetv2_stages", THREADS, args.step_size])
+    runs["nnunetv2 stages"][1].extend(
+        [model, images, out / "nnunetv2_stages", THREADS, args.step_size, *nnunet_options]
+    )
     runs["nnunetv2 -npp 1 -nps 1"][1].extend(["-o", out / "nnunetv2_npp1"])
     runs["nnunetv2 defaults"][1].extend(["-o", out / "nnunetv2_defaults"])
-    runs["nnunetv2 float32"][1].extend([model, images, out / "nnunetv2_float32", THREADS, args.step_size, "float32"])
+    float32 = [model, images, out / "nnunetv2_float32", THREADS, args.step_size, "float32", *nnunet_options]
+    runs["nnunetv2 float32"][1].extend(float32)
     wanted = ("segflow",) if args.segflow_only else ("segflow", "nnunetv2")
     return {name: (fw, [str(c) for c in command]) for name, (fw, command) in runs.items() if fw in wanted}
 
@@ -252,6 +260,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--step-size", type=float, default=0.5, help="the sliding window's step (fewer tiles: less network time)"
+    )
+    parser.add_argument(
+        "--mirror", action="store_true", help="test-time mirroring in both frameworks, as their users predict"
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--markdown", action="store_true", help="print the stage table as Markdown (the README's)")

@@ -298,7 +298,8 @@ def test_segflow_predict_does_what_the_runs_predict_jobs_did_unless_told_otherwi
 
 def test_mirroring_averages_flipped_predictions():
     """A network that is not mirror-equivariant (it adds a ramp along x) gets the ramp averaged with its
-    mirror image: exactly what flipping, predicting and flipping back must give."""
+    mirror image, and the channel it passes through unchanged keeps the image as it is (an asymmetric ramp):
+    exactly what flipping the input, predicting and flipping back must give."""
 
     class Ramp(nn.Module):
         def forward(self, x):
@@ -307,9 +308,10 @@ def test_mirroring_averages_flipped_predictions():
 
     plans = plans_for([1.0, 1.0, 1.0], [4, 8, 8], [0, 1, 2])
     model = Model(PlanConfiguration.of(plans, "3d_fullres"), DATASET_JSON, [{}], (2,))
-    data = np.zeros((1, 4, 8, 8), np.float32)
+    data = np.broadcast_to(np.linspace(-1, 2, 8, dtype=np.float32), (1, 4, 8, 8)).copy()
     logits = Predictor(model, "cpu", network=Ramp()).predict(data)
     np.testing.assert_allclose(logits[1], 0.5, atol=1e-6)
+    np.testing.assert_allclose(logits[0], data[0], atol=1e-6)
 
 
 def resident_mb() -> float:
